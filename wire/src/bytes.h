@@ -1,0 +1,98 @@
+// Private: bounds-checked reading and appending of v1 primitives (varints, zigzag, binary64).
+#pragma once
+
+#include <bit>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <vector>
+
+namespace telemetryd::wire::detail {
+
+// Reads from a byte span; every read checks bounds and reports failure instead of throwing.
+class Cursor {
+ public:
+  explicit Cursor(std::span<const std::uint8_t> bytes) noexcept : bytes_(bytes) {}
+
+  [[nodiscard]] std::size_t remaining() const noexcept { return bytes_.size() - pos_; }
+  [[nodiscard]] std::size_t position() const noexcept { return pos_; }
+  [[nodiscard]] bool empty() const noexcept { return pos_ == bytes_.size(); }
+  [[nodiscard]] const std::uint8_t* here() const noexcept { return bytes_.data() + pos_; }
+
+  bool Byte(std::uint8_t& out) noexcept {
+    if (pos_ >= bytes_.size()) return false;
+    out = bytes_[pos_++];
+    return true;
+  }
+
+  enum class VarintStatus : std::uint8_t { kOk, kTruncated, kOverflow };
+  // Unsigned LEB128, at most 10 bytes, no bits beyond 64.
+  VarintStatus Varint(std::uint64_t& out) noexcept {
+    std::uint64_t value = 0;
+    for (unsigned shift = 0; shift < 70; shift += 7) {
+      if (pos_ >= bytes_.size()) return VarintStatus::kTruncated;
+      const std::uint8_t byte = bytes_[pos_++];
+      if (shift == 63 && (byte & 0x7E) != 0) return VarintStatus::kOverflow;
+      value |= static_cast<std::uint64_t>(byte & 0x7F) << shift;
+      if ((byte & 0x80) == 0) {
+        out = value;
+        return VarintStatus::kOk;
+      }
+    }
+    return VarintStatus::kOverflow;
+  }
+
+  bool Float64(double& out) noexcept {
+    if (remaining() < 8) return false;
+    std::uint64_t bits = 0;
+    for (int i = 7; i >= 0; --i) bits = (bits << 8) | bytes_[pos_ + static_cast<std::size_t>(i)];
+    pos_ += 8;
+    out = std::bit_cast<double>(bits);
+    return true;
+  }
+
+  bool Take(std::size_t n, std::span<const std::uint8_t>& out) noexcept {
+    if (remaining() < n) return false;
+    out = bytes_.subspan(pos_, n);
+    pos_ += n;
+    return true;
+  }
+
+ private:
+  std::span<const std::uint8_t> bytes_;
+  std::size_t pos_ = 0;
+};
+
+inline std::int64_t ZigzagDecode(std::uint64_t v) noexcept {
+  return static_cast<std::int64_t>(v >> 1) ^ -static_cast<std::int64_t>(v & 1);
+}
+inline std::uint64_t ZigzagEncode(std::int64_t v) noexcept {
+  return (static_cast<std::uint64_t>(v) << 1) ^ static_cast<std::uint64_t>(v >> 63);
+}
+
+inline std::size_t VarintSize(std::uint64_t v) noexcept {
+  std::size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++n;
+  }
+  return n;
+}
+
+inline void PutVarint(std::vector<std::uint8_t>& out, std::uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<std::uint8_t>(v | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<std::uint8_t>(v));
+}
+
+inline void PutFloat64(std::vector<std::uint8_t>& out, double d) {
+  auto bits = std::bit_cast<std::uint64_t>(d);
+  for (int i = 0; i < 8; ++i) {
+    out.push_back(static_cast<std::uint8_t>(bits & 0xFF));
+    bits >>= 8;
+  }
+}
+
+}  // namespace telemetryd::wire::detail

@@ -1,0 +1,159 @@
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "test_support.h"
+
+using namespace telemetryd::wire;
+using namespace telemetryd::wire::test;
+
+namespace {
+
+EventRecord VsrPrepareSent(std::int64_t count, std::int64_t op) {
+  EventRecord e;
+  e.name = "vsr.protocol.prepare.sent";
+  e.measurements = {{"count", Number::Int(count)}};
+  e.metadata = {{"node_id", Term::String("n1")},  {"view_number", Term::Int(4)},
+                {"status", Term::Atom("normal")}, {"cluster_size", Term::Int(3)},
+                {"op_number", Term::Int(op)},     {"commit_number", Term::Int(op - 1)}};
+  return e;
+}
+
+}  // namespace
+
+TEST_CASE("one event survives encode and decode unchanged") {
+  const auto record = VsrPrepareSent(3, 120);
+  const auto frame = EncodeAll({record});
+  REQUIRE_FALSE(frame.empty());
+  FrameDecoder decoder;
+  Recorder rec;
+  const auto summary = decoder.Decode(frame, rec);
+  CHECK(summary.events_accepted == 1);
+  CHECK(rec.errors.empty());
+  REQUIRE(rec.events.size() == 1);
+  CHECK(Same(rec.events[0], record));
+  CHECK(rec.last_frame.units_per_second == 1'000'000'000);
+}
+
+TEST_CASE("every value kind and extreme numbers round-trip") {
+  EventRecord e;
+  e.name = "partisan.membership.peer.join";
+  e.system_time = 1'764'000'000'123'456'789;
+  e.measurements = {{"count", Number::Int(1)},
+                    {"min", Number::Int(std::numeric_limits<std::int64_t>::min())},
+                    {"max", Number::Int(std::numeric_limits<std::int64_t>::max())},
+                    {"neg", Number::Int(-64)},
+                    {"ratio", Number::Float(0.1)},
+                    {"tiny", Number::Float(std::numeric_limits<double>::denorm_min())}};
+  e.metadata = {
+      {"name", Term::Atom("node@192.168.0.20")},
+      {"listen_addrs",
+       Term::List({Term::Map({{Term::Atom("ip"), Term::Tuple({Term::Int(127), Term::Int(0),
+                                                              Term::Int(0), Term::Int(1)})},
+                              {Term::Atom("port"), Term::Int(10200)}})})},
+      {"telemetry_span_context", Term::Bytes(std::string("\x83r\x00\x03\xff", 5))},
+      {"correlation_id", Term::Atom("undefined")},
+      {"nothing", Term::Nil()},
+      {"is_primary", Term::Bool(true)},
+      {"flag", Term::Bool(false)},
+      {"small", Term::Int(63)},
+      {"medium", Term::Int(64)},
+      {"negative", Term::Int(-1)},
+      {"pi", Term::Float(3.14159)},
+      {"empty_list", Term::List({})},
+      {"empty_map", Term::Map({})},
+      {"binary", Term::String(std::string("\xff\xfe", 2))},  // values may be any bytes
+  };
+  const auto frame = EncodeAll({e}, EncoderOptions{.units_per_second = 1'000'000});
+  FrameDecoder decoder;
+  Recorder rec;
+  decoder.Decode(frame, rec);
+  CHECK(rec.errors.empty());
+  REQUIRE(rec.events.size() == 1);
+  CHECK(Same(rec.events[0], e));
+  CHECK(rec.last_frame.units_per_second == 1'000'000);
+  CHECK(ToText(rec.events[0].metadata[1].second) == "[%{:ip => {127, 0, 0, 1}, :port => 10200}]");
+}
+
+TEST_CASE("NaN and infinities are carried as floats; the aggregation decides what to do") {
+  EventRecord e;
+  e.name = "x.y";
+  e.measurements = {{"a", Number::Float(std::numeric_limits<double>::quiet_NaN())},
+                    {"b", Number::Float(-std::numeric_limits<double>::infinity())}};
+  FrameDecoder decoder;
+  Recorder rec;
+  decoder.Decode(EncodeAll({e}), rec);
+  REQUIRE(rec.events.size() == 1);
+  CHECK(std::isnan(rec.events[0].measurements[0].second.float_value));
+  CHECK(std::isinf(rec.events[0].measurements[1].second.float_value));
+}
+
+TEST_CASE("event times are relative to the frame's base time when it has one") {
+  std::vector<EventRecord> records;
+  for (int i = 0; i < 3; ++i) {
+    auto e = VsrPrepareSent(3, 100 + i);
+    e.system_time = 1'764'000'000'000'000'000 + i * 1000;
+    records.push_back(e);
+  }
+  const auto with_base = EncodeAll(records, EncoderOptions{.base_time = 1'764'000'000'000'000'000});
+  const auto without_base = EncodeAll(records);
+  CHECK(with_base.size() < without_base.size());
+  for (const auto* frame : {&with_base, &without_base}) {
+    FrameDecoder decoder;
+    Recorder rec;
+    decoder.Decode(*frame, rec);
+    REQUIRE(rec.events.size() == 3);
+    for (int i = 0; i < 3; ++i)
+      CHECK(Same(rec.events[static_cast<std::size_t>(i)], records[static_cast<std::size_t>(i)]));
+  }
+}
+
+TEST_CASE("the encoder batches up to the frame budget and reports what does not fit") {
+  FrameEncoder encoder(EncoderOptions{.max_frame_bytes = 300});
+  std::size_t added = 0;
+  AddResult result = AddResult::kAdded;
+  while ((result = encoder.Add(VsrPrepareSent(3, 1000 + static_cast<std::int64_t>(added)))) ==
+         AddResult::kAdded) {
+    ++added;
+  }
+  CHECK(result == AddResult::kFrameFull);
+  CHECK(added > 5);
+  const std::size_t expected_size = encoder.size();
+  const auto frame = encoder.Finish();
+  CHECK(frame.size() == expected_size);
+  CHECK(frame.size() <= 300);
+  FrameDecoder decoder;
+  Recorder rec;
+  decoder.Decode(frame, rec);
+  CHECK(rec.events.size() == added);
+  CHECK(rec.errors.empty());
+  // The rejected event goes into the next frame, whose string table starts afresh.
+  CHECK(encoder.Add(VsrPrepareSent(3, 1)) == AddResult::kAdded);
+  Recorder rec2;
+  decoder.Decode(encoder.Finish(), rec2);
+  REQUIRE(rec2.events.size() == 1);
+  CHECK(rec2.events[0].name == "vsr.protocol.prepare.sent");
+  CHECK(rec2.last_frame.sequence == rec.last_frame.sequence + 1);
+}
+
+TEST_CASE("the encoder refuses events that break v1 limits") {
+  FrameEncoder encoder;
+  EventRecord bad;
+  bad.name = "a..b";
+  CHECK(encoder.Add(bad) == AddResult::kInvalid);
+  bad.name = "ok.name";
+  bad.metadata = {{"", Term::Nil()}};
+  CHECK(encoder.Add(bad) == AddResult::kInvalid);
+  bad.metadata = {{"big", Term::String(std::string(5000, 'x'))}};
+  CHECK(encoder.Add(bad) == AddResult::kInvalid);
+  Term deep = Term::Int(1);
+  for (int i = 0; i < 9; ++i) deep = Term::List({deep});
+  bad.metadata = {{"deep", deep}};
+  CHECK(encoder.Add(bad) == AddResult::kInvalid);
+  CHECK(encoder.empty());
+  EventRecord huge;
+  huge.name = "ok.name";
+  huge.metadata = {{"big", Term::String(std::string(2000, 'x'))}};
+  CHECK(encoder.Add(huge) == AddResult::kEventTooLarge);
+}
