@@ -1,0 +1,260 @@
+#include "telemetryd/config/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <initializer_list>
+#include <limits>
+#include <sstream>
+#include <vector>
+
+namespace telemetryd::config {
+namespace {
+
+// Walks the YAML tree, collecting every error with its position and field path.
+class Reader {
+ public:
+  explicit Reader(std::string source) : source_(std::move(source)) {}
+
+  void Fail(const YAML::Node& node, const std::string& path, const std::string& what) {
+    const YAML::Mark mark = node.Mark();
+    std::ostringstream out;
+    out << source_;
+    if (mark.line >= 0) out << ':' << (mark.line + 1) << ':' << (mark.column + 1);
+    out << ": " << path << ": " << what;
+    errors_.push_back(out.str());
+  }
+
+  // True when `node` is a mapping (or absent); reports keys other than `allowed`.
+  bool Map(const YAML::Node& node, const std::string& path,
+           std::initializer_list<std::string_view> allowed) {
+    if (!node || node.IsNull()) return false;
+    if (!node.IsMap()) {
+      Fail(node, path, "expected a mapping");
+      return false;
+    }
+    for (const auto& kv : node) {
+      const auto key = kv.first.as<std::string>("");
+      bool known = false;
+      for (const auto a : allowed) known = known || a == key;
+      if (!known) {
+        std::string list;
+        for (const auto a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+        Fail(kv.first, Join(path, key), "unknown key (expected one of: " + list + ")");
+      }
+    }
+    return true;
+  }
+
+  template <typename T>
+  void Unsigned(const YAML::Node& parent, std::string_view key, const std::string& path, T& out,
+                std::uint64_t min, std::uint64_t max) {
+    const YAML::Node node = parent[std::string(key)];
+    if (!node) return;
+    const std::string field = Join(path, std::string(key));
+    std::uint64_t value = 0;
+    if (!node.IsScalar() || !YAML::convert<std::uint64_t>::decode(node, value) ||
+        node.Scalar().find('-') != std::string::npos) {
+      Fail(node, field, "expected a whole number, got \"" + Text(node) + "\"");
+      return;
+    }
+    if (value < min || value > max) {
+      Fail(node, field,
+           "must be between " + std::to_string(min) + " and " + std::to_string(max) + ", got " +
+               std::to_string(value));
+      return;
+    }
+    out = static_cast<T>(value);
+  }
+
+  void Bool(const YAML::Node& parent, std::string_view key, const std::string& path, bool& out) {
+    const YAML::Node node = parent[std::string(key)];
+    if (!node) return;
+    if (!node.IsScalar() || !YAML::convert<bool>::decode(node, out)) {
+      Fail(node, Join(path, std::string(key)),
+           "expected true or false, got \"" + Text(node) + "\"");
+    }
+  }
+
+  void String(const YAML::Node& parent, std::string_view key, const std::string& path,
+              std::string& out) {
+    const YAML::Node node = parent[std::string(key)];
+    if (!node) return;
+    if (!node.IsScalar() || node.Scalar().empty()) {
+      Fail(node, Join(path, std::string(key)), "expected a non-empty string");
+      return;
+    }
+    out = node.Scalar();
+  }
+
+  static std::string Join(const std::string& path, const std::string& key) {
+    return path.empty() ? key : path + "." + key;
+  }
+  static std::string Text(const YAML::Node& node) {
+    if (node.IsScalar()) return node.Scalar();
+    return node.IsMap() ? "a mapping" : (node.IsSequence() ? "a list" : "null");
+  }
+
+  [[nodiscard]] const std::vector<std::string>& errors() const { return errors_; }
+
+ private:
+  std::string source_;
+  std::vector<std::string> errors_;
+};
+
+void ReadListener(Reader& r, const YAML::Node& node, const std::string& path,
+                  ingest::ListenerOptions& lo, bool& enabled) {
+  const bool udp = lo.transport == ingest::Transport::kUdp;
+  if (udp) {
+    if (!r.Map(node, path, {"enabled", "address", "port", "receive_buffer_bytes", "batch"})) return;
+    r.Unsigned(node, "receive_buffer_bytes", path, lo.receive_buffer_bytes, 4096, 1ULL << 30);
+    r.Unsigned(node, "batch", path, lo.batch, 1, 1024);
+  } else {
+    if (!r.Map(node, path,
+               {"enabled", "address", "port", "max_frame_bytes", "max_connections",
+                "idle_timeout_ms"})) {
+      return;
+    }
+    r.Unsigned(node, "max_frame_bytes", path, lo.max_frame_bytes, 512, 16ULL << 20);
+    r.Unsigned(node, "max_connections", path, lo.max_connections, 1, 1'000'000);
+    std::uint64_t idle_ms = static_cast<std::uint64_t>(lo.idle_timeout.count());
+    r.Unsigned(node, "idle_timeout_ms", path, idle_ms, 100, 86'400'000);
+    lo.idle_timeout = std::chrono::milliseconds(idle_ms);
+  }
+  r.Bool(node, "enabled", path, enabled);
+  r.String(node, "address", path, lo.address);
+  r.Unsigned(node, "port", path, lo.port, 0, 65535);
+}
+
+}  // namespace
+
+Expected<Config> ParseConfig(std::string_view yaml, const std::string& source) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(yaml));
+  } catch (const YAML::Exception& e) {
+    return Error{"config.syntax", source + ":" + std::to_string(e.mark.line + 1) + ":" +
+                                      std::to_string(e.mark.column + 1) + ": " + e.msg};
+  }
+  Config config;
+  config.source = source;
+  Reader r(source);
+  if (root && !root.IsNull() && !root.IsMap()) {
+    r.Fail(root, "(top level)", "expected a mapping");
+  } else {
+    r.Map(root, "", {"listeners", "prometheus", "logging"});
+    const YAML::Node listeners = root["listeners"];
+    config.ingest.workers = 2;
+    struct Default {
+      ingest::Protocol protocol;
+      ingest::Transport transport;
+      std::uint16_t port;
+    };
+    const Default defaults[] = {{ingest::Protocol::kNative, ingest::Transport::kUdp, 7625},
+                                {ingest::Protocol::kNative, ingest::Transport::kTcp, 7625},
+                                {ingest::Protocol::kStatsd, ingest::Transport::kUdp, 8125},
+                                {ingest::Protocol::kStatsd, ingest::Transport::kTcp, 8125}};
+    const bool has_listeners = r.Map(listeners, "listeners", {"workers", "native", "statsd"});
+    if (has_listeners) r.Unsigned(listeners, "workers", "listeners", config.ingest.workers, 1, 64);
+    for (const auto& d : defaults) {
+      ingest::ListenerOptions lo;
+      lo.protocol = d.protocol;
+      lo.transport = d.transport;
+      lo.port = d.port;
+      if (d.protocol == ingest::Protocol::kStatsd && d.transport == ingest::Transport::kTcp) {
+        lo.max_frame_bytes = 64 * 1024;  // the longest StatsD line accepted over TCP
+      }
+      bool enabled = true;
+      if (has_listeners) {
+        const std::string proto(ingest::ProtocolName(d.protocol));
+        const std::string trans(ingest::TransportName(d.transport));
+        const YAML::Node group = listeners[proto];
+        if (r.Map(group, "listeners." + proto, {"udp", "tcp"})) {
+          ReadListener(r, group[trans], "listeners." + proto + "." + trans, lo, enabled);
+        }
+      }
+      if (enabled) config.ingest.listeners.push_back(lo);
+    }
+
+    const YAML::Node prom = root["prometheus"];
+    if (r.Map(prom, "prometheus", {"enabled", "address", "port"})) {
+      r.Bool(prom, "enabled", "prometheus", config.prometheus.enabled);
+      r.String(prom, "address", "prometheus", config.prometheus.address);
+      r.Unsigned(prom, "port", "prometheus", config.prometheus.port, 0, 65535);
+    }
+
+    const YAML::Node logging = root["logging"];
+    if (r.Map(logging, "logging", {"level", "print_events"})) {
+      std::string level = "info";
+      r.String(logging, "level", "logging", level);
+      if (!log::ParseLevel(level, config.logging.level)) {
+        r.Fail(logging["level"], "logging.level",
+               "expected one of debug, info, warn, error, got \"" + level + "\"");
+      }
+      r.Bool(logging, "print_events", "logging", config.logging.print_events);
+    }
+  }
+  if (!r.errors().empty()) {
+    std::string message;
+    for (const auto& e : r.errors()) message += (message.empty() ? "" : "\n") + e;
+    return Error{"config.invalid", message};
+  }
+  return config;
+}
+
+Expected<Config> LoadConfigFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Error{"config.read", path + ": cannot read the file"};
+  std::ostringstream text;
+  text << in.rdbuf();
+  return ParseConfig(text.str(), path);
+}
+
+std::string DumpConfig(const Config& config) {
+  YAML::Emitter out;
+  out << YAML::BeginMap << YAML::Key << "listeners" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "workers" << YAML::Value << config.ingest.workers;
+  for (const auto protocol : {ingest::Protocol::kNative, ingest::Protocol::kStatsd}) {
+    out << YAML::Key << std::string(ingest::ProtocolName(protocol)) << YAML::Value
+        << YAML::BeginMap;
+    for (const auto transport : {ingest::Transport::kUdp, ingest::Transport::kTcp}) {
+      out << YAML::Key << std::string(ingest::TransportName(transport)) << YAML::Value
+          << YAML::BeginMap;
+      const ingest::ListenerOptions* found = nullptr;
+      for (const auto& lo : config.ingest.listeners) {
+        if (lo.protocol == protocol && lo.transport == transport) found = &lo;
+      }
+      ingest::ListenerOptions lo;
+      out << YAML::Key << "enabled" << YAML::Value << (found != nullptr);
+      if (found != nullptr) {
+        lo = *found;
+        out << YAML::Key << "address" << YAML::Value << lo.address;
+        out << YAML::Key << "port" << YAML::Value << lo.port;
+        if (transport == ingest::Transport::kUdp) {
+          out << YAML::Key << "receive_buffer_bytes" << YAML::Value << lo.receive_buffer_bytes;
+          out << YAML::Key << "batch" << YAML::Value << lo.batch;
+        } else {
+          out << YAML::Key << "max_frame_bytes" << YAML::Value << lo.max_frame_bytes;
+          out << YAML::Key << "max_connections" << YAML::Value << lo.max_connections;
+          out << YAML::Key << "idle_timeout_ms" << YAML::Value << lo.idle_timeout.count();
+        }
+      }
+      out << YAML::EndMap;
+    }
+    out << YAML::EndMap;
+  }
+  out << YAML::EndMap;
+  out << YAML::Key << "prometheus" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "enabled" << YAML::Value << config.prometheus.enabled;
+  out << YAML::Key << "address" << YAML::Value << config.prometheus.address;
+  out << YAML::Key << "port" << YAML::Value << config.prometheus.port;
+  out << YAML::EndMap;
+  static constexpr const char* kLevels[] = {"debug", "info", "warn", "error"};
+  out << YAML::Key << "logging" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "level" << YAML::Value << kLevels[static_cast<int>(config.logging.level)];
+  out << YAML::Key << "print_events" << YAML::Value << config.logging.print_events;
+  out << YAML::EndMap << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace telemetryd::config

@@ -1,0 +1,33 @@
+#include "telemetryd/exporters/prometheus_endpoint.h"
+
+#include <prometheus/exposer.h>
+
+namespace telemetryd::exporters {
+
+PrometheusEndpoint::PrometheusEndpoint(std::unique_ptr<prometheus::Exposer> exposer,
+                                       std::uint16_t port)
+    : exposer_(std::move(exposer)), port_(port) {}
+
+PrometheusEndpoint::~PrometheusEndpoint() = default;
+
+Expected<std::unique_ptr<PrometheusEndpoint>> PrometheusEndpoint::Start(const std::string& address,
+                                                                        std::uint16_t port) {
+  // civetweb wants "[::1]:9568" for IPv6 and "127.0.0.1:9568" for IPv4.
+  const std::string host = address.find(':') != std::string::npos ? "[" + address + "]" : address;
+  const std::string bind = host + ":" + std::to_string(port);
+  try {
+    auto exposer = std::make_unique<prometheus::Exposer>(bind, 2);
+    const auto ports = exposer->GetListeningPorts();
+    if (ports.empty()) return Error{"prometheus.bind", "cannot listen on " + bind};
+    return std::unique_ptr<PrometheusEndpoint>(
+        new PrometheusEndpoint(std::move(exposer), static_cast<std::uint16_t>(ports.front())));
+  } catch (const std::exception& e) {
+    return Error{"prometheus.bind", "cannot listen on " + bind + ": " + e.what()};
+  }
+}
+
+void PrometheusEndpoint::Register(const std::weak_ptr<prometheus::Collectable>& collectable) {
+  exposer_->RegisterCollectable(collectable);
+}
+
+}  // namespace telemetryd::exporters

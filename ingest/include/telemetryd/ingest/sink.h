@@ -1,0 +1,18 @@
+// EventSink: where decoded input goes. Each ingest worker thread owns one sink and is the only
+// thread that calls it, so an implementation needs no lock on this path (the aggregator keeps
+// per-worker state and merges it when read). Calls must not throw and should not block.
+#pragma once
+
+#include "telemetryd/ingest/statsd.h"
+#include "telemetryd/wire/event.h"
+
+namespace telemetryd::ingest {
+
+class EventSink {
+ public:
+  virtual ~EventSink() = default;
+  virtual void OnEvent(const wire::FrameInfo& frame, const wire::Event& event) noexcept = 0;
+  virtual void OnStatsd(const StatsdSample& sample) noexcept = 0;
+};
+
+}  // namespace telemetryd::ingest

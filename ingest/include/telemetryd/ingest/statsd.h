@@ -1,0 +1,81 @@
+// StatsdLineParser turns StatsD and DogStatsD text into StatsdSample views (docs/statsd.md).
+// It never throws and never allocates after construction; every rejected line is reported with a
+// reason. Thread-safety: one parser per thread (it keeps scratch space for tags).
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+namespace telemetryd::ingest {
+
+enum class StatsdType : std::uint8_t {
+  kCounter,       // c
+  kGauge,         // g
+  kTimer,         // ms
+  kHistogram,     // h
+  kDistribution,  // d
+  kSet,           // s
+};
+
+struct StatsdTag {
+  std::string_view key;
+  std::string_view value;  // empty for a bare tag such as "canary"
+};
+
+// One value of one line, as a view into the packet: valid only during the visitor call.
+struct StatsdSample {
+  std::string_view name;
+  StatsdType type = StatsdType::kCounter;
+  double value = 0.0;           // not used for kSet
+  std::string_view set_member;  // kSet: the member, as sent
+  bool gauge_delta = false;     // kGauge with an explicit '+' or '-' sign: add, don't set
+  double sample_rate = 1.0;     // (0, 1]; counters are scaled by 1/rate downstream
+  std::span<const StatsdTag> tags;
+};
+
+enum class StatsdError : std::uint8_t {
+  kMissingValue,   // no ':' or nothing after it
+  kBadValue,       // not a finite number (or a bad set member)
+  kBadType,        // missing or unknown type
+  kBadSampleRate,  // not a number in (0, 1]
+  kBadTags,        // empty tag list, too many tags, empty key
+  kInvalidName,    // empty, too long, invalid UTF-8 or control characters
+  kLineTooLong,
+  kUnsupported,  // DogStatsD events (_e{) and service checks (_sc|)
+  kCount         // number of reasons, not a reason
+};
+inline constexpr std::size_t kStatsdErrorCount = static_cast<std::size_t>(StatsdError::kCount);
+
+// Stable snake_case name, used as the `reason` label in self-metrics and logs.
+std::string_view StatsdErrorName(StatsdError error) noexcept;
+
+class StatsdVisitor {
+ public:
+  virtual ~StatsdVisitor() = default;
+  virtual void OnSample(const StatsdSample& sample) noexcept = 0;
+  virtual void OnError(StatsdError error, std::string_view line) noexcept = 0;
+};
+
+inline constexpr std::size_t kStatsdMaxTags = 64;
+inline constexpr std::size_t kStatsdMaxLineBytes = 8192;
+inline constexpr std::size_t kStatsdMaxNameBytes = 255;
+
+class StatsdLineParser {
+ public:
+  StatsdLineParser() = default;
+  StatsdLineParser(const StatsdLineParser&) = delete;
+  StatsdLineParser& operator=(const StatsdLineParser&) = delete;
+
+  // Parses every line of `packet` (lines end in '\n' or "\r\n"; empty lines are skipped) and
+  // calls the visitor once per value (a DogStatsD line "a:1:2:3|h" gives three samples) or once
+  // per rejected line. Returns the number of samples delivered.
+  std::size_t Parse(std::string_view packet, StatsdVisitor& visitor) noexcept;
+
+ private:
+  std::array<StatsdTag, kStatsdMaxTags> tags_{};
+};
+
+}  // namespace telemetryd::ingest

@@ -1,0 +1,82 @@
+// Private: the per-worker, per-listener step between bytes and the sink. It owns the decoder or
+// parser, counts what it sees and logs rejections at a limited rate.
+#pragma once
+
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "telemetryd/common/log.h"
+#include "telemetryd/ingest/ingest_stats.h"
+#include "telemetryd/ingest/listener_options.h"
+#include "telemetryd/ingest/sink.h"
+#include "telemetryd/ingest/statsd.h"
+#include "telemetryd/wire/decoder.h"
+
+namespace telemetryd::ingest::detail {
+
+class Intake final : public wire::FrameVisitor, public StatsdVisitor {
+ public:
+  Intake(Protocol protocol, std::string listener_name, EventSink& sink, ListenerStats& stats)
+      : protocol_(protocol), name_(std::move(listener_name)), sink_(sink), stats_(stats) {}
+  Intake(const Intake&) = delete;
+  Intake& operator=(const Intake&) = delete;
+
+  // One UDP datagram, one TCP frame (native) or a run of whole lines (StatsD).
+  void Packet(std::span<const std::uint8_t> bytes) noexcept {
+    stats_.packets.Add();
+    stats_.bytes.Add(bytes.size());
+    if (protocol_ == Protocol::kNative) {
+      const auto summary = decoder_.Decode(bytes, *this);
+      stats_.events.Add(summary.events_accepted);
+    } else {
+      const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+      stats_.events.Add(parser_.Parse(text, *this));
+    }
+  }
+
+  // Input that never reached the decoder: cut datagrams, oversize TCP frames or lines.
+  void RejectOversize() noexcept {
+    if (protocol_ == Protocol::kNative) {
+      OnError(wire::DecodeError::kFrameTooLarge, 0);
+    } else {
+      OnError(StatsdError::kLineTooLong, std::string_view{});
+    }
+  }
+
+  void OnEvent(const wire::FrameInfo& frame, const wire::Event& event) noexcept override {
+    sink_.OnEvent(frame, event);
+  }
+  void OnError(wire::DecodeError error, std::uint32_t events_lost) noexcept override {
+    stats_.rejected[static_cast<std::size_t>(error)].Add();
+    stats_.events_lost.Add(events_lost);
+    if (log_.ShouldWrite()) Log(wire::DecodeErrorName(error), {});
+  }
+  void OnSample(const StatsdSample& sample) noexcept override { sink_.OnStatsd(sample); }
+  void OnError(StatsdError error, std::string_view line) noexcept override {
+    stats_.rejected[static_cast<std::size_t>(error)].Add();
+    if (log_.ShouldWrite()) Log(StatsdErrorName(error), line);
+  }
+
+ private:
+  void Log(std::string_view reason, std::string_view line) noexcept {
+    try {
+      std::string message = name_ + ": rejected input: " + std::string(reason);
+      if (!line.empty()) {
+        message += ": \"" + std::string(line.substr(0, 200)) + (line.size() > 200 ? "...\"" : "\"");
+      }
+      log_.Emit(message);
+    } catch (...) {
+    }
+  }
+
+  Protocol protocol_;
+  std::string name_;
+  EventSink& sink_;
+  ListenerStats& stats_;
+  wire::FrameDecoder decoder_;
+  StatsdLineParser parser_;
+  log::RateLimitedLog log_{log::Level::kWarn, 10'000};
+};
+
+}  // namespace telemetryd::ingest::detail

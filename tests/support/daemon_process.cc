@@ -1,0 +1,150 @@
+#include "daemon_process.h"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+// Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
+#include <utility>
+
+#include <boost/asio.hpp>
+
+extern char** environ;
+
+namespace telemetryd::test {
+
+DaemonProcess::DaemonProcess(const std::string& binary, const std::string& yaml) {
+  char path[] = "/tmp/telemetryd-test-XXXXXX.yaml";
+  const int fd = ::mkstemps(path, 5);
+  if (fd < 0) return;
+  config_path_ = path;
+  const ssize_t written = ::write(fd, yaml.data(), yaml.size());
+  ::close(fd);
+  if (written != static_cast<ssize_t>(yaml.size())) return;
+
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return;
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDERR_FILENO);
+  std::vector<std::string> args = {binary, "--config", config_path_};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const int rc = ::posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(pipe_fds[1]);
+  if (rc != 0) {
+    pid_ = -1;
+    ::close(pipe_fds[0]);
+    return;
+  }
+  reader_ = std::thread([this, fd = pipe_fds[0]] { ReadLog(fd); });
+  ready_ = WaitForLog(" ready", std::chrono::seconds(10));
+}
+
+DaemonProcess::~DaemonProcess() {
+  if (pid_ > 0 && !exited_) Signal(SIGKILL, std::chrono::seconds(5));
+  if (reader_.joinable()) reader_.join();
+  if (!config_path_.empty()) ::unlink(config_path_.c_str());
+}
+
+void DaemonProcess::ReadLog(int fd) {
+  char buf[4096];
+  std::string partial;
+  while (true) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    std::lock_guard lock(mutex_);
+    log_.append(buf, static_cast<std::size_t>(n));
+    partial.append(buf, static_cast<std::size_t>(n));
+    std::size_t nl;
+    while ((nl = partial.find('\n')) != std::string::npos) {
+      const std::string line = partial.substr(0, nl);
+      partial.erase(0, nl + 1);
+      // "listening: native_udp on 127.0.0.1:7625" and "prometheus endpoint on
+      // 127.0.0.1:9568/metrics"
+      if (auto at = line.find("listening: "); at != std::string::npos) {
+        const std::string rest = line.substr(at + 11);
+        const std::string name = rest.substr(0, rest.find(' '));
+        ports_[name] = static_cast<std::uint16_t>(std::stoi(rest.substr(rest.rfind(':') + 1)));
+      } else if (auto p = line.find("prometheus endpoint on "); p != std::string::npos) {
+        const std::string rest = line.substr(p + 23);
+        const auto colon = rest.rfind(':');
+        ports_["prometheus"] = static_cast<std::uint16_t>(std::stoi(rest.substr(colon + 1)));
+      }
+    }
+  }
+  ::close(fd);
+}
+
+std::uint16_t DaemonProcess::port(const std::string& name) const {
+  std::lock_guard lock(mutex_);
+  const auto it = ports_.find(name);
+  return it == ports_.end() ? 0 : it->second;
+}
+
+std::string DaemonProcess::log() const {
+  std::lock_guard lock(mutex_);
+  return log_;
+}
+
+bool DaemonProcess::WaitForLog(const std::string& text, std::chrono::milliseconds timeout) const {
+  return Eventually([&] { return log().find(text) != std::string::npos; }, timeout);
+}
+
+std::optional<int> DaemonProcess::Signal(int signo, std::chrono::milliseconds timeout) {
+  if (pid_ <= 0 || exited_) return std::nullopt;
+  ::kill(pid_, signo);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  int status = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      exited_ = true;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, &status, 0);
+  exited_ = true;
+  return std::nullopt;
+}
+
+std::string HttpGet(std::uint16_t port, const std::string& path) {
+  namespace asio = boost::asio;
+  asio::io_context io;
+  asio::ip::tcp::socket socket(io);
+  boost::system::error_code ec;
+  socket.connect({asio::ip::make_address("127.0.0.1"), port}, ec);
+  if (ec) return {};
+  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  asio::write(socket, asio::buffer(request), ec);
+  if (ec) return {};
+  std::string response;
+  char buf[65536];
+  while (true) {
+    const std::size_t n = socket.read_some(asio::buffer(buf), ec);
+    response.append(buf, n);
+    if (ec) break;
+  }
+  const auto body = response.find("\r\n\r\n");
+  return body == std::string::npos ? std::string{} : response.substr(body + 4);
+}
+
+std::optional<double> MetricValue(const std::string& exposition, const std::string& series) {
+  std::istringstream in(exposition);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
+  }
+  return std::nullopt;
+}
+
+}  // namespace telemetryd::test

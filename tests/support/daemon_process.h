@@ -1,0 +1,67 @@
+// Test support: runs the real telemetryd binary with a config written to a temporary file, reads
+// the ports it bound from its log, and scrapes its /metrics over a real socket.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <sys/types.h>
+
+namespace telemetryd::test {
+
+class DaemonProcess {
+ public:
+  // Starts `binary --config <file with yaml>` and waits until it says it is ready.
+  DaemonProcess(const std::string& binary, const std::string& yaml);
+  ~DaemonProcess();
+  DaemonProcess(const DaemonProcess&) = delete;
+  DaemonProcess& operator=(const DaemonProcess&) = delete;
+
+  [[nodiscard]] bool ready() const { return ready_; }
+  // Port of a listener by name ("native_udp", ...) or "prometheus".
+  [[nodiscard]] std::uint16_t port(const std::string& name) const;
+  // Everything the daemon wrote to stderr so far.
+  [[nodiscard]] std::string log() const;
+  // Waits until the log contains `text`.
+  bool WaitForLog(const std::string& text, std::chrono::milliseconds timeout) const;
+  // Sends a signal and waits for the exit status (or kills it after `timeout`).
+  std::optional<int> Signal(int signo, std::chrono::milliseconds timeout);
+
+ private:
+  void ReadLog(int fd);
+
+  pid_t pid_ = -1;
+  std::string config_path_;
+  std::thread reader_;
+  mutable std::mutex mutex_;
+  std::string log_;
+  std::map<std::string, std::uint16_t> ports_;
+  bool ready_ = false;
+  bool exited_ = false;
+};
+
+// GET http://127.0.0.1:port/path; returns the body (empty on failure).
+std::string HttpGet(std::uint16_t port, const std::string& path);
+
+// The value of one sample in a Prometheus text exposition, e.g.
+// MetricValue(text, "telemetryd_ingest_events_total{listener=\"native_udp\"}").
+std::optional<double> MetricValue(const std::string& exposition, const std::string& series);
+
+// Polls `probe` until it returns true or `timeout` passes.
+template <typename F>
+bool Eventually(F&& probe, std::chrono::milliseconds timeout = std::chrono::milliseconds(5000)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (probe()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return probe();
+}
+
+}  // namespace telemetryd::test
