@@ -28,6 +28,11 @@ class Cursor {
   enum class VarintStatus : std::uint8_t { kOk, kTruncated, kOverflow };
   // Unsigned LEB128, at most 10 bytes, no bits beyond 64.
   VarintStatus Varint(std::uint64_t& out) noexcept {
+    // Most varints on the wire (references, counts, small values) are one byte.
+    if (pos_ < bytes_.size() && bytes_[pos_] < 0x80) {
+      out = bytes_[pos_++];
+      return VarintStatus::kOk;
+    }
     std::uint64_t value = 0;
     for (unsigned shift = 0; shift < 70; shift += 7) {
       if (pos_ >= bytes_.size()) return VarintStatus::kTruncated;

@@ -46,7 +46,8 @@ bool ReadValue(Cursor& in, const StringTable& strings, std::size_t depth, Value&
     error = DecodeError::kEventLengthMismatch;
     return false;
   }
-  out = Value{};
+  // Only the fields of the value's kind are set; the others keep whatever they held.
+  out.strings = &strings;
   if (tag >= kSmallIntTag && tag <= kSmallIntTag + kSmallIntMax) {
     out.kind = ValueKind::kInt;
     out.int_value = tag - kSmallIntTag;
@@ -131,7 +132,6 @@ bool ReadValue(Cursor& in, const StringTable& strings, std::size_t depth, Value&
       for (std::uint64_t i = 0; i < (is_map ? n * 2 : n); ++i) {
         if (!ReadValue(in, strings, depth + 1, element, error)) return false;
       }
-      out = Value{};
       out.kind = is_map
                      ? ValueKind::kMap
                      : (static_cast<Tag>(tag) == Tag::kList ? ValueKind::kList : ValueKind::kTuple);

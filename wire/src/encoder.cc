@@ -1,5 +1,7 @@
 #include "telemetryd/wire/encoder.h"
 
+#include <algorithm>
+
 #include "bytes.h"
 #include "telemetryd/wire/format.h"
 
@@ -11,8 +13,10 @@ using detail::VarintSize;
 using detail::ZigzagEncode;
 
 FrameEncoder::FrameEncoder(EncoderOptions options) : options_(options) {
-  strings_.reserve(options_.max_frame_bytes);
-  events_.reserve(options_.max_frame_bytes);
+  // Enough for a UDP frame up front; a larger TCP budget grows only as events arrive.
+  const std::size_t initial = std::min<std::size_t>(options_.max_frame_bytes, 64 * 1024);
+  strings_.reserve(initial);
+  events_.reserve(initial);
 }
 
 std::size_t FrameEncoder::HeaderSize() const noexcept {
@@ -35,7 +39,11 @@ bool FrameEncoder::Ref(std::string_view text, std::uint64_t& ref) {
     ref = it->second;
     return true;
   }
-  if (added_.size() >= kMaxStrings || text.size() > kMaxStringBytes) return false;
+  if (text.size() > kMaxStringBytes) return false;
+  if (added_.size() >= kMaxStrings) {
+    table_full_ = true;  // the frame is full, not the event invalid
+    return false;
+  }
   const auto index = static_cast<std::uint32_t>(kStaticStrings + added_.size());
   PutVarint(strings_, text.size());
   strings_.insert(strings_.end(), text.begin(), text.end());
@@ -148,8 +156,10 @@ AddResult FrameEncoder::Add(const EventRecord& event) {
   const std::size_t strings_bytes = strings_.size();
   const std::size_t events_bytes = events_.size();
   const std::size_t added = added_.size();
+  table_full_ = false;
   if (!EncodeEvent(event)) {
     Rollback(strings_bytes, events_bytes, added);
+    if (table_full_ && event_count_ > 0) return AddResult::kFrameFull;
     return AddResult::kInvalid;
   }
   ++event_count_;

@@ -5,17 +5,6 @@
 
 namespace telemetryd::wire {
 
-bool StringTable::Resolve(std::uint64_t ref, std::string_view& out) const noexcept {
-  if (ref < kStaticStrings) {
-    out = StaticStrings()[ref];
-    return true;
-  }
-  const std::uint64_t index = ref - kStaticStrings;
-  if (index >= frame_count) return false;
-  out = frame_strings[index];
-  return true;
-}
-
 ValueReader::ValueReader(const Value& container) noexcept
     : rest_(container.body),
       remaining_(container.kind == ValueKind::kMap ? container.count * 2 : container.count),

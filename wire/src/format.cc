@@ -3,84 +3,11 @@
 #include <array>
 
 namespace telemetryd::wire {
-namespace {
-
-// Frozen for v1 (docs/wire-format.md lists the same strings with their references; a test checks
-// that the two agree). Measurement keys come first so that (ref << 1 | kind) fits one byte.
-constexpr std::array<std::string_view, kStaticStrings> kStatic = {
-    "count",
-    "duration",
-    "monotonic_time",
-    "system_time",
-    "bytes",
-    "duration_ms",
-    "duration_us",
-    "queue_len",
-    "queue_size",
-    "operations_committed",
-    "startup_time_ms",
-    "sockets",
-    "value",
-    "size",
-    "telemetry_span_context",
-    "node_id",
-    "view_number",
-    "status",
-    "cluster_size",
-    "op_number",
-    "commit_number",
-    "is_primary",
-    "node",
-    "name",
-    "reason",
-    "result",
-    "error",
-    "kind",
-    "stacktrace",
-    "error_context",
-    "tenant_id",
-    "policy_id",
-    "provider_id",
-    "correlation_id",
-    "table",
-    "pool",
-    "worker_id",
-    "sender",
-    "operation",
-    "client_id",
-    "request_id",
-    "old_status",
-    "new_status",
-    "old_view",
-    "new_view",
-    "ok",
-    "undefined",
-    "nil",
-    "normal",
-    "view_change",
-    "uninitialized",
-    "primary",
-    "backup",
-    "device",
-    "exit_code",
-    "listen_addrs",
-    "ip",
-    "port",
-    "channel",
-    "config",
-    "message",
-    "type",
-    "id",
-    "host",
-};
-
-}  // namespace
-
-std::span<const std::string_view> StaticStrings() noexcept { return kStatic; }
+std::span<const std::string_view> StaticStrings() noexcept { return kStaticTable; }
 
 std::optional<std::uint32_t> FindStatic(std::string_view text) noexcept {
-  for (std::uint32_t i = 0; i < kStatic.size(); ++i) {
-    if (kStatic[i] == text) return i;
+  for (std::uint32_t i = 0; i < kStaticTable.size(); ++i) {
+    if (kStaticTable[i] == text) return i;
   }
   return std::nullopt;
 }

@@ -157,3 +157,18 @@ TEST_CASE("the encoder refuses events that break v1 limits") {
   huge.metadata = {{"big", Term::String(std::string(2000, 'x'))}};
   CHECK(encoder.Add(huge) == AddResult::kEventTooLarge);
 }
+
+TEST_CASE("a frame that runs out of string slots is full, not the event invalid") {
+  FrameEncoder encoder(EncoderOptions{.max_frame_bytes = 1 << 20});
+  AddResult result = AddResult::kAdded;
+  std::size_t added = 0;
+  while (result == AddResult::kAdded && added < 2000) {
+    EventRecord e;
+    e.name = "many.strings";
+    e.metadata = {{"k", Term::String("value-" + std::to_string(added))}};
+    result = encoder.Add(e);
+    if (result == AddResult::kAdded) ++added;
+  }
+  CHECK(result == AddResult::kFrameFull);
+  CHECK(added == kMaxStrings - 2);  // the name and the key take two slots
+}

@@ -67,6 +67,7 @@ class FrameEncoder {
   std::unordered_map<std::string, std::uint32_t> index_;  // frame string -> reference
   std::vector<std::string> added_;                        // frame strings in table order
   std::size_t event_count_ = 0;
+  bool table_full_ = false;  // the last Add ran out of frame strings
 };
 
 }  // namespace telemetryd::wire

@@ -6,6 +6,8 @@
 #include <span>
 #include <string_view>
 
+#include "telemetryd/wire/format.h"
+
 namespace telemetryd::wire {
 
 // A measurement value: an exact 64-bit integer or a binary64 float.
@@ -26,8 +28,17 @@ struct StringTable {
   const std::string_view* frame_strings = nullptr;
   std::uint32_t frame_count = 0;
 
-  // Resolves reference `ref`; false when it names no string.
-  bool Resolve(std::uint64_t ref, std::string_view& out) const noexcept;
+  // Resolves reference `ref`; false when it names no string. Inline: it runs per field.
+  bool Resolve(std::uint64_t ref, std::string_view& out) const noexcept {
+    if (ref < kStaticStrings) {
+      out = kStaticTable[ref];
+      return true;
+    }
+    const std::uint64_t index = ref - kStaticStrings;
+    if (index >= frame_count) return false;
+    out = frame_strings[index];
+    return true;
+  }
 };
 
 enum class ValueKind : std::uint8_t {
@@ -44,7 +55,8 @@ enum class ValueKind : std::uint8_t {
 };
 
 // A metadata value. Scalars are held directly; lists, tuples and maps keep their encoded bytes and
-// element count and are read with ValueReader (a map's elements alternate key, value).
+// element count and are read with ValueReader (a map's elements alternate key, value). Only the
+// fields that belong to `kind` are meaningful.
 struct Value {
   ValueKind kind = ValueKind::kNil;
   bool bool_value = false;

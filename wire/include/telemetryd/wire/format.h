@@ -2,6 +2,7 @@
 // Thread-safety: constants and pure functions only.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -20,8 +21,9 @@ inline constexpr std::uint8_t kFrameHasBaseTime = 0x01;
 inline constexpr std::uint8_t kEventHasTime = 0x01;
 
 // Limits a v1 decoder enforces; an encoder must stay within them.
-inline constexpr std::size_t kMaxFrameBytes = 16 * 1024 * 1024;  // hard cap; listeners set lower
-inline constexpr std::size_t kMaxStrings = 1024;                 // dynamic strings per frame
+inline constexpr std::size_t kMaxFrameBytes = std::size_t{16}
+                                              << 20;  // hard cap; listeners set lower
+inline constexpr std::size_t kMaxStrings = 1024;      // dynamic strings per frame
 inline constexpr std::size_t kMaxStringBytes = 4096;
 inline constexpr std::size_t kMaxNameBytes = 255;
 inline constexpr std::size_t kMaxNameSegments = 16;
@@ -51,6 +53,74 @@ inline constexpr std::uint8_t kSmallIntMax = 63;
 // The v1 static string table: references 0..kStaticStrings-1 name these strings; frame strings
 // follow from kStaticStrings on. Frozen for v1: changing it is a new version.
 inline constexpr std::size_t kStaticStrings = 64;
+// Frozen for v1 (docs/wire-format.md lists the same strings with their references; a test checks
+// that the two agree). Measurement keys come first so that (ref << 1 | kind) fits one byte.
+inline constexpr std::array<std::string_view, kStaticStrings> kStaticTable = {
+    "count",
+    "duration",
+    "monotonic_time",
+    "system_time",
+    "bytes",
+    "duration_ms",
+    "duration_us",
+    "queue_len",
+    "queue_size",
+    "operations_committed",
+    "startup_time_ms",
+    "sockets",
+    "value",
+    "size",
+    "telemetry_span_context",
+    "node_id",
+    "view_number",
+    "status",
+    "cluster_size",
+    "op_number",
+    "commit_number",
+    "is_primary",
+    "node",
+    "name",
+    "reason",
+    "result",
+    "error",
+    "kind",
+    "stacktrace",
+    "error_context",
+    "tenant_id",
+    "policy_id",
+    "provider_id",
+    "correlation_id",
+    "table",
+    "pool",
+    "worker_id",
+    "sender",
+    "operation",
+    "client_id",
+    "request_id",
+    "old_status",
+    "new_status",
+    "old_view",
+    "new_view",
+    "ok",
+    "undefined",
+    "nil",
+    "normal",
+    "view_change",
+    "uninitialized",
+    "primary",
+    "backup",
+    "device",
+    "exit_code",
+    "listen_addrs",
+    "ip",
+    "port",
+    "channel",
+    "config",
+    "message",
+    "type",
+    "id",
+    "host",
+};
 std::span<const std::string_view> StaticStrings() noexcept;
 // Index of `text` in the static table, if it is there.
 std::optional<std::uint32_t> FindStatic(std::string_view text) noexcept;

@@ -1,0 +1,524 @@
+#include <doctest/doctest.h>
+
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "telemetryd/ingest/statsd.h"
+
+using namespace telemetryd::ingest;
+
+namespace {
+
+// Owned copy of a sample: the views die with the visitor call.
+struct Sample {
+  std::string name;
+  StatsdType type = StatsdType::kCounter;
+  double value = 0.0;
+  std::string set_member;
+  bool gauge_delta = false;
+  double sample_rate = 1.0;
+  std::vector<std::pair<std::string, std::string>> tags;
+};
+
+struct Error {
+  StatsdError reason;
+  std::string line;
+};
+
+class Recorder final : public StatsdVisitor {
+ public:
+  void OnSample(const StatsdSample& sample) noexcept override {
+    Sample s;
+    s.name = std::string(sample.name);
+    s.type = sample.type;
+    s.value = sample.value;
+    s.set_member = std::string(sample.set_member);
+    s.gauge_delta = sample.gauge_delta;
+    s.sample_rate = sample.sample_rate;
+    for (const StatsdTag& tag : sample.tags) {
+      s.tags.emplace_back(std::string(tag.key), std::string(tag.value));
+    }
+    samples.push_back(std::move(s));
+  }
+  void OnError(StatsdError error, std::string_view line) noexcept override {
+    errors.push_back(Error{error, std::string(line)});
+  }
+
+  std::vector<Sample> samples;
+  std::vector<Error> errors;
+  std::size_t returned = 0;
+};
+
+Recorder Parse(std::string_view packet) {
+  StatsdLineParser parser;
+  Recorder rec;
+  rec.returned = parser.Parse(packet, rec);
+  return rec;
+}
+
+// Parses one line that must give exactly one sample.
+Sample One(std::string_view line) {
+  Recorder rec = Parse(line);
+  REQUIRE(rec.errors.empty());
+  REQUIRE(rec.samples.size() == 1);
+  CHECK(rec.returned == 1);
+  return rec.samples[0];
+}
+
+// Parses one line that must be rejected with exactly one error.
+StatsdError Reject(std::string_view line) {
+  Recorder rec = Parse(line);
+  REQUIRE(rec.samples.empty());
+  REQUIRE(rec.errors.size() == 1);
+  CHECK(rec.returned == 0);
+  CHECK(rec.errors[0].line == line);
+  return rec.errors[0].reason;
+}
+
+// A bad line between two good ones: the reason, and the neighbours still produce their samples.
+void CheckRejectedAmongGood(const std::string& bad, StatsdError reason) {
+  const std::string packet = "before:1|c\n" + bad + "\nafter:2|g\n";
+  Recorder rec = Parse(packet);
+  REQUIRE(rec.errors.size() == 1);
+  CHECK(rec.errors[0].reason == reason);
+  CHECK(rec.errors[0].line == bad);
+  REQUIRE(rec.samples.size() == 2);
+  CHECK(rec.returned == 2);
+  CHECK(rec.samples[0].name == "before");
+  CHECK(rec.samples[0].value == 1.0);
+  CHECK(rec.samples[1].name == "after");
+  CHECK(rec.samples[1].value == 2.0);
+}
+
+using Tags = std::vector<std::pair<std::string, std::string>>;
+
+}  // namespace
+
+TEST_CASE("error names follow the enum") {
+  CHECK(StatsdErrorName(StatsdError::kMissingValue) == "missing_value");
+  CHECK(StatsdErrorName(StatsdError::kBadValue) == "bad_value");
+  CHECK(StatsdErrorName(StatsdError::kBadType) == "bad_type");
+  CHECK(StatsdErrorName(StatsdError::kBadSampleRate) == "bad_sample_rate");
+  CHECK(StatsdErrorName(StatsdError::kBadTags) == "bad_tags");
+  CHECK(StatsdErrorName(StatsdError::kInvalidName) == "invalid_name");
+  CHECK(StatsdErrorName(StatsdError::kLineTooLong) == "line_too_long");
+  CHECK(StatsdErrorName(StatsdError::kUnsupported) == "unsupported");
+  CHECK(StatsdErrorName(StatsdError::kCount) == "unknown");
+}
+
+TEST_CASE("each type") {
+  Sample c = One("hits:3|c");
+  CHECK(c.name == "hits");
+  CHECK(c.type == StatsdType::kCounter);
+  CHECK(c.value == 3.0);
+  CHECK(c.sample_rate == 1.0);
+  CHECK_FALSE(c.gauge_delta);
+  CHECK(c.tags.empty());
+  CHECK(c.set_member.empty());
+
+  Sample g = One("temp:21.5|g");
+  CHECK(g.type == StatsdType::kGauge);
+  CHECK(g.value == 21.5);
+  CHECK_FALSE(g.gauge_delta);
+
+  Sample ms = One("db.query:12.25|ms");
+  CHECK(ms.name == "db.query");
+  CHECK(ms.type == StatsdType::kTimer);
+  CHECK(ms.value == 12.25);
+
+  Sample h = One("size:512|h");
+  CHECK(h.type == StatsdType::kHistogram);
+  CHECK(h.value == 512.0);
+
+  Sample d = One("latency:0.75|d");
+  CHECK(d.type == StatsdType::kDistribution);
+  CHECK(d.value == 0.75);
+
+  Sample s = One("users:alice|s");
+  CHECK(s.type == StatsdType::kSet);
+  CHECK(s.set_member == "alice");
+  CHECK(s.value == 0.0);
+}
+
+TEST_CASE("numbers") {
+  CHECK(One("a:0|c").value == 0.0);
+  CHECK(One("a:-7|c").value == -7.0);
+  CHECK(One("a:+7|c").value == 7.0);
+  CHECK(One("a:123456789012345678|c").value == 123456789012345678.0);
+  CHECK(One("a:12345678901234567890123|c").value == 12345678901234567890123.0);
+  CHECK(One("a:1.5|c").value == 1.5);
+  CHECK(One("a:.5|c").value == 0.5);
+  CHECK(One("a:5.|c").value == 5.0);
+  CHECK(One("a:1e3|c").value == 1000.0);
+  CHECK(One("a:2.5E-1|c").value == 0.25);
+  CHECK(One("a:-1.25e+2|ms").value == -125.0);
+  CHECK(One("a:0.1|h").value == 0.1);
+  CHECK(One("a:1.7976931348623157e308|g").value == 1.7976931348623157e308);
+
+  for (const char* bad : {"a:nan|c",  "a:NaN|c",      "a:inf|c",
+                          "a:-inf|g", "a:infinity|c", "a:1e400|c",
+                          "a:0x10|c", "a:1.2.3|c",    "a:--1|c",
+                          "a:+-1|c",  "a:-+1|c",      "a: 1|c",
+                          "a:1 |c",   "a:1e|c",       "a:.|c",
+                          "a:-|c",    "a:+|g",        "a:1,5|c",
+                          "a:one|c",  "a:1_000|c",    "a:12345678901234567890x|c"}) {
+    CAPTURE(bad);
+    CHECK(Reject(bad) == StatsdError::kBadValue);
+  }
+}
+
+TEST_CASE("decimal values are correctly rounded") {
+  // Compares the parser with std::from_chars over decimals of every length and point position,
+  // which covers both the parser's shortcut for short decimals and its fallback.
+  std::uint64_t state = 0x2545F4914F6CDD1DULL;
+  auto next = [&state] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  StatsdLineParser parser;
+  for (int i = 0; i < 20000; ++i) {
+    const std::size_t digits = 1 + next() % 22;
+    std::string text;
+    for (std::size_t d = 0; d < digits; ++d) text += static_cast<char>('0' + next() % 10);
+    const std::size_t point = next() % (digits + 2);
+    if (point <= digits) text.insert(point, ".");
+    double expected = 0.0;
+    const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), expected);
+    REQUIRE(ec == std::errc{});
+    REQUIRE(ptr == text.data() + text.size());
+
+    Recorder rec;
+    parser.Parse("a:" + text + "|ms", rec);
+    CAPTURE(text);
+    REQUIRE(rec.samples.size() == 1);
+    CHECK(rec.samples[0].value == expected);
+  }
+}
+
+TEST_CASE("sample rates") {
+  CHECK(One("a:1|c|@0.5").sample_rate == 0.5);
+  CHECK(One("a:1|c|@1").sample_rate == 1.0);
+  CHECK(One("a:1|c|@1.0").sample_rate == 1.0);
+  CHECK(One("a:1|c|@0.001").sample_rate == 0.001);
+  CHECK(One("a:1|c|@1e-2").sample_rate == 0.01);
+  CHECK(One("a:1|ms|@0.25").sample_rate == 0.25);
+
+  Sample tagged = One("a:1|c|@0.1|#env:prod");
+  CHECK(tagged.sample_rate == 0.1);
+  CHECK(tagged.tags == Tags{{"env", "prod"}});
+  Sample reversed = One("a:1|c|#env:prod|@0.1");
+  CHECK(reversed.sample_rate == 0.1);
+  CHECK(reversed.tags == Tags{{"env", "prod"}});
+
+  for (const char* bad :
+       {"a:1|c|@0", "a:1|c|@0.0", "a:1|c|@-0.5", "a:1|c|@1.5", "a:1|c|@2", "a:1|c|@", "a:1|c|@abc",
+        "a:1|c|@nan", "a:1|c|@inf", "a:1|c|@0.5x", "a:1|c|@1e400"}) {
+    CAPTURE(bad);
+    CHECK(Reject(bad) == StatsdError::kBadSampleRate);
+  }
+}
+
+TEST_CASE("gauge deltas need an explicit sign") {
+  Sample plain = One("g:5|g");
+  CHECK(plain.value == 5.0);
+  CHECK_FALSE(plain.gauge_delta);
+
+  Sample up = One("g:+5|g");
+  CHECK(up.value == 5.0);
+  CHECK(up.gauge_delta);
+
+  Sample down = One("g:-5|g");
+  CHECK(down.value == -5.0);
+  CHECK(down.gauge_delta);
+
+  Sample fractional = One("g:-0.5|g");
+  CHECK(fractional.value == -0.5);
+  CHECK(fractional.gauge_delta);
+
+  // A sign only means "delta" for gauges.
+  Sample counter = One("c:-5|c");
+  CHECK(counter.value == -5.0);
+  CHECK_FALSE(counter.gauge_delta);
+  Sample timer = One("t:+5|ms");
+  CHECK(timer.value == 5.0);
+  CHECK_FALSE(timer.gauge_delta);
+}
+
+TEST_CASE("DogStatsD tags") {
+  Sample s = One("app.requests.count:1|c|#env:prod,host:web1");
+  CHECK(s.name == "app.requests.count");
+  CHECK(s.tags == Tags{{"env", "prod"}, {"host", "web1"}});
+
+  // Bare tags have an empty value; only the first ':' splits, so values keep theirs.
+  Sample mixed = One("a:1|c|#canary,url:http://example.com:8080/x,k:,ver:1.2");
+  CHECK(mixed.tags ==
+        Tags{{"canary", ""}, {"url", "http://example.com:8080/x"}, {"k", ""}, {"ver", "1.2"}});
+
+  Sample single = One("a:1|g|#solo");
+  CHECK(single.tags == Tags{{"solo", ""}});
+
+  // Two tag sections add up.
+  Sample twice = One("a:1|c|#a:1|#b:2");
+  CHECK(twice.tags == Tags{{"a", "1"}, {"b", "2"}});
+
+  // Tags do not leak from one line to the next.
+  Recorder rec = Parse("a:1|c|#x:1,y:2\nb:2|c\n");
+  REQUIRE(rec.samples.size() == 2);
+  CHECK(rec.samples[0].tags == Tags{{"x", "1"}, {"y", "2"}});
+  CHECK(rec.samples[1].tags.empty());
+
+  // A ':' in a tag is not the name separator.
+  CHECK(Reject("a|c|#k:v") == StatsdError::kMissingValue);
+}
+
+TEST_CASE("multi-value lines give one sample per value") {
+  Recorder rec = Parse("lat:1:2.5:-3|h|@0.5|#env:prod");
+  REQUIRE(rec.errors.empty());
+  REQUIRE(rec.samples.size() == 3);
+  CHECK(rec.returned == 3);
+  const double expected[] = {1.0, 2.5, -3.0};
+  for (std::size_t i = 0; i < 3; ++i) {
+    CHECK(rec.samples[i].name == "lat");
+    CHECK(rec.samples[i].type == StatsdType::kHistogram);
+    CHECK(rec.samples[i].value == expected[i]);
+    CHECK(rec.samples[i].sample_rate == 0.5);
+    CHECK(rec.samples[i].tags == Tags{{"env", "prod"}});
+  }
+
+  Recorder gauges = Parse("g:+1:2:-3|g");
+  REQUIRE(gauges.samples.size() == 3);
+  CHECK(gauges.samples[0].gauge_delta);
+  CHECK(gauges.samples[0].value == 1.0);
+  CHECK_FALSE(gauges.samples[1].gauge_delta);
+  CHECK(gauges.samples[1].value == 2.0);
+  CHECK(gauges.samples[2].gauge_delta);
+  CHECK(gauges.samples[2].value == -3.0);
+
+  // One bad value rejects the whole line: no sample of it is delivered.
+  CHECK(Reject("lat:1:2:x|h") == StatsdError::kBadValue);
+  CHECK(Reject("lat:x:1|d") == StatsdError::kBadValue);
+  CHECK(Reject("lat:1::2|ms") == StatsdError::kMissingValue);
+  CHECK(Reject("lat:1:2:|ms") == StatsdError::kMissingValue);
+
+  // A set has a single member, ':' included.
+  Sample set = One("ids:a:b:c|s");
+  CHECK(set.set_member == "a:b:c");
+}
+
+TEST_CASE("many lines per packet") {
+  Recorder rec = Parse("a:1|c\r\nb:2|g\n\n\r\nc:3|ms\r\n\nd:4|h");
+  CHECK(rec.errors.empty());
+  REQUIRE(rec.samples.size() == 4);
+  CHECK(rec.returned == 4);
+  CHECK(rec.samples[0].name == "a");
+  CHECK(rec.samples[0].type == StatsdType::kCounter);
+  CHECK(rec.samples[1].name == "b");
+  CHECK(rec.samples[1].type == StatsdType::kGauge);
+  CHECK(rec.samples[2].name == "c");
+  CHECK(rec.samples[2].type == StatsdType::kTimer);
+  CHECK(rec.samples[3].name == "d");
+  CHECK(rec.samples[3].type == StatsdType::kHistogram);
+  CHECK(rec.samples[3].value == 4.0);
+
+  // Only one '\r' is stripped.
+  Recorder cr = Parse("a:1|c\r\r\n");
+  REQUIRE(cr.errors.size() == 1);
+  CHECK(cr.errors[0].reason == StatsdError::kBadType);
+  CHECK(cr.errors[0].line == "a:1|c\r");
+
+  // Empty packets and packets of blank lines are fine.
+  CHECK(Parse("").returned == 0);
+  CHECK(Parse({}).errors.empty());
+  Recorder blank = Parse("\n\r\n\n");
+  CHECK(blank.samples.empty());
+  CHECK(blank.errors.empty());
+
+  // The line reported for an error has neither '\r' nor '\n'.
+  Recorder crlf = Parse("ok:1|c\r\nbad:1|x\r\n");
+  REQUIRE(crlf.errors.size() == 1);
+  CHECK(crlf.errors[0].line == "bad:1|x");
+  CHECK(crlf.samples.size() == 1);
+
+  // A long datagram of the typical shape.
+  std::string packet;
+  for (int i = 0; i < 25; ++i) packet += "app.requests.count:1|c|#env:prod,host:web1\n";
+  Recorder many = Parse(packet);
+  CHECK(many.returned == 25);
+  CHECK(many.samples.size() == 25);
+  CHECK(many.errors.empty());
+}
+
+TEST_CASE("missing_value") {
+  CHECK(Reject("novalue") == StatsdError::kMissingValue);
+  CHECK(Reject("novalue|c") == StatsdError::kMissingValue);
+  CHECK(Reject("empty:|c") == StatsdError::kMissingValue);
+  CHECK(Reject("empty:") == StatsdError::kMissingValue);
+  CHECK(Reject("empty:|zz") == StatsdError::kMissingValue);
+  CheckRejectedAmongGood("empty:|c", StatsdError::kMissingValue);
+}
+
+TEST_CASE("bad_value") {
+  CHECK(Reject("a:abc|c") == StatsdError::kBadValue);
+  CHECK(Reject("a:nan|g") == StatsdError::kBadValue);
+  // An empty set member is a bad member rather than a missing number.
+  CHECK(Reject("a:|s") == StatsdError::kBadValue);
+  CheckRejectedAmongGood("a:1x|c", StatsdError::kBadValue);
+}
+
+TEST_CASE("bad_type") {
+  CHECK(Reject("a:1") == StatsdError::kBadType);
+  CHECK(Reject("a:1|") == StatsdError::kBadType);
+  CHECK(Reject("a:1|x") == StatsdError::kBadType);
+  CHECK(Reject("a:1|C") == StatsdError::kBadType);
+  CHECK(Reject("a:1|cc") == StatsdError::kBadType);
+  CHECK(Reject("a:1|m") == StatsdError::kBadType);
+  CHECK(Reject("a:1|msx") == StatsdError::kBadType);
+  CHECK(Reject("a:1||c") == StatsdError::kBadType);
+  // Unknown or empty sections after the type.
+  CHECK(Reject("a:1|c|") == StatsdError::kBadType);
+  CHECK(Reject("a:1|c||#a") == StatsdError::kBadType);
+  CHECK(Reject("a:1|c|x") == StatsdError::kBadType);
+  CHECK(Reject("a:1|c|c") == StatsdError::kBadType);
+  CHECK(Reject("a:1|c|cx") == StatsdError::kBadType);
+  CheckRejectedAmongGood("a:1|q", StatsdError::kBadType);
+}
+
+TEST_CASE("bad_sample_rate") {
+  CHECK(Reject("a:1|c|@0") == StatsdError::kBadSampleRate);
+  CheckRejectedAmongGood("a:1|c|@1.01", StatsdError::kBadSampleRate);
+}
+
+TEST_CASE("bad_tags") {
+  CHECK(Reject("a:1|c|#") == StatsdError::kBadTags);
+  CHECK(Reject("a:1|c|#,") == StatsdError::kBadTags);
+  CHECK(Reject("a:1|c|#a,,b") == StatsdError::kBadTags);
+  CHECK(Reject("a:1|c|#a,") == StatsdError::kBadTags);
+  CHECK(Reject("a:1|c|#:v") == StatsdError::kBadTags);
+  CHECK(Reject("a:1|c|#a:1,:v") == StatsdError::kBadTags);
+  CheckRejectedAmongGood("a:1|c|#env:prod,", StatsdError::kBadTags);
+}
+
+TEST_CASE("tag overflow") {
+  std::string tags;
+  for (std::size_t i = 0; i < kStatsdMaxTags; ++i) {
+    if (i != 0) tags += ',';
+    tags += "k" + std::to_string(i) + ":v" + std::to_string(i);
+  }
+  Sample full = One("a:1|c|#" + tags);
+  REQUIRE(full.tags.size() == kStatsdMaxTags);
+  CHECK(full.tags.front() == std::pair<std::string, std::string>{"k0", "v0"});
+  CHECK(full.tags.back() == std::pair<std::string, std::string>{"k63", "v63"});
+
+  CHECK(Reject("a:1|c|#" + tags + ",one_more") == StatsdError::kBadTags);
+  // The limit is per line, across tag sections.
+  CHECK(Reject("a:1|c|#" + tags + "|#one_more") == StatsdError::kBadTags);
+  CheckRejectedAmongGood("a:1|c|#" + tags + ",x:y", StatsdError::kBadTags);
+}
+
+TEST_CASE("invalid_name") {
+  CHECK(Reject(":1|c") == StatsdError::kInvalidName);
+  CHECK(Reject("a\tb:1|c") == StatsdError::kInvalidName);
+  CHECK(Reject(std::string("a\0b:1|c", 7)) == StatsdError::kInvalidName);
+  CHECK(Reject("a\x7F:1|c") == StatsdError::kInvalidName);
+  CHECK(Reject("bad\xFF:1|c") == StatsdError::kInvalidName);
+  CHECK(Reject("cut\xE2\x82:1|c") == StatsdError::kInvalidName);
+  CHECK(Reject(std::string(kStatsdMaxNameBytes + 1, 'n') + ":1|c") == StatsdError::kInvalidName);
+
+  CHECK(One(std::string(kStatsdMaxNameBytes, 'n') + ":1|c").name.size() == kStatsdMaxNameBytes);
+  CHECK(One("caf\xC3\xA9.hits:1|c").name == "caf\xC3\xA9.hits");
+  CHECK(One("with space-and_punct/!:1|c").name == "with space-and_punct/!");
+  CheckRejectedAmongGood(":1|c", StatsdError::kInvalidName);
+}
+
+TEST_CASE("line_too_long") {
+  const std::string prefix = "a:1|c|#k:";
+  const std::string fits = prefix + std::string(kStatsdMaxLineBytes - prefix.size(), 'v');
+  CHECK(One(fits).tags.at(0).second.size() == kStatsdMaxLineBytes - prefix.size());
+  // The '\r' of "\r\n" does not count.
+  CHECK(Parse(fits + "\r\n").samples.size() == 1);
+
+  const std::string too_long = fits + "v";
+  CHECK(Reject(too_long) == StatsdError::kLineTooLong);
+  // Even a line that would otherwise be fine skips to the next '\n'.
+  CheckRejectedAmongGood(too_long, StatsdError::kLineTooLong);
+  CheckRejectedAmongGood(std::string(3 * kStatsdMaxLineBytes, 'x'), StatsdError::kLineTooLong);
+}
+
+TEST_CASE("unsupported") {
+  CHECK(Reject("_e{5,4}:title|text") == StatsdError::kUnsupported);
+  CHECK(Reject("_sc|my.check|0|#env:prod") == StatsdError::kUnsupported);
+  CheckRejectedAmongGood("_e{1,1}:a|b|p:low", StatsdError::kUnsupported);
+  CheckRejectedAmongGood("_sc|db.up|1", StatsdError::kUnsupported);
+  // Only those exact prefixes.
+  CHECK(One("_event:1|c").name == "_event");
+  CHECK(One("_sc.count:1|c").name == "_sc.count");
+}
+
+TEST_CASE("sets") {
+  Sample s = One("visitors:10.0.0.1|s|#env:prod");
+  CHECK(s.type == StatsdType::kSet);
+  CHECK(s.set_member == "10.0.0.1");
+  CHECK(s.tags == Tags{{"env", "prod"}});
+  // Any text is a member, numbers and signs included, and never a delta.
+  Sample n = One("ids:-42|s");
+  CHECK(n.set_member == "-42");
+  CHECK_FALSE(n.gauge_delta);
+  CHECK(One("ids:nan|s").set_member == "nan");
+  CHECK(One("ids: spaced out |s").set_member == " spaced out ");
+  CHECK(One("ids:x|s|@0.5").sample_rate == 0.5);
+  CheckRejectedAmongGood("ids:|s", StatsdError::kBadValue);
+}
+
+TEST_CASE("container and timestamp sections are accepted and ignored") {
+  Sample s =
+      One("a:2|c|#env:prod|c:83c0a99c0a54c0c187f461c7980e9b57f3f6a8b0c918c8d93df19a9de6f3fe1d");
+  CHECK(s.value == 2.0);
+  CHECK(s.tags == Tags{{"env", "prod"}});
+
+  Sample t = One("a:2|g|T1656581400|@0.5");
+  CHECK(t.value == 2.0);
+  CHECK(t.sample_rate == 0.5);
+
+  Sample all = One("a:3|d|c:abc|T1656581400|#k:v|@1");
+  CHECK(all.value == 3.0);
+  CHECK(all.tags == Tags{{"k", "v"}});
+  CHECK(One("a:1|c|c:").value == 1.0);
+  CHECK(One("a:1|c|T").value == 1.0);
+}
+
+TEST_CASE("random-ish garbage does not crash") {
+  // A fixed xorshift sequence: reproducible, and biased towards the grammar's own characters so
+  // that lines get deep into the parser.
+  std::uint64_t state = 0x9E3779B97F4A7C15ULL;
+  auto next = [&state] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  const std::string alphabet = "ab.:|#@,cgmshdT0123456789+-eE.\r\n_{xX\x7F\xC3\xA9\xFF ";
+  StatsdLineParser parser;
+  for (int round = 0; round < 2000; ++round) {
+    std::string packet(next() % 200, '\0');
+    for (char& ch : packet) {
+      const std::uint64_t r = next();
+      ch = (r & 7) == 0 ? static_cast<char>(r >> 8) : alphabet[(r >> 8) % alphabet.size()];
+    }
+    Recorder rec;
+    const std::size_t returned = parser.Parse(packet, rec);
+    CHECK(returned == rec.samples.size());
+    for (const Sample& s : rec.samples) {
+      CHECK_FALSE(s.name.empty());
+      CHECK(s.sample_rate > 0.0);
+      CHECK(s.sample_rate <= 1.0);
+      CHECK(std::isfinite(s.value));
+      CHECK(s.tags.size() <= kStatsdMaxTags);
+    }
+  }
+}
