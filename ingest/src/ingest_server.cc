@@ -399,6 +399,7 @@ class IngestServer::Impl {
   std::unique_ptr<ListenerStats[]> stats;
   // intakes[listener * workers + worker], owned by the workers
   std::vector<detail::Intake*> intakes;
+  std::size_t next_worker = 0;  // round-robin for accepted connections (worker 0's thread)
   bool stopped = false;
 
   ListenerStats& Stats(std::size_t listener, std::size_t worker) {
@@ -456,8 +457,7 @@ Status IngestServer::Impl::Bind() {
 void IngestServer::Impl::Accept(std::size_t listener_index) {
   ListenerState& state = listeners[listener_index];
   // Connections go round-robin to the workers.
-  static thread_local std::size_t next = 0;
-  Worker& target = *workers[next++ % workers.size()];
+  Worker& target = *workers[next_worker++ % workers.size()];
   state.acceptor->async_accept(
       target.io(),
       [this, listener_index, &target](const boost::system::error_code& ec, tcp::socket socket) {

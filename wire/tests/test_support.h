@@ -80,7 +80,9 @@ inline std::vector<std::uint8_t> FromHex(std::string_view hex) {
 inline Term TermFromJson(const nlohmann::json& j) {
   if (j.is_null()) return Term::Nil();
   if (j.is_boolean()) return Term::Bool(j.get<bool>());
-  const auto& [kind, v] = *j.items().begin();
+  const auto it = j.begin();  // typed terms are one-key objects
+  const std::string kind = it.key();
+  const nlohmann::json& v = it.value();
   if (kind == "int") return Term::Int(v.get<std::int64_t>());
   if (kind == "float") return Term::Float(v.get<double>());
   if (kind == "string") return Term::String(v.get<std::string>());
