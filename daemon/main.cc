@@ -2,6 +2,7 @@
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 #include <utility>
 
+#include <array>
 #include <boost/asio.hpp>
 #include <cstdio>
 #include <cstring>
@@ -10,9 +11,12 @@
 #include <string>
 #include <vector>
 
+#include "telemetryd/aggregate/engine.h"
 #include "telemetryd/common/log.h"
+#include "telemetryd/config/catalog_loader.h"
 #include "telemetryd/config/config.h"
 #include "telemetryd/exporters/prometheus_endpoint.h"
+#include "telemetryd/exporters/prometheus_metrics.h"
 #include "telemetryd/exporters/self_metrics.h"
 #include "telemetryd/ingest/ingest_server.h"
 #include "telemetryd/ingest/sinks.h"
@@ -38,42 +42,137 @@ constexpr const char* kUsage =
     "  --version        print the version\n"
     "  --help           print this help\n";
 
-// What each worker hands its input to: counts it, and prints it when asked to.
-class DaemonSink final : public ingest::EventSink {
+// What each worker hands its input to: its aggregation shard, and stderr when asked to print.
+class AggregatingSink final : public ingest::EventSink {
  public:
-  explicit DaemonSink(bool print) : debug_(stderr), print_(print) {}
+  AggregatingSink(aggregate::Shard& shard, bool print)
+      : shard_(shard), debug_(stderr), print_(print) {}
   void OnEvent(const wire::FrameInfo& frame, const wire::Event& event) noexcept override {
-    counting_.OnEvent(frame, event);
+    shard_.Record(frame, event);
     if (print_) debug_.OnEvent(frame, event);
   }
   void OnStatsd(const ingest::StatsdSample& sample) noexcept override {
-    counting_.OnStatsd(sample);
+    std::size_t n = 0;
+    for (const auto& tag : sample.tags) {
+      if (n == tags_.size()) break;
+      tags_[n++] = aggregate::StatsdTagView{tag.key, tag.value};
+    }
+    shard_.RecordStatsd(aggregate::StatsdInput{
+        sample.name, static_cast<aggregate::StatsdKind>(sample.type), sample.value,
+        sample.set_member, sample.gauge_delta, sample.sample_rate,
+        std::span<const aggregate::StatsdTagView>(tags_.data(), n)});
     if (print_) debug_.OnStatsd(sample);
   }
-  const ingest::CountingSink& counts() const noexcept { return counting_; }
 
  private:
-  ingest::CountingSink counting_;
+  aggregate::Shard& shard_;
   ingest::DebugSink debug_;
   bool print_;
+  std::array<aggregate::StatsdTagView, ingest::kStatsdMaxTags> tags_{};
 };
+
+// Loads the catalogs the config names and compiles them. Errors say file, line and field.
+Expected<std::unique_ptr<aggregate::Engine>> BuildEngine(const config::Config& cfg) {
+  auto catalogs = config::LoadCatalogs(config::CatalogPaths(cfg));
+  if (!catalogs) return catalogs.error();
+  auto engine = aggregate::Engine::Create(*catalogs, cfg.aggregation);
+  if (!engine) return engine.error();
+  if (auto names = exporters::CheckNames((*engine)->metrics()); !names) return names.error();
+  return engine;
+}
+
+// Aggregation self-metrics, summed over the shards.
+void AddAggregationMetrics(const aggregate::Engine& engine,
+                           const std::vector<std::unique_ptr<aggregate::Shard>>& shards,
+                           std::vector<prometheus::MetricFamily>& out) {
+  using prometheus::MetricType;
+  auto& dropped = exporters::AddFamily(out, "telemetryd_aggregate_dropped_total",
+                                       "Events (per metric) and samples not aggregated, by reason.",
+                                       MetricType::Counter);
+  for (std::size_t r = 0; r < aggregate::kDropReasonCount; ++r) {
+    double total = 0;
+    for (const auto& s : shards)
+      total += static_cast<double>(s->dropped(static_cast<aggregate::DropReason>(r)));
+    exporters::AddSample(
+        dropped,
+        {{"reason", std::string(aggregate::DropReasonName(static_cast<aggregate::DropReason>(r)))}},
+        total);
+  }
+  double updates = 0;
+  double filtered = 0;
+  double open_spans = 0;
+  for (const auto& s : shards) {
+    updates += static_cast<double>(s->recorded());
+    filtered += static_cast<double>(s->filtered());
+    open_spans += static_cast<double>(s->open_spans());
+  }
+  exporters::AddSample(
+      exporters::AddFamily(out, "telemetryd_aggregate_updates_total",
+                           "Metric updates made from events and samples.", MetricType::Counter),
+      {}, updates);
+  exporters::AddSample(
+      exporters::AddFamily(out, "telemetryd_aggregate_filtered_total",
+                           "Events skipped by a metric's keep/drop filters.", MetricType::Counter),
+      {}, filtered);
+  exporters::AddSample(
+      exporters::AddFamily(out, "telemetryd_spans_open", "Spans started and not yet stopped.",
+                           MetricType::Gauge),
+      {}, open_spans);
+  const auto counters = engine.counters();
+  exporters::AddSample(exporters::AddFamily(out, "telemetryd_series", "Series held, all metrics.",
+                                            MetricType::Gauge),
+                       {}, static_cast<double>(counters.series));
+  auto& per_metric = exporters::AddFamily(out, "telemetryd_metric_series",
+                                          "Series held per metric.", MetricType::Gauge);
+  for (const auto& [name, n] : counters.series_per_metric) {
+    if (n > 0) exporters::AddSample(per_metric, {{"metric", name}}, static_cast<double>(n));
+  }
+  exporters::AddSample(exporters::AddFamily(out, "telemetryd_cardinality_overflow_total",
+                                            "Updates dropped because a series limit was reached.",
+                                            MetricType::Counter),
+                       {}, static_cast<double>(engine.overflow_total()));
+  auto& unknown =
+      exporters::AddFamily(out, "telemetryd_unknown_events_total",
+                           "Events no catalog declares, by name (capped; the rest is \"(other)\").",
+                           MetricType::Counter);
+  for (const auto& [name, n] : counters.unknown_events) {
+    exporters::AddSample(unknown, {{"event", exporters::LabelValue(name)}}, static_cast<double>(n));
+  }
+}
 
 int Run(const config::Config& cfg) {
   log::SetLevel(cfg.logging.level);
-  std::vector<std::unique_ptr<DaemonSink>> sinks;
+  auto built = BuildEngine(cfg);
+  if (!built) {
+    log::Write(log::Level::kError, built.error().message);
+    return 1;
+  }
+  std::unique_ptr<aggregate::Engine> engine = std::move(*built);
+  std::vector<std::unique_ptr<aggregate::Shard>> shards;
+  std::vector<std::unique_ptr<AggregatingSink>> sinks;
   std::vector<ingest::EventSink*> sink_ptrs;
   for (std::size_t i = 0; i < cfg.ingest.workers; ++i) {
-    sinks.push_back(std::make_unique<DaemonSink>(cfg.logging.print_events));
+    shards.push_back(engine->NewShard());
+    sinks.push_back(std::make_unique<AggregatingSink>(*shards.back(), cfg.logging.print_events));
     sink_ptrs.push_back(sinks.back().get());
   }
+  log::Write(log::Level::kInfo,
+             "aggregating " + std::to_string(engine->metrics().size()) + " metrics from " +
+                 std::to_string(config::CatalogPaths(cfg).size()) + " catalog location(s)");
   auto server = ingest::IngestServer::Start(cfg.ingest, sink_ptrs);
   if (!server) {
     log::Write(log::Level::kError, server.error().message);
     return 1;
   }
 
+  // Moves every shard's updates into the engine's store, each on its own worker thread.
+  auto flush = [&] {
+    (*server)->RunOnWorkers([&shards](std::size_t worker) { shards[worker]->Flush(); },
+                            std::chrono::seconds(2));
+  };
   std::unique_ptr<exporters::PrometheusEndpoint> endpoint;
   std::shared_ptr<exporters::SelfMetrics> self_metrics;
+  std::shared_ptr<exporters::AggregateCollector> aggregated;
   if (cfg.prometheus.enabled) {
     auto started =
         exporters::PrometheusEndpoint::Start(cfg.prometheus.address, cfg.prometheus.port);
@@ -83,25 +182,31 @@ int Run(const config::Config& cfg) {
     }
     endpoint = std::move(*started);
     self_metrics = std::make_shared<exporters::SelfMetrics>(
-        **server, [&sinks](std::vector<prometheus::MetricFamily>& out) {
-          double events = 0;
-          double samples = 0;
-          for (const auto& s : sinks) {
-            events += static_cast<double>(s->counts().events());
-            samples += static_cast<double>(s->counts().statsd_samples());
-          }
-          auto& family = exporters::AddFamily(out, "telemetryd_received_total",
-                                              "Events and StatsD samples received, by kind.",
-                                              prometheus::MetricType::Counter);
-          exporters::AddSample(family, {{"kind", "event"}}, events);
-          exporters::AddSample(family, {{"kind", "statsd_sample"}}, samples);
+        **server, [&](std::vector<prometheus::MetricFamily>& out) {
+          AddAggregationMetrics(*engine, shards, out);
         });
+    aggregated = std::make_shared<exporters::AggregateCollector>([&] {
+      flush();
+      return engine->Collect();
+    });
+    endpoint->Register(aggregated);
     endpoint->Register(self_metrics);
     log::Write(log::Level::kInfo, "prometheus endpoint on " + cfg.prometheus.address + ":" +
                                       std::to_string(endpoint->port()) + "/metrics");
   }
 
   boost::asio::io_context main_io;
+  // Periodic flush: bounds shard memory, expires idle series and old spans between scrapes.
+  boost::asio::steady_timer flush_timer(main_io);
+  std::function<void()> schedule_flush = [&] {
+    flush_timer.expires_after(std::chrono::seconds(1));
+    flush_timer.async_wait([&](const boost::system::error_code& ec) {
+      if (ec) return;
+      flush();
+      schedule_flush();
+    });
+  };
+  schedule_flush();
   boost::asio::signal_set signals(main_io, SIGINT, SIGTERM, SIGHUP);
   std::function<void(const boost::system::error_code&, int)> on_signal =
       [&](const boost::system::error_code& ec, int signo) {
@@ -112,7 +217,9 @@ int Run(const config::Config& cfg) {
           return;
         }
         log::Write(log::Level::kInfo, std::string("stopping on ") + ::strsignal(signo));
+        flush_timer.cancel();
         (*server)->Stop();
+        for (auto& shard : shards) shard->Flush();  // the workers are gone: safe from here
         main_io.stop();
       };
   signals.async_wait(on_signal);
@@ -157,7 +264,14 @@ int main(int argc, char** argv) {
       return 1;
     }
     if (check) {
-      std::cout << config_path << ": configuration is valid\n";
+      const auto engine = BuildEngine(*cfg);
+      if (!engine) {
+        std::cerr << engine.error().message << "\n";
+        return 1;
+      }
+      std::cout << config_path << ": configuration is valid (" << (*engine)->metrics().size()
+                << " metrics from " << config::CatalogPaths(*cfg).size()
+                << " catalog location(s))\n";
       return 0;
     }
     if (print) {

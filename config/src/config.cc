@@ -2,6 +2,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <initializer_list>
 #include <limits>
@@ -65,6 +67,48 @@ class Reader {
       return;
     }
     out = static_cast<T>(value);
+  }
+
+  void Double(const YAML::Node& parent, std::string_view key, const std::string& path, double& out,
+              double min, double max) {
+    const YAML::Node node = parent[std::string(key)];
+    if (!node) return;
+    const std::string field = Join(path, std::string(key));
+    double value = 0;
+    if (!node.IsScalar() || !YAML::convert<double>::decode(node, value) || !std::isfinite(value)) {
+      Fail(node, field, "expected a number, got \"" + Text(node) + "\"");
+      return;
+    }
+    if (value < min || value > max) {
+      Fail(node, field, "must be between " + Num(min) + " and " + Num(max) + ", got " + Num(value));
+      return;
+    }
+    out = value;
+  }
+
+  void Strings(const YAML::Node& parent, std::string_view key, const std::string& path,
+               std::vector<std::string>& out) {
+    const YAML::Node node = parent[std::string(key)];
+    if (!node) return;
+    const std::string field = Join(path, std::string(key));
+    if (!node.IsSequence()) {
+      Fail(node, field, "expected a list of strings");
+      return;
+    }
+    out.clear();
+    for (std::size_t i = 0; i < node.size(); ++i) {
+      if (!node[i].IsScalar() || node[i].Scalar().empty()) {
+        Fail(node[i], field + "[" + std::to_string(i) + "]", "expected a non-empty string");
+      } else {
+        out.push_back(node[i].Scalar());
+      }
+    }
+  }
+
+  static std::string Num(double v) {
+    std::ostringstream out;
+    out << v;
+    return out.str();
   }
 
   void Bool(const YAML::Node& parent, std::string_view key, const std::string& path, bool& out) {
@@ -142,7 +186,7 @@ Expected<Config> ParseConfig(std::string_view yaml, const std::string& source) {
   if (root && !root.IsNull() && !root.IsMap()) {
     r.Fail(root, "(top level)", "expected a mapping");
   } else {
-    r.Map(root, "", {"listeners", "prometheus", "logging"});
+    r.Map(root, "", {"listeners", "catalogs", "aggregation", "statsd", "prometheus", "logging"});
     const YAML::Node listeners = root["listeners"];
     config.ingest.workers = 2;
     struct Default {
@@ -174,6 +218,100 @@ Expected<Config> ParseConfig(std::string_view yaml, const std::string& source) {
         }
       }
       if (enabled) config.ingest.listeners.push_back(lo);
+    }
+
+    const YAML::Node catalogs = root["catalogs"];
+    if (r.Map(catalogs, "catalogs", {"builtin", "builtin_dir", "paths"})) {
+      r.Bool(catalogs, "builtin", "catalogs", config.catalogs.builtin);
+      r.String(catalogs, "builtin_dir", "catalogs", config.catalogs.builtin_dir);
+      r.Strings(catalogs, "paths", "catalogs", config.catalogs.paths);
+    }
+
+    aggregate::EngineOptions& agg = config.aggregation;
+    const YAML::Node aggregation = root["aggregation"];
+    if (r.Map(aggregation, "aggregation",
+              {"max_series_per_metric", "max_series_total", "series_ttl_seconds", "unknown_events",
+               "unknown_event_names_max", "max_open_spans", "span_max_age_seconds",
+               "summary_window_seconds", "summary_accuracy"})) {
+      const std::string a = "aggregation";
+      r.Unsigned(aggregation, "max_series_per_metric", a, agg.max_series_per_metric, 1,
+                 100'000'000);
+      r.Unsigned(aggregation, "max_series_total", a, agg.max_series_total, 1, 100'000'000);
+      std::uint64_t seconds = static_cast<std::uint64_t>(agg.series_ttl.count() / 1000);
+      r.Unsigned(aggregation, "series_ttl_seconds", a, seconds, 0, 365ULL * 86400);
+      agg.series_ttl = std::chrono::milliseconds(seconds * 1000);
+      std::string policy = "count_by_name";
+      r.String(aggregation, "unknown_events", a, policy);
+      if (policy == "drop") {
+        agg.unknown_events = aggregate::UnknownEventPolicy::kDrop;
+      } else if (policy != "count_by_name") {
+        r.Fail(aggregation["unknown_events"], "aggregation.unknown_events",
+               "expected drop or count_by_name, got \"" + policy + "\"");
+      }
+      r.Unsigned(aggregation, "unknown_event_names_max", a, agg.unknown_event_names_max, 0,
+                 1'000'000);
+      r.Unsigned(aggregation, "max_open_spans", a, agg.max_open_spans, 1, 10'000'000);
+      seconds = static_cast<std::uint64_t>(agg.span_max_age.count() / 1000);
+      r.Unsigned(aggregation, "span_max_age_seconds", a, seconds, 1, 7ULL * 86400);
+      agg.span_max_age = std::chrono::milliseconds(seconds * 1000);
+      seconds = static_cast<std::uint64_t>(agg.summary_window.count() / 1000);
+      r.Unsigned(aggregation, "summary_window_seconds", a, seconds, 1, 86400);
+      agg.summary_window = std::chrono::milliseconds(seconds * 1000);
+      r.Double(aggregation, "summary_accuracy", a, agg.summary_accuracy, 0.0001, 0.1);
+    }
+
+    const YAML::Node statsd = root["statsd"];
+    if (r.Map(statsd, "statsd", {"enabled", "max_metrics", "timer_buckets", "mappings"})) {
+      r.Bool(statsd, "enabled", "statsd", agg.statsd_enabled);
+      r.Unsigned(statsd, "max_metrics", "statsd", agg.statsd_max_metrics, 1, 10'000'000);
+      const YAML::Node buckets = statsd["timer_buckets"];
+      if (buckets) {
+        if (!buckets.IsSequence() || buckets.size() == 0) {
+          r.Fail(buckets, "statsd.timer_buckets", "expected a non-empty list of numbers");
+        } else {
+          agg.statsd_buckets.clear();
+          for (std::size_t i = 0; i < buckets.size(); ++i) {
+            double v = 0;
+            const std::string field = "statsd.timer_buckets[" + std::to_string(i) + "]";
+            if (!buckets[i].IsScalar() || !YAML::convert<double>::decode(buckets[i], v) ||
+                !std::isfinite(v)) {
+              r.Fail(buckets[i], field, "expected a number");
+            } else if (!agg.statsd_buckets.empty() && v <= agg.statsd_buckets.back()) {
+              r.Fail(buckets[i], field, "buckets must be strictly ascending");
+            } else {
+              agg.statsd_buckets.push_back(v);
+            }
+          }
+        }
+      }
+      const YAML::Node mappings = statsd["mappings"];
+      if (mappings && !mappings.IsSequence()) {
+        r.Fail(mappings, "statsd.mappings", "expected a list");
+      } else if (mappings) {
+        for (std::size_t i = 0; i < mappings.size(); ++i) {
+          const std::string path = "statsd.mappings[" + std::to_string(i) + "]";
+          const YAML::Node m = mappings[i];
+          if (!r.Map(m, path, {"match", "name", "labels"})) {
+            if (!m || m.IsNull()) r.Fail(m, path, "expected a mapping");
+            continue;
+          }
+          aggregate::StatsdMapping mapping;
+          r.String(m, "match", path, mapping.match);
+          r.String(m, "name", path, mapping.name);
+          if (mapping.match.empty()) r.Fail(m, path + ".match", "is required");
+          if (mapping.name.empty()) r.Fail(m, path + ".name", "is required");
+          const YAML::Node labels = m["labels"];
+          if (labels && !labels.IsMap()) {
+            r.Fail(labels, path + ".labels", "expected a mapping of label to value");
+          } else if (labels) {
+            for (const auto& kv : labels) {
+              mapping.labels.emplace_back(kv.first.as<std::string>(""),
+                                          kv.second.as<std::string>(""));
+            }
+          }
+          agg.statsd_mappings.push_back(std::move(mapping));
+        }
+      }
     }
 
     const YAML::Node prom = root["prometheus"];
@@ -210,6 +348,21 @@ Expected<Config> LoadConfigFile(const std::string& path) {
   return ParseConfig(text.str(), path);
 }
 
+std::vector<std::string> CatalogPaths(const Config& config) {
+  namespace fs = std::filesystem;
+  const fs::path base = fs::path(config.source).parent_path();
+  std::vector<std::string> out;
+  if (config.catalogs.builtin) {
+    out.push_back(config.catalogs.builtin_dir.empty() ? std::string(TELEMETRYD_BUILTIN_CATALOG_DIR)
+                                                      : config.catalogs.builtin_dir);
+  }
+  for (const auto& p : config.catalogs.paths) out.push_back(p);
+  for (auto& p : out) {
+    if (!p.empty() && fs::path(p).is_relative()) p = (base / p).lexically_normal().string();
+  }
+  return out;
+}
+
 std::string DumpConfig(const Config& config) {
   YAML::Emitter out;
   out << YAML::BeginMap << YAML::Key << "listeners" << YAML::Value << YAML::BeginMap;
@@ -244,6 +397,39 @@ std::string DumpConfig(const Config& config) {
     out << YAML::EndMap;
   }
   out << YAML::EndMap;
+  out << YAML::Key << "catalogs" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "builtin" << YAML::Value << config.catalogs.builtin;
+  out << YAML::Key << "builtin_dir" << YAML::Value
+      << (config.catalogs.builtin_dir.empty() ? std::string(TELEMETRYD_BUILTIN_CATALOG_DIR)
+                                              : config.catalogs.builtin_dir);
+  out << YAML::Key << "paths" << YAML::Value << YAML::Flow << config.catalogs.paths;
+  out << YAML::EndMap;
+  const aggregate::EngineOptions& agg = config.aggregation;
+  out << YAML::Key << "aggregation" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "max_series_per_metric" << YAML::Value << agg.max_series_per_metric;
+  out << YAML::Key << "max_series_total" << YAML::Value << agg.max_series_total;
+  out << YAML::Key << "series_ttl_seconds" << YAML::Value << agg.series_ttl.count() / 1000;
+  out << YAML::Key << "unknown_events" << YAML::Value
+      << (agg.unknown_events == aggregate::UnknownEventPolicy::kDrop ? "drop" : "count_by_name");
+  out << YAML::Key << "unknown_event_names_max" << YAML::Value << agg.unknown_event_names_max;
+  out << YAML::Key << "max_open_spans" << YAML::Value << agg.max_open_spans;
+  out << YAML::Key << "span_max_age_seconds" << YAML::Value << agg.span_max_age.count() / 1000;
+  out << YAML::Key << "summary_window_seconds" << YAML::Value << agg.summary_window.count() / 1000;
+  out << YAML::Key << "summary_accuracy" << YAML::Value << agg.summary_accuracy;
+  out << YAML::EndMap;
+  out << YAML::Key << "statsd" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "enabled" << YAML::Value << agg.statsd_enabled;
+  out << YAML::Key << "max_metrics" << YAML::Value << agg.statsd_max_metrics;
+  out << YAML::Key << "timer_buckets" << YAML::Value << YAML::Flow << agg.statsd_buckets;
+  out << YAML::Key << "mappings" << YAML::Value << YAML::BeginSeq;
+  for (const auto& m : agg.statsd_mappings) {
+    out << YAML::BeginMap << YAML::Key << "match" << YAML::Value << m.match;
+    out << YAML::Key << "name" << YAML::Value << m.name;
+    out << YAML::Key << "labels" << YAML::Value << YAML::BeginMap;
+    for (const auto& [k, v] : m.labels) out << YAML::Key << k << YAML::Value << v;
+    out << YAML::EndMap << YAML::EndMap;
+  }
+  out << YAML::EndSeq << YAML::EndMap;
   out << YAML::Key << "prometheus" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "enabled" << YAML::Value << config.prometheus.enabled;
   out << YAML::Key << "address" << YAML::Value << config.prometheus.address;

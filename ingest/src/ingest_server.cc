@@ -9,8 +9,10 @@
 #include <boost/asio.hpp>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <unordered_set>
@@ -532,6 +534,28 @@ Expected<std::unique_ptr<IngestServer>> IngestServer::Start(const IngestOptions&
                                       state.options.address + ":" + std::to_string(state.port));
   }
   return std::unique_ptr<IngestServer>(new IngestServer(std::move(impl)));
+}
+
+bool IngestServer::RunOnWorkers(const std::function<void(std::size_t)>& task,
+                                std::chrono::milliseconds timeout) {
+  if (impl_->stopped) return false;
+  // Shared with the posted handlers, which may outlive this call after a timeout.
+  struct Pending {
+    std::mutex mutex;
+    std::condition_variable done;
+    std::size_t remaining;
+  };
+  auto pending = std::make_shared<Pending>();
+  pending->remaining = impl_->workers.size();
+  for (auto& worker : impl_->workers) {
+    asio::post(worker->io(), [pending, task, index = worker->index()] {
+      task(index);
+      std::lock_guard lock(pending->mutex);
+      if (--pending->remaining == 0) pending->done.notify_all();
+    });
+  }
+  std::unique_lock lock(pending->mutex);
+  return pending->done.wait_for(lock, timeout, [&] { return pending->remaining == 0; });
 }
 
 IngestServer::IngestServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

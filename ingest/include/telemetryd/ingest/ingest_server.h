@@ -6,7 +6,9 @@
 // read from any thread while workers run.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -30,6 +32,12 @@ class IngestServer {
   // Stops accepting, reads what the UDP sockets already hold, lets TCP connections hand over what
   // they have buffered, then joins the workers. Idempotent.
   void Stop();
+
+  // Runs `task(worker_index)` on every worker thread, between packets, and waits until all have
+  // run or `timeout` passes (then returns false; the tasks still run later). This is how a sink's
+  // per-worker state is read without a lock on the packet path.
+  bool RunOnWorkers(const std::function<void(std::size_t)>& task,
+                    std::chrono::milliseconds timeout);
 
   [[nodiscard]] const IngestOptions& options() const noexcept;
   // The port each listener is bound to, in options().listeners order.

@@ -7,25 +7,11 @@
 #include <atomic>
 #include <cstdint>
 
+#include "telemetryd/common/counter.h"
 #include "telemetryd/ingest/statsd.h"
 #include "telemetryd/wire/decoder.h"
 
 namespace telemetryd::ingest {
-
-// A counter with one writer and any number of readers.
-class SingleWriterCounter {
- public:
-  void Add(std::uint64_t n = 1) noexcept {
-    value_.store(value_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-  }
-  void Set(std::uint64_t n) noexcept { value_.store(n, std::memory_order_relaxed); }
-  [[nodiscard]] std::uint64_t Get() const noexcept {
-    return value_.load(std::memory_order_relaxed);
-  }
-
- private:
-  std::atomic<std::uint64_t> value_{0};
-};
 
 inline constexpr std::size_t kMaxRejectReasons =
     std::max(wire::kDecodeErrorCount, kStatsdErrorCount);

@@ -1,0 +1,192 @@
+// The aggregation engine: catalogs compiled into metric definitions, per-worker Shards that record
+// events without locks, and a Store that holds the merged series for the two views: cumulative
+// (Prometheus) and deltas since the last push (StatsD). No I/O.
+//
+// Threads: each ingest worker owns one Shard and is the only thread that calls it. Shard::Flush
+// (on that same thread) moves the shard's deltas into the Store under the Store's mutex; Collect
+// and TakeDeltas read the Store under the same mutex. Record never locks and never allocates for a
+// series that already exists in the shard.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "telemetryd/aggregate/catalog.h"
+#include "telemetryd/common/counter.h"
+#include "telemetryd/common/expected.h"
+#include "telemetryd/wire/event.h"
+
+namespace telemetryd::aggregate {
+
+enum class UnknownEventPolicy : std::uint8_t {
+  kDrop,         // count them all in one counter
+  kCountByName,  // also count per event name, up to unknown_event_names_max names
+};
+
+// Rename and label StatsD metrics by their dotted name, as statsd_exporter's glob mapper does:
+// `*` matches one segment and is available as $1, $2, ... in `name` and label values.
+struct StatsdMapping {
+  std::string match;                                        // "app.*.requests.*"
+  std::string name;                                         // "app_requests" (may use $n)
+  std::vector<std::pair<std::string, std::string>> labels;  // {"service", "$1"}
+};
+
+struct EngineOptions {
+  std::size_t max_series_per_metric = 10'000;
+  std::size_t max_series_total = 1'000'000;
+  std::chrono::milliseconds series_ttl{0};  // 0: series never expire
+  UnknownEventPolicy unknown_events = UnknownEventPolicy::kCountByName;
+  std::size_t unknown_event_names_max = 1'000;
+  std::size_t max_open_spans = 65'536;  // per shard
+  std::chrono::milliseconds span_max_age{3'600'000};
+  std::chrono::milliseconds summary_window{60'000};
+  double summary_accuracy = 0.01;
+  bool statsd_enabled = true;
+  std::size_t statsd_max_metrics = 10'000;
+  std::vector<double> statsd_buckets = {1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
+  std::vector<double> statsd_quantiles = {0.5, 0.9, 0.99};
+  std::vector<StatsdMapping> statsd_mappings;
+};
+
+// Why an event (for one metric) or a sample was not recorded.
+enum class DropReason : std::uint8_t {
+  kUnknownEvent,          // no catalog declares the event
+  kMissingMeasurement,    // the metric's measurement is not in the event
+  kMissingTag,            // a tag's metadata key is missing and has no default
+  kBadTagValue,           // a tag's value is a list, map, tuple or bytes
+  kNonFinite,             // NaN or an infinity
+  kNegativeCounter,       // a StatsD counter increment below zero
+  kSeriesOverflow,        // a cardinality limit was reached
+  kSpanUnmatched,         // a stop/exception without duration whose start was never seen
+  kSpanExpired,           // a start whose stop never came within span_max_age
+  kSpanTableFull,         // more open spans than max_open_spans
+  kStatsdTypeConflict,    // a StatsD name seen with two types
+  kStatsdMetricOverflow,  // more StatsD metric names than statsd_max_metrics
+  kCount
+};
+inline constexpr std::size_t kDropReasonCount = static_cast<std::size_t>(DropReason::kCount);
+std::string_view DropReasonName(DropReason reason) noexcept;
+
+enum class StatsdKind : std::uint8_t { kCounter, kGauge, kTimer, kHistogram, kDistribution, kSet };
+
+struct StatsdTagView {
+  std::string_view key;
+  std::string_view value;
+};
+
+struct StatsdInput {
+  std::string_view name;
+  StatsdKind kind = StatsdKind::kCounter;
+  double value = 0;
+  std::string_view set_member;
+  bool gauge_delta = false;
+  double sample_rate = 1;
+  std::span<const StatsdTagView> tags;
+};
+
+// A metric as the exporters see it.
+struct MetricInfo {
+  std::uint32_t id = 0;
+  std::string name;  // dotted
+  MetricType type = MetricType::kCounter;
+  std::string description;
+  Unit unit = Unit::kNone;  // of the recorded values (after conversion)
+  std::vector<double> buckets;
+  std::vector<double> quantiles;
+  std::string system;       // catalog system, "statsd" for StatsD metrics
+  bool span_gauge = false;  // an in-progress gauge: value may go up and down
+  bool statsd_set = false;  // StatsD set: distinct members per push interval
+};
+
+struct SeriesPoint {
+  std::vector<std::pair<std::string, std::string>> labels;
+  double value = 0;                          // counter, sum, last_value, span gauge, set size
+  std::uint64_t count = 0;                   // distribution, summary: observations
+  double sum = 0;                            // distribution, summary
+  std::vector<std::uint64_t> bucket_counts;  // distribution: per bucket (not cumulative), +Inf last
+  std::vector<double> quantile_values;       // summary, in MetricInfo::quantiles order
+};
+
+struct MetricPoints {
+  MetricInfo info;
+  std::vector<SeriesPoint> series;
+};
+
+struct EngineCounters {
+  std::uint64_t series = 0;
+  std::uint64_t statsd_metrics = 0;
+  std::vector<std::pair<std::string, std::uint64_t>> series_per_metric;
+  std::vector<std::pair<std::string, std::uint64_t>> unknown_events;  // by name (policy permitting)
+};
+
+class Engine;
+
+class Shard {
+ public:
+  ~Shard();
+  Shard(const Shard&) = delete;
+  Shard& operator=(const Shard&) = delete;
+
+  void Record(const wire::FrameInfo& frame, const wire::Event& event) noexcept;
+  void RecordStatsd(const StatsdInput& sample) noexcept;
+  // Moves what this shard recorded into the engine's store; expires idle series and old spans.
+  // Call on the thread that records.
+  void Flush();
+
+  [[nodiscard]] std::uint64_t dropped(DropReason reason) const noexcept {
+    return drops_[static_cast<std::size_t>(reason)].Get();
+  }
+  [[nodiscard]] std::uint64_t recorded() const noexcept { return recorded_.Get(); }
+  [[nodiscard]] std::uint64_t filtered() const noexcept { return filtered_.Get(); }
+  [[nodiscard]] std::uint64_t open_spans() const noexcept { return open_spans_.Get(); }
+
+  class State;
+
+ private:
+  friend class Engine;
+  explicit Shard(Engine& engine);
+  std::unique_ptr<State> state_;
+  SingleWriterCounter drops_[kDropReasonCount];
+  SingleWriterCounter recorded_;  // metric updates
+  SingleWriterCounter filtered_;  // skipped by keep/drop
+  SingleWriterCounter open_spans_;
+};
+
+class Engine {
+ public:
+  // Compiles the catalogs (already validated by the loader). Errors: conflicting metric names.
+  static Expected<std::unique_ptr<Engine>> Create(const std::vector<CatalogSpec>& catalogs,
+                                                  const EngineOptions& options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  std::unique_ptr<Shard> NewShard();
+
+  // Cumulative values of every series (summaries: over the sliding window).
+  [[nodiscard]] std::vector<MetricPoints> Collect() const;
+  // Changes since the previous call: counter increments, sums added, last values set since,
+  // distribution/summary observations since, set sizes. Starts the next interval.
+  std::vector<MetricPoints> TakeDeltas();
+  [[nodiscard]] EngineCounters counters() const;
+  // Every metric defined so far (catalog metrics, span gauges, StatsD metrics seen).
+  [[nodiscard]] std::vector<MetricInfo> metrics() const;
+  [[nodiscard]] const EngineOptions& options() const noexcept;
+  // Drops overflowed at the store (cardinality limits), by metric name.
+  [[nodiscard]] std::uint64_t overflow_total() const;
+
+  class Impl;
+
+ private:
+  friend class Shard;
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace telemetryd::aggregate

@@ -1,0 +1,1228 @@
+#include "telemetryd/aggregate/engine.h"
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "telemetryd/aggregate/sketch.h"
+#include "units.h"
+
+namespace telemetryd::aggregate {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::int64_t NowNs() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept {
+    return std::hash<std::string_view>{}(s);
+  }
+};
+template <typename V>
+using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
+
+// 64-bit FNV-1a: span contexts are hashed once per span event.
+std::uint64_t Fnv1a(std::string_view s, std::uint64_t h = 0xcbf29ce484222325ULL) noexcept {
+  for (const char c : s) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
+  return h;
+}
+
+constexpr char kLabelSeparator = '\x1f';
+
+constexpr std::array<std::string_view, kDropReasonCount> kDropNames = {
+    "unknown_event", "missing_measurement", "missing_tag",          "bad_tag_value",
+    "non_finite",    "negative_counter",    "series_overflow",      "span_unmatched",
+    "span_expired",  "span_table_full",     "statsd_type_conflict", "statsd_metric_overflow",
+};
+
+struct CompiledFilter {
+  FilterSpec::Op op;
+  std::string metadata;
+  std::string measurement;
+  std::vector<std::string> values;
+  double threshold;
+};
+
+struct CompiledTag {
+  std::string key;
+  std::string label;
+  bool has_default;
+  std::string default_value;
+  std::vector<std::pair<std::string, std::string>> values;  // sorted by first
+};
+
+struct CompiledMetric {
+  MetricInfo info;
+  std::string measurement;  // empty: count events
+  std::vector<CompiledTag> tags;
+  std::vector<CompiledFilter> keep;
+  std::vector<CompiledFilter> drop;
+  Unit unit_from = Unit::kNone;
+  Unit unit_to = Unit::kNone;
+  bool pair_duration = false;  // a span stop/exception metric on `duration`
+};
+
+struct SpanGauge {
+  std::uint32_t metric;  // index of the gauge's CompiledMetric
+};
+
+struct Binding {
+  std::vector<std::uint32_t> metrics;
+  SpanRole span = SpanRole::kNone;
+  std::uint32_t span_prefix = 0;           // index of the span ("vsr.leadership")
+  std::vector<std::uint32_t> span_gauges;  // gauge metric ids fed by this span
+};
+
+// ---- Store: merged series, guarded by Engine::Impl::mutex ----
+
+struct SummaryWindow {
+  QuantileSketch current;
+  QuantileSketch previous;
+  QuantileSketch delta;
+  explicit SummaryWindow(double accuracy)
+      : current(accuracy), previous(accuracy), delta(accuracy) {}
+};
+
+struct StoreSeries {
+  std::vector<std::pair<std::string, std::string>> labels;
+  std::int64_t isum = 0;  // counters and sums: integer part, exact
+  double fsum = 0;        // counters and sums: float part
+  double last = 0;        // last_value, span gauges (current level)
+  bool has_value = false;
+  std::uint64_t count = 0;  // distribution, summary
+  double sum = 0;
+  std::vector<std::uint64_t> buckets;
+  std::unique_ptr<SummaryWindow> summary;
+  std::unordered_set<std::string> set_members;
+  // For TakeDeltas.
+  std::int64_t delta_isum = 0;
+  double delta_fsum = 0;
+  bool delta_has_last = false;
+  std::uint64_t delta_count = 0;
+  double delta_sum = 0;
+  std::vector<std::uint64_t> delta_buckets;
+  std::int64_t touched_ns = 0;
+};
+
+struct StoreMetric {
+  StringMap<StoreSeries> series;
+  std::uint64_t overflow = 0;
+};
+
+}  // namespace
+
+// ---- Engine::Impl ----
+
+class Engine::Impl {
+ public:
+  EngineOptions options;
+  std::vector<CompiledMetric> metrics;  // grows with StatsD metrics, under mutex
+  StringMap<Binding> bindings;
+  std::vector<std::string> span_prefixes;
+
+  mutable std::mutex mutex;  // guards everything below and metrics growth
+  std::vector<StoreMetric> store;
+  std::uint64_t total_series = 0;
+  std::int64_t window_start_ns = 0;
+  std::int64_t last_sweep_ns = 0;
+  StringMap<std::uint32_t> statsd_metrics;  // "<kind>|<name>" -> metric id
+  std::unordered_map<std::string, std::uint64_t> unknown_names;
+  std::uint64_t unknown_other = 0;
+  std::vector<Shard*> shards;
+
+  // StatsD metric id for (kind, name), created on first sight. Under mutex.
+  std::optional<std::uint32_t> StatsdMetric(StatsdKind kind, std::string_view name,
+                                            DropReason& why);
+  void RollWindows(std::int64_t now);
+  void Sweep(std::int64_t now);
+};
+
+namespace {
+
+MetricType StatsdType(StatsdKind kind) {
+  switch (kind) {
+    case StatsdKind::kCounter:
+      return MetricType::kCounter;
+    case StatsdKind::kGauge:
+    case StatsdKind::kSet:
+      return MetricType::kLastValue;
+    case StatsdKind::kTimer:
+    case StatsdKind::kHistogram:
+    case StatsdKind::kDistribution:
+      return MetricType::kDistribution;
+  }
+  return MetricType::kCounter;
+}
+
+}  // namespace
+
+std::optional<std::uint32_t> Engine::Impl::StatsdMetric(StatsdKind kind, std::string_view name,
+                                                        DropReason& why) {
+  const MetricType type = StatsdType(kind);
+  if (const auto it = statsd_metrics.find(name); it != statsd_metrics.end()) {
+    const CompiledMetric& m = metrics[it->second];
+    if (m.info.type != type || m.info.statsd_set != (kind == StatsdKind::kSet)) {
+      why = DropReason::kStatsdTypeConflict;
+      return std::nullopt;
+    }
+    return it->second;
+  }
+  if (statsd_metrics.size() >= options.statsd_max_metrics) {
+    why = DropReason::kStatsdMetricOverflow;
+    return std::nullopt;
+  }
+  CompiledMetric m;
+  m.info.id = static_cast<std::uint32_t>(metrics.size());
+  m.info.name = std::string(name);
+  m.info.type = type;
+  m.info.system = "statsd";
+  m.info.statsd_set = kind == StatsdKind::kSet;
+  m.info.description = "StatsD metric " + std::string(name) + ".";
+  if (type == MetricType::kDistribution) m.info.buckets = options.statsd_buckets;
+  if (kind == StatsdKind::kTimer) m.info.unit = Unit::kMillisecond;
+  metrics.push_back(std::move(m));
+  store.emplace_back();
+  statsd_metrics.emplace(std::string(name), metrics.back().info.id);
+  return metrics.back().info.id;
+}
+
+// ---- Shard state ----
+
+struct ShardSeries {
+  std::uint32_t metric = 0;
+  bool dirty = false;
+  bool has_last = false;
+  std::uint32_t open_refs = 0;  // open spans that will decrement this gauge
+  std::int64_t isum = 0;
+  double fsum = 0;
+  double last = 0;
+  double gauge_delta = 0;
+  std::uint64_t count = 0;
+  double sum = 0;
+  std::vector<std::uint64_t> buckets;
+  std::unique_ptr<QuantileSketch> sketch;
+  std::unique_ptr<std::unordered_set<std::string>> members;
+  std::int64_t touched_ns = 0;
+};
+
+struct SpanSlot {
+  std::uint64_t key = 0;  // 0: empty
+  std::int64_t start_monotonic = 0;
+  bool has_monotonic = false;
+  std::int64_t started_ns = 0;
+  std::uint64_t units_per_second = 1;
+  std::array<ShardSeries*, 2> gauges{};
+};
+
+class Shard::State {
+ public:
+  State(Engine::Impl& engine, Shard& owner) : engine_(engine), owner_(owner) {
+    std::size_t capacity = 16;
+    while (capacity < engine.options.max_open_spans * 2) capacity *= 2;
+    spans_.resize(capacity);
+    key_.reserve(256);
+  }
+
+  void Record(const wire::FrameInfo& frame, const wire::Event& event) noexcept;
+  void RecordStatsd(const StatsdInput& sample) noexcept;
+  void Flush();
+
+ private:
+  const Binding* Resolve(const wire::FrameInfo& frame, const wire::Event& event) noexcept;
+  void RecordMetric(const CompiledMetric& m, const wire::FrameInfo& frame, const wire::Event& event,
+                    const double* paired_duration) noexcept;
+  bool BuildKey(const CompiledMetric& m, const wire::Event& event) noexcept;
+  ShardSeries* Series(std::uint32_t metric) noexcept;
+  bool Passes(const CompiledMetric& m, const wire::Event& event) const noexcept;
+  void Drop(DropReason reason) noexcept { owner_.drops_[static_cast<std::size_t>(reason)].Add(); }
+  // Span table (open addressing, linear probing, backward-shift deletion).
+  SpanSlot* FindSpan(std::uint64_t key) noexcept;
+  SpanSlot* InsertSpan(std::uint64_t key) noexcept;
+  void EraseSpan(SpanSlot* slot) noexcept;
+  void CloseSpanGauges(SpanSlot& slot) noexcept;
+  std::uint64_t SpanKey(const Binding& b, const wire::Event& event) const noexcept;
+
+  Engine::Impl& engine_;
+  Shard& owner_;
+  StringMap<ShardSeries> series_;
+  std::string key_;                      // scratch: the series key being looked up
+  std::array<char, 512> number_text_{};  // scratch: integer/float label values
+  std::size_t number_used_ = 0;
+  // Per-frame cache of name reference -> binding.
+  std::uint64_t cached_sequence_ = ~0ULL;
+  std::array<std::pair<std::uint32_t, const Binding*>, 64> name_cache_{};
+  std::int64_t now_ns_ = 0;
+  std::vector<SpanSlot> spans_;
+  std::size_t open_spans_ = 0;
+  StringMap<std::pair<std::uint32_t, std::vector<std::pair<std::string, std::string>>>>
+      statsd_cache_;
+  StringMap<std::uint64_t> unknown_;
+  std::uint64_t unknown_other_ = 0;
+  std::array<StatsdTagView, 80> tag_scratch_{};
+};
+
+const Binding* Shard::State::Resolve(const wire::FrameInfo& frame,
+                                     const wire::Event& event) noexcept {
+  if (frame.sequence != cached_sequence_) {
+    cached_sequence_ = frame.sequence;
+    for (auto& entry : name_cache_) entry = {~0U, nullptr};
+    now_ns_ = NowNs();
+  }
+  auto& entry = name_cache_[event.name_ref & 63];
+  if (entry.first == event.name_ref) return entry.second;
+  const auto it = engine_.bindings.find(event.name);
+  const Binding* binding = it == engine_.bindings.end() ? nullptr : &it->second;
+  entry = {event.name_ref, binding};
+  return binding;
+}
+
+bool Shard::State::Passes(const CompiledMetric& m, const wire::Event& event) const noexcept {
+  auto holds = [&](const CompiledFilter& f) {
+    if (!f.metadata.empty()) {
+      const auto* field = event.FindMetadata(f.metadata);
+      std::string_view text;
+      char buf[32];
+      if (field != nullptr) {
+        const wire::Value& v = field->value;
+        if (v.kind == wire::ValueKind::kString || v.kind == wire::ValueKind::kAtom) {
+          text = v.text;
+        } else if (v.kind == wire::ValueKind::kInt) {
+          const auto r = std::to_chars(buf, buf + sizeof buf, v.int_value);
+          text = std::string_view(buf, static_cast<std::size_t>(r.ptr - buf));
+        } else if (v.kind == wire::ValueKind::kBool) {
+          text = v.bool_value ? "true" : "false";
+        }
+      }
+      const bool in =
+          field != nullptr && std::find(f.values.begin(), f.values.end(), text) != f.values.end();
+      return f.op == FilterSpec::Op::kNotIn ? !in : in;
+    }
+    const auto* meas = event.FindMeasurement(f.measurement);
+    if (meas == nullptr) return false;
+    const double v = meas->value.AsDouble();
+    switch (f.op) {
+      case FilterSpec::Op::kGt:
+        return v > f.threshold;
+      case FilterSpec::Op::kGe:
+        return v >= f.threshold;
+      case FilterSpec::Op::kLt:
+        return v < f.threshold;
+      case FilterSpec::Op::kLe:
+        return v <= f.threshold;
+      case FilterSpec::Op::kEq:
+        return v == f.threshold;
+      case FilterSpec::Op::kNe:
+        return v != f.threshold;
+      default:
+        return false;
+    }
+  };
+  for (const auto& f : m.keep) {
+    if (!holds(f)) return false;
+  }
+  for (const auto& f : m.drop) {
+    if (holds(f)) return false;
+  }
+  return true;
+}
+
+// Builds "<metric id><sep>value<sep>value..." into key_. False (and counted) when a tag is missing
+// without a default or holds a value that cannot be a label.
+bool Shard::State::BuildKey(const CompiledMetric& m, const wire::Event& event) noexcept {
+  key_.clear();
+  char id[16];
+  const auto r = std::to_chars(id, id + sizeof id, m.info.id);
+  key_.append(id, static_cast<std::size_t>(r.ptr - id));
+  for (const auto& tag : m.tags) {
+    key_.push_back(kLabelSeparator);
+    const auto* field = event.FindMetadata(tag.key);
+    std::string_view text;
+    char buf[32];
+    if (field == nullptr || field->value.kind == wire::ValueKind::kNil) {
+      if (!tag.has_default) {
+        if (field == nullptr) {
+          Drop(DropReason::kMissingTag);
+          return false;
+        }
+        text = "nil";
+      } else {
+        text = tag.default_value;
+      }
+    } else {
+      const wire::Value& v = field->value;
+      switch (v.kind) {
+        case wire::ValueKind::kString:
+        case wire::ValueKind::kAtom:
+          text = v.text;
+          break;
+        case wire::ValueKind::kInt: {
+          const auto n = std::to_chars(buf, buf + sizeof buf, v.int_value);
+          text = std::string_view(buf, static_cast<std::size_t>(n.ptr - buf));
+          break;
+        }
+        case wire::ValueKind::kFloat: {
+          const auto n = std::to_chars(buf, buf + sizeof buf, v.float_value);
+          text = std::string_view(buf, static_cast<std::size_t>(n.ptr - buf));
+          break;
+        }
+        case wire::ValueKind::kBool:
+          text = v.bool_value ? "true" : "false";
+          break;
+        default:
+          Drop(DropReason::kBadTagValue);
+          return false;
+      }
+    }
+    if (!tag.values.empty()) {
+      const auto it = std::lower_bound(
+          tag.values.begin(), tag.values.end(), text,
+          [](const auto& pair, std::string_view t) { return std::string_view(pair.first) < t; });
+      if (it != tag.values.end() && it->first == text) text = it->second;
+    }
+    key_.append(text);
+  }
+  return true;
+}
+
+ShardSeries* Shard::State::Series(std::uint32_t metric) noexcept {
+  if (auto it = series_.find(std::string_view(key_)); it != series_.end()) return &it->second;
+  if (series_.size() >= engine_.options.max_series_total) {
+    Drop(DropReason::kSeriesOverflow);
+    return nullptr;
+  }
+  try {
+    auto [it, inserted] = series_.try_emplace(key_);
+    it->second.metric = metric;
+    return &it->second;
+  } catch (...) {
+    Drop(DropReason::kSeriesOverflow);
+    return nullptr;
+  }
+}
+
+void Shard::State::RecordMetric(const CompiledMetric& m, const wire::FrameInfo& frame,
+                                const wire::Event& event, const double* paired_duration) noexcept {
+  if (!m.keep.empty() || !m.drop.empty()) {
+    if (!Passes(m, event)) {
+      owner_.filtered_.Add();
+      return;
+    }
+  }
+  double value = 1;
+  std::int64_t int_value = 1;
+  bool is_int = true;
+  if (m.info.type != MetricType::kCounter) {
+    const auto* meas = event.FindMeasurement(m.measurement);
+    const bool zero = meas == nullptr || (meas->value.is_float ? meas->value.float_value == 0
+                                                               : meas->value.int_value == 0);
+    if (m.pair_duration && zero && paired_duration != nullptr) {
+      value = *paired_duration;
+      is_int = false;
+    } else if (meas == nullptr) {
+      Drop(m.pair_duration ? DropReason::kSpanUnmatched : DropReason::kMissingMeasurement);
+      return;
+    } else {
+      is_int = !meas->value.is_float;
+      int_value = meas->value.int_value;
+      value = meas->value.AsDouble();
+    }
+    if (!std::isfinite(value)) {
+      Drop(DropReason::kNonFinite);
+      return;
+    }
+    if (m.unit_from != m.unit_to) {
+      value = ConvertUnit(value, m.unit_from, m.unit_to, frame.units_per_second);
+      is_int = false;
+    }
+  }
+  if (!BuildKey(m, event)) return;
+  ShardSeries* s = Series(m.info.id);
+  if (s == nullptr) return;
+  s->dirty = true;
+  s->touched_ns = now_ns_;
+  switch (m.info.type) {
+    case MetricType::kCounter:
+      ++s->isum;
+      break;
+    case MetricType::kSum:
+      if (is_int) {
+        s->isum += int_value;
+      } else {
+        s->fsum += value;
+      }
+      break;
+    case MetricType::kLastValue:
+      s->has_last = true;
+      s->last = value;
+      s->gauge_delta = 0;
+      break;
+    case MetricType::kDistribution: {
+      if (s->buckets.size() != m.info.buckets.size() + 1)
+        s->buckets.assign(m.info.buckets.size() + 1, 0);
+      const auto bucket = static_cast<std::size_t>(
+          std::lower_bound(m.info.buckets.begin(), m.info.buckets.end(), value) -
+          m.info.buckets.begin());
+      ++s->buckets[bucket];
+      ++s->count;
+      s->sum += value;
+      break;
+    }
+    case MetricType::kSummary:
+      if (!s->sketch)
+        s->sketch = std::make_unique<QuantileSketch>(engine_.options.summary_accuracy);
+      s->sketch->Add(value);
+      ++s->count;
+      s->sum += value;
+      break;
+  }
+  owner_.recorded_.Add();
+}
+
+std::uint64_t Shard::State::SpanKey(const Binding& b, const wire::Event& event) const noexcept {
+  const auto* ctx = event.FindMetadata("telemetry_span_context");
+  if (ctx == nullptr) return 0;
+  std::uint64_t h = Fnv1a(engine_.span_prefixes[b.span_prefix]);
+  const wire::Value& v = ctx->value;
+  switch (v.kind) {
+    case wire::ValueKind::kString:
+    case wire::ValueKind::kAtom:
+    case wire::ValueKind::kBytes:
+      h = Fnv1a(v.text, h ^ static_cast<std::uint64_t>(v.kind));
+      break;
+    case wire::ValueKind::kInt:
+      h = Fnv1a(std::string_view(reinterpret_cast<const char*>(&v.int_value), sizeof v.int_value),
+                h);
+      break;
+    default:
+      if (!v.body.empty()) {
+        h = Fnv1a(std::string_view(reinterpret_cast<const char*>(v.body.data()), v.body.size()), h);
+      }
+      break;
+  }
+  return h == 0 ? 1 : h;
+}
+
+SpanSlot* Shard::State::FindSpan(std::uint64_t key) noexcept {
+  const std::size_t mask = spans_.size() - 1;
+  for (std::size_t i = key & mask;; i = (i + 1) & mask) {
+    if (spans_[i].key == key) return &spans_[i];
+    if (spans_[i].key == 0) return nullptr;
+  }
+}
+
+SpanSlot* Shard::State::InsertSpan(std::uint64_t key) noexcept {
+  if (SpanSlot* existing = FindSpan(key)) return existing;
+  if (open_spans_ >= engine_.options.max_open_spans) return nullptr;
+  const std::size_t mask = spans_.size() - 1;
+  std::size_t i = key & mask;
+  while (spans_[i].key != 0) i = (i + 1) & mask;
+  spans_[i] = SpanSlot{};
+  spans_[i].key = key;
+  ++open_spans_;
+  owner_.open_spans_.Set(open_spans_);
+  return &spans_[i];
+}
+
+void Shard::State::EraseSpan(SpanSlot* slot) noexcept {
+  const std::size_t mask = spans_.size() - 1;
+  auto i = static_cast<std::size_t>(slot - spans_.data());
+  spans_[i] = SpanSlot{};
+  // Backward shift: move later entries of the same probe run into the hole.
+  for (std::size_t j = (i + 1) & mask; spans_[j].key != 0; j = (j + 1) & mask) {
+    const std::size_t home = spans_[j].key & mask;
+    const bool between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+    if (!between) {
+      spans_[i] = spans_[j];
+      spans_[j] = SpanSlot{};
+      i = j;
+    }
+  }
+  --open_spans_;
+  owner_.open_spans_.Set(open_spans_);
+}
+
+void Shard::State::CloseSpanGauges(SpanSlot& slot) noexcept {
+  for (ShardSeries* g : slot.gauges) {
+    if (g == nullptr) continue;
+    g->gauge_delta -= 1;
+    g->dirty = true;
+    g->touched_ns = now_ns_;
+    if (g->open_refs > 0) --g->open_refs;
+  }
+}
+
+void Shard::State::Record(const wire::FrameInfo& frame, const wire::Event& event) noexcept {
+  const Binding* b = Resolve(frame, event);
+  if (b == nullptr) {
+    Drop(DropReason::kUnknownEvent);
+    if (engine_.options.unknown_events == UnknownEventPolicy::kCountByName) {
+      if (auto it = unknown_.find(event.name); it != unknown_.end()) {
+        ++it->second;
+      } else if (unknown_.size() < engine_.options.unknown_event_names_max) {
+        try {
+          unknown_.emplace(std::string(event.name), 1);
+        } catch (...) {
+          ++unknown_other_;
+        }
+      } else {
+        ++unknown_other_;
+      }
+    }
+    return;
+  }
+  double paired = 0;
+  const double* paired_ptr = nullptr;
+  if (b->span != SpanRole::kNone) {
+    const std::uint64_t key = SpanKey(*b, event);
+    const auto* mono = event.FindMeasurement("monotonic_time");
+    if (b->span == SpanRole::kStart && key != 0) {
+      SpanSlot* slot = InsertSpan(key);
+      if (slot == nullptr) {
+        Drop(DropReason::kSpanTableFull);
+      } else {
+        slot->has_monotonic = mono != nullptr && !mono->value.is_float;
+        slot->start_monotonic = slot->has_monotonic ? mono->value.int_value : 0;
+        slot->started_ns = now_ns_ == 0 ? NowNs() : now_ns_;
+        slot->units_per_second = frame.units_per_second;
+        std::size_t n = 0;
+        for (const std::uint32_t gauge : b->span_gauges) {
+          const CompiledMetric& gm = engine_.metrics[gauge];
+          if (n >= slot->gauges.size() || !BuildKey(gm, event)) continue;
+          ShardSeries* s = Series(gm.info.id);
+          if (s == nullptr) continue;
+          s->gauge_delta += 1;
+          s->dirty = true;
+          s->touched_ns = now_ns_;
+          ++s->open_refs;
+          slot->gauges[n++] = s;
+        }
+      }
+    } else if (b->span != SpanRole::kStart && key != 0) {
+      if (SpanSlot* slot = FindSpan(key)) {
+        // Duration in the sender's native units, as a :telemetry span's `duration` would be.
+        if (slot->has_monotonic && mono != nullptr && !mono->value.is_float) {
+          paired = static_cast<double>(mono->value.int_value - slot->start_monotonic);
+        } else {
+          const double seconds = static_cast<double>(NowNs() - slot->started_ns) / 1e9;
+          paired = seconds * static_cast<double>(slot->units_per_second);
+        }
+        paired_ptr = &paired;
+        CloseSpanGauges(*slot);
+        EraseSpan(slot);
+      }
+    }
+  }
+  for (const std::uint32_t id : b->metrics) {
+    RecordMetric(engine_.metrics[id], frame, event, paired_ptr);
+  }
+}
+
+}  // namespace telemetryd::aggregate
+
+namespace telemetryd::aggregate {
+namespace {
+
+// statsd_exporter-style glob: '*' matches one whole dot-free segment part.
+bool GlobMatch(std::string_view pattern, std::string_view name,
+               std::vector<std::string_view>& captures) {
+  std::size_t p = 0;
+  std::size_t n = 0;
+  while (p < pattern.size()) {
+    if (pattern[p] == '*') {
+      const std::size_t end = name.find('.', n);
+      const std::size_t stop = end == std::string_view::npos ? name.size() : end;
+      // The star takes the rest of this segment up to the next literal in the pattern.
+      std::size_t take = stop;
+      if (p + 1 < pattern.size() && pattern[p + 1] != '.') {
+        const std::size_t lit = name.find(pattern[p + 1], n);
+        if (lit == std::string_view::npos || lit > stop) return false;
+        take = lit;
+      }
+      if (take == n) return false;
+      captures.push_back(name.substr(n, take - n));
+      n = take;
+      ++p;
+    } else {
+      if (n >= name.size() || name[n] != pattern[p]) return false;
+      ++n;
+      ++p;
+    }
+  }
+  return n == name.size();
+}
+
+std::string Expand(std::string_view templ, const std::vector<std::string_view>& captures) {
+  std::string out;
+  for (std::size_t i = 0; i < templ.size(); ++i) {
+    if (templ[i] == '$' && i + 1 < templ.size() && templ[i + 1] >= '1' && templ[i + 1] <= '9') {
+      const auto index = static_cast<std::size_t>(templ[i + 1] - '1');
+      if (index < captures.size()) out += captures[index];
+      ++i;
+    } else {
+      out.push_back(templ[i]);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+void Shard::State::RecordStatsd(const StatsdInput& sample) noexcept {
+  if (!engine_.options.statsd_enabled) return;
+  now_ns_ = NowNs();
+  if (!std::isfinite(sample.value) || !(sample.sample_rate > 0)) {
+    Drop(DropReason::kNonFinite);
+    return;
+  }
+  if (sample.kind == StatsdKind::kCounter && sample.value < 0) {
+    Drop(DropReason::kNegativeCounter);
+    return;
+  }
+  // Cache key: kind and name, so a type conflict is found once per shard.
+  key_.clear();
+  key_.push_back(static_cast<char>('0' + static_cast<int>(sample.kind)));
+  key_.append(sample.name);
+  auto cached = statsd_cache_.find(std::string_view(key_));
+  if (cached == statsd_cache_.end()) {
+    try {
+      std::string name(sample.name);
+      std::vector<std::pair<std::string, std::string>> mapped;
+      for (const auto& mapping : engine_.options.statsd_mappings) {
+        std::vector<std::string_view> captures;
+        if (GlobMatch(mapping.match, sample.name, captures)) {
+          name = Expand(mapping.name, captures);
+          for (const auto& [label, templ] : mapping.labels) {
+            mapped.emplace_back(label, Expand(templ, captures));
+          }
+          break;
+        }
+      }
+      DropReason why{};
+      std::optional<std::uint32_t> id;
+      {
+        std::lock_guard lock(engine_.mutex);
+        id = engine_.StatsdMetric(sample.kind, name, why);
+      }
+      if (!id) {
+        Drop(why);
+        return;
+      }
+      cached = statsd_cache_.emplace(key_, std::make_pair(*id, std::move(mapped))).first;
+    } catch (...) {
+      Drop(DropReason::kStatsdMetricOverflow);
+      return;
+    }
+  }
+  const std::uint32_t id = cached->second.first;
+  const auto& mapped = cached->second.second;
+  const CompiledMetric& m = engine_.metrics[id];
+
+  // Series key: mapped labels, then the tags sorted by key (tag order on the wire varies).
+  std::size_t n = 0;
+  for (const auto& t : sample.tags) {
+    if (n == tag_scratch_.size()) break;
+    tag_scratch_[n++] = t;
+  }
+  std::sort(tag_scratch_.begin(), tag_scratch_.begin() + static_cast<std::ptrdiff_t>(n),
+            [](const StatsdTagView& a, const StatsdTagView& b) { return a.key < b.key; });
+  key_.clear();
+  char idtext[16];
+  const auto r = std::to_chars(idtext, idtext + sizeof idtext, id);
+  key_.append(idtext, static_cast<std::size_t>(r.ptr - idtext));
+  for (const auto& [label, value] : mapped) {
+    key_.push_back(kLabelSeparator);
+    key_.append(label);
+    key_.push_back('=');
+    key_.append(value);
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    if (i > 0 && tag_scratch_[i].key == tag_scratch_[i - 1].key) continue;
+    key_.push_back(kLabelSeparator);
+    key_.append(tag_scratch_[i].key);
+    key_.push_back('=');
+    key_.append(tag_scratch_[i].value.empty() ? std::string_view("true") : tag_scratch_[i].value);
+  }
+  ShardSeries* s = Series(id);
+  if (s == nullptr) return;
+  s->dirty = true;
+  s->touched_ns = now_ns_;
+  const double weight = 1.0 / sample.sample_rate;
+  switch (sample.kind) {
+    case StatsdKind::kCounter: {
+      const double inc = sample.value * weight;
+      if (inc == std::floor(inc) && std::fabs(inc) < 9e15) {
+        s->isum += static_cast<std::int64_t>(inc);
+      } else {
+        s->fsum += inc;
+      }
+      break;
+    }
+    case StatsdKind::kGauge:
+      if (!sample.gauge_delta) {
+        s->has_last = true;
+        s->last = sample.value;
+        s->gauge_delta = 0;
+      } else if (s->has_last) {
+        s->last += sample.value;
+      } else {
+        s->gauge_delta += sample.value;
+      }
+      break;
+    case StatsdKind::kSet:
+      try {
+        if (!s->members) s->members = std::make_unique<std::unordered_set<std::string>>();
+        if (s->members->size() < 10'000) s->members->emplace(sample.set_member);
+      } catch (...) {
+      }
+      break;
+    default: {
+      if (s->buckets.size() != m.info.buckets.size() + 1)
+        s->buckets.assign(m.info.buckets.size() + 1, 0);
+      const auto bucket = static_cast<std::size_t>(
+          std::lower_bound(m.info.buckets.begin(), m.info.buckets.end(), sample.value) -
+          m.info.buckets.begin());
+      // A sampled observation stands for 1/rate observations: counts scale, rounded.
+      const auto times = static_cast<std::uint64_t>(std::llround(weight));
+      s->buckets[bucket] += times;
+      s->count += times;
+      s->sum += sample.value * static_cast<double>(times);
+      break;
+    }
+  }
+  owner_.recorded_.Add();
+}
+
+void Engine::Impl::RollWindows(std::int64_t now) {
+  const std::int64_t window =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(options.summary_window).count();
+  if (window <= 0 || now - window_start_ns < window) return;
+  window_start_ns = now;
+  for (std::size_t m = 0; m < store.size(); ++m) {
+    for (auto& [key, s] : store[m].series) {
+      if (s.summary) {
+        s.summary->previous = std::move(s.summary->current);
+        s.summary->current = QuantileSketch(options.summary_accuracy);
+      }
+      if (metrics[m].info.statsd_set) s.set_members.clear();
+    }
+  }
+}
+
+void Engine::Impl::Sweep(std::int64_t now) {
+  const std::int64_t ttl =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(options.series_ttl).count();
+  if (ttl <= 0 || now - last_sweep_ns < ttl / 4) return;
+  last_sweep_ns = now;
+  for (auto& metric : store) {
+    for (auto it = metric.series.begin(); it != metric.series.end();) {
+      if (now - it->second.touched_ns > ttl) {
+        it = metric.series.erase(it);
+        --total_series;
+      } else {
+        ++it;
+      }
+    }
+  }
+}
+
+void Shard::State::Flush() {
+  const std::int64_t now = NowNs();
+  now_ns_ = now;
+  // Spans whose stop never came.
+  const std::int64_t max_age =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(engine_.options.span_max_age).count();
+  for (std::size_t i = 0; i < spans_.size();) {
+    if (spans_[i].key != 0 && now - spans_[i].started_ns > max_age) {
+      CloseSpanGauges(spans_[i]);
+      EraseSpan(&spans_[i]);
+      Drop(DropReason::kSpanExpired);
+      continue;  // the backward shift may have moved another entry into slot i
+    }
+    ++i;
+  }
+
+  const std::int64_t ttl =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(engine_.options.series_ttl).count();
+  std::lock_guard lock(engine_.mutex);
+  if (engine_.window_start_ns == 0) engine_.window_start_ns = now;
+  engine_.RollWindows(now);
+  for (auto it = series_.begin(); it != series_.end();) {
+    ShardSeries& s = it->second;
+    if (s.dirty) {
+      const CompiledMetric& m = engine_.metrics[s.metric];
+      StoreMetric& sm = engine_.store[s.metric];
+      auto found = sm.series.find(std::string_view(it->first));
+      if (found == sm.series.end()) {
+        const std::size_t limit = m.info.system == "statsd" || m.info.span_gauge
+                                      ? engine_.options.max_series_per_metric
+                                      : engine_.options.max_series_per_metric;
+        if (sm.series.size() >= limit || engine_.total_series >= engine_.options.max_series_total) {
+          sm.overflow += std::max<std::uint64_t>(1, s.count + static_cast<std::uint64_t>(s.isum));
+          owner_.drops_[static_cast<std::size_t>(DropReason::kSeriesOverflow)].Add();
+          s = ShardSeries{.metric = s.metric};
+          ++it;
+          continue;
+        }
+        found = sm.series.try_emplace(it->first).first;
+        ++engine_.total_series;
+        // Labels: the names from the metric (catalog) or from the key itself (StatsD k=v).
+        std::string_view rest = std::string_view(it->first);
+        rest.remove_prefix(std::min(rest.size(), rest.find(kLabelSeparator)));
+        std::size_t tag = 0;
+        while (!rest.empty()) {
+          rest.remove_prefix(1);
+          const std::size_t end = std::min(rest.size(), rest.find(kLabelSeparator));
+          const std::string_view part = rest.substr(0, end);
+          if (tag < m.tags.size()) {
+            found->second.labels.emplace_back(m.tags[tag].label, std::string(part));
+          } else {
+            const std::size_t eq = part.find('=');
+            found->second.labels.emplace_back(
+                std::string(part.substr(0, eq)),
+                eq == std::string_view::npos ? std::string() : std::string(part.substr(eq + 1)));
+          }
+          ++tag;
+          rest.remove_prefix(end);
+        }
+      }
+      StoreSeries& t = found->second;
+      t.touched_ns = now;
+      switch (m.info.type) {
+        case MetricType::kCounter:
+        case MetricType::kSum:
+          t.isum += s.isum;
+          t.fsum += s.fsum;
+          t.delta_isum += s.isum;
+          t.delta_fsum += s.fsum;
+          t.has_value = true;
+          break;
+        case MetricType::kLastValue:
+          if (m.info.statsd_set) {
+            if (s.members) {
+              for (const auto& member : *s.members) {
+                if (t.set_members.size() < 10'000) t.set_members.insert(member);
+              }
+              s.members->clear();
+            }
+          } else if (s.has_last) {
+            t.last = s.last;
+          } else {
+            t.last += s.gauge_delta;  // span gauges and StatsD gauge deltas
+          }
+          t.has_value = true;
+          t.delta_has_last = true;
+          break;
+        case MetricType::kDistribution:
+          if (t.buckets.size() != s.buckets.size()) {
+            t.buckets.assign(s.buckets.size(), 0);
+            t.delta_buckets.assign(s.buckets.size(), 0);
+          }
+          for (std::size_t b = 0; b < s.buckets.size(); ++b) {
+            t.buckets[b] += s.buckets[b];
+            t.delta_buckets[b] += s.buckets[b];
+          }
+          std::fill(s.buckets.begin(), s.buckets.end(), 0);
+          t.count += s.count;
+          t.sum += s.sum;
+          t.delta_count += s.count;
+          t.delta_sum += s.sum;
+          break;
+        case MetricType::kSummary:
+          if (!t.summary)
+            t.summary = std::make_unique<SummaryWindow>(engine_.options.summary_accuracy);
+          if (s.sketch) {
+            t.summary->current.Merge(*s.sketch);
+            t.summary->delta.Merge(*s.sketch);
+            s.sketch->Clear();
+          }
+          t.count += s.count;
+          t.sum += s.sum;
+          t.delta_count += s.count;
+          t.delta_sum += s.sum;
+          break;
+      }
+      s.dirty = false;
+      s.isum = 0;
+      s.fsum = 0;
+      s.has_last = false;
+      s.gauge_delta = 0;
+      s.count = 0;
+      s.sum = 0;
+    } else if (ttl > 0 && s.open_refs == 0 && now - s.touched_ns > ttl) {
+      it = series_.erase(it);
+      continue;
+    }
+    ++it;
+  }
+  for (auto& [name, count] : unknown_) engine_.unknown_names[name] += count;
+  unknown_.clear();
+  engine_.unknown_other += unknown_other_;
+  unknown_other_ = 0;
+  engine_.Sweep(now);
+}
+
+// ---- Shard ----
+
+Shard::Shard(Engine& engine) : state_(std::make_unique<State>(*engine.impl_, *this)) {}
+Shard::~Shard() = default;
+void Shard::Record(const wire::FrameInfo& frame, const wire::Event& event) noexcept {
+  state_->Record(frame, event);
+}
+void Shard::RecordStatsd(const StatsdInput& sample) noexcept { state_->RecordStatsd(sample); }
+void Shard::Flush() { state_->Flush(); }
+
+std::string_view DropReasonName(DropReason reason) noexcept {
+  const auto i = static_cast<std::size_t>(reason);
+  return i < kDropNames.size() ? kDropNames[i] : "unknown";
+}
+
+}  // namespace telemetryd::aggregate
+
+namespace telemetryd::aggregate {
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::~Engine() = default;
+
+std::unique_ptr<Shard> Engine::NewShard() { return std::unique_ptr<Shard>(new Shard(*this)); }
+const EngineOptions& Engine::options() const noexcept { return impl_->options; }
+
+Expected<std::unique_ptr<Engine>> Engine::Create(const std::vector<CatalogSpec>& catalogs,
+                                                 const EngineOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  std::size_t total = 0;
+  for (const auto& c : catalogs) total += c.metrics.size() + c.span_gauges.size();
+  // Shards read metrics without the lock while StatsD metrics are appended under it: the vector
+  // must never reallocate.
+  impl->metrics.reserve(total + options.statsd_max_metrics + 1);
+  impl->store.reserve(total + options.statsd_max_metrics + 1);
+
+  StringMap<std::string> metric_owner;  // name -> where it was defined
+  auto add_metric = [&](CompiledMetric m, const SourcePosition& pos) -> Status {
+    if (const auto it = metric_owner.find(m.info.name); it != metric_owner.end()) {
+      return Error{"engine.duplicate_metric", pos.ToString() + ": metric " + m.info.name +
+                                                  " is already defined at " + it->second};
+    }
+    metric_owner.emplace(m.info.name, pos.ToString());
+    m.info.id = static_cast<std::uint32_t>(impl->metrics.size());
+    impl->metrics.push_back(std::move(m));
+    impl->store.emplace_back();
+    return Ok{};
+  };
+  auto compile_tags = [](const std::vector<TagSpec>& specs) {
+    std::vector<CompiledTag> tags;
+    for (const auto& t : specs) {
+      CompiledTag c{t.key,
+                    t.label.empty() ? t.key : t.label,
+                    t.default_value.has_value(),
+                    t.default_value.value_or(""),
+                    {t.values.begin(), t.values.end()}};
+      std::sort(c.values.begin(), c.values.end());
+      tags.push_back(std::move(c));
+    }
+    return tags;
+  };
+
+  for (const auto& catalog : catalogs) {
+    std::unordered_map<std::string, const EventSpec*> events;
+    for (const auto& e : catalog.events) {
+      events[e.name] = &e;
+      Binding& b = impl->bindings[e.name];
+      b.span = e.span;
+      if (e.span != SpanRole::kNone) {
+        const std::string prefix = e.name.substr(0, e.name.rfind('.'));
+        const auto it = std::find(impl->span_prefixes.begin(), impl->span_prefixes.end(), prefix);
+        b.span_prefix = static_cast<std::uint32_t>(it - impl->span_prefixes.begin());
+        if (it == impl->span_prefixes.end()) impl->span_prefixes.push_back(prefix);
+      }
+    }
+    for (const auto& spec : catalog.metrics) {
+      CompiledMetric m;
+      m.info.name = spec.name;
+      m.info.type = spec.type;
+      m.info.description = spec.description;
+      m.info.system = catalog.system;
+      m.info.buckets = spec.buckets;
+      m.info.quantiles = spec.quantiles;
+      m.measurement = spec.type == MetricType::kCounter ? std::string() : spec.measurement;
+      m.tags = compile_tags(spec.tags);
+      for (const auto* list : {&spec.keep, &spec.drop}) {
+        for (const auto& f : *list) {
+          (list == &spec.keep ? m.keep : m.drop)
+              .push_back(CompiledFilter{f.op, f.metadata, f.measurement, f.values, f.threshold});
+        }
+      }
+      const auto ev = events.find(spec.event_name);
+      Unit declared = Unit::kNone;
+      if (ev != events.end()) {
+        const auto u = ev->second->measurements.find(spec.measurement);
+        if (u != ev->second->measurements.end()) declared = u->second;
+        m.pair_duration =
+            spec.pair_spans && spec.measurement == "duration" &&
+            (ev->second->span == SpanRole::kStop || ev->second->span == SpanRole::kException);
+      }
+      m.unit_from = spec.unit_from != Unit::kNone ? spec.unit_from : declared;
+      m.unit_to = spec.unit_to != Unit::kNone ? spec.unit_to : m.unit_from;
+      m.info.unit = spec.type == MetricType::kCounter ? Unit::kNone : m.unit_to;
+      if (auto status = add_metric(std::move(m), spec.position); !status) return status.error();
+      impl->bindings[spec.event_name].metrics.push_back(impl->metrics.back().info.id);
+    }
+    for (const auto& g : catalog.span_gauges) {
+      CompiledMetric m;
+      m.info.name = g.name;
+      m.info.type = MetricType::kLastValue;
+      m.info.description = g.description;
+      m.info.system = catalog.system;
+      m.info.span_gauge = true;
+      m.tags = compile_tags(g.tags);
+      if (auto status = add_metric(std::move(m), g.position); !status) return status.error();
+      impl->bindings[g.span + ".start"].span_gauges.push_back(impl->metrics.back().info.id);
+    }
+  }
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+namespace {
+
+SeriesPoint CumulativePoint(const CompiledMetric& m, const StoreSeries& s) {
+  SeriesPoint p;
+  p.labels = s.labels;
+  switch (m.info.type) {
+    case MetricType::kCounter:
+    case MetricType::kSum:
+      p.value = static_cast<double>(s.isum) + s.fsum;
+      break;
+    case MetricType::kLastValue:
+      p.value = m.info.statsd_set ? static_cast<double>(s.set_members.size()) : s.last;
+      break;
+    case MetricType::kDistribution:
+      p.bucket_counts = s.buckets;
+      if (p.bucket_counts.empty()) p.bucket_counts.assign(m.info.buckets.size() + 1, 0);
+      p.count = s.count;
+      p.sum = s.sum;
+      break;
+    case MetricType::kSummary: {
+      p.count = s.count;
+      p.sum = s.sum;
+      QuantileSketch window(s.summary ? s.summary->current.relative_accuracy() : 0.01);
+      if (s.summary) {
+        window.Merge(s.summary->current);
+        window.Merge(s.summary->previous);
+      }
+      for (const double q : m.info.quantiles) p.quantile_values.push_back(window.Quantile(q));
+      break;
+    }
+  }
+  return p;
+}
+
+}  // namespace
+
+std::vector<MetricPoints> Engine::Collect() const {
+  std::lock_guard lock(impl_->mutex);
+  std::vector<MetricPoints> out;
+  for (std::size_t i = 0; i < impl_->store.size(); ++i) {
+    const CompiledMetric& m = impl_->metrics[i];
+    MetricPoints points;
+    points.info = m.info;
+    for (const auto& [key, s] : impl_->store[i].series)
+      points.series.push_back(CumulativePoint(m, s));
+    out.push_back(std::move(points));
+  }
+  return out;
+}
+
+std::vector<MetricPoints> Engine::TakeDeltas() {
+  std::lock_guard lock(impl_->mutex);
+  std::vector<MetricPoints> out;
+  for (std::size_t i = 0; i < impl_->store.size(); ++i) {
+    const CompiledMetric& m = impl_->metrics[i];
+    MetricPoints points;
+    points.info = m.info;
+    for (auto& [key, s] : impl_->store[i].series) {
+      SeriesPoint p;
+      p.labels = s.labels;
+      bool changed = false;
+      switch (m.info.type) {
+        case MetricType::kCounter:
+        case MetricType::kSum:
+          p.value = static_cast<double>(s.delta_isum) + s.delta_fsum;
+          changed = s.delta_isum != 0 || s.delta_fsum != 0;
+          s.delta_isum = 0;
+          s.delta_fsum = 0;
+          break;
+        case MetricType::kLastValue:
+          p.value = m.info.statsd_set ? static_cast<double>(s.set_members.size()) : s.last;
+          changed = s.delta_has_last;
+          s.delta_has_last = false;
+          if (m.info.statsd_set) s.set_members.clear();
+          break;
+        case MetricType::kDistribution:
+          p.bucket_counts = s.delta_buckets;
+          p.count = s.delta_count;
+          p.sum = s.delta_sum;
+          changed = s.delta_count != 0;
+          std::fill(s.delta_buckets.begin(), s.delta_buckets.end(), 0);
+          s.delta_count = 0;
+          s.delta_sum = 0;
+          break;
+        case MetricType::kSummary:
+          p.count = s.delta_count;
+          p.sum = s.delta_sum;
+          changed = s.delta_count != 0;
+          if (s.summary) {
+            for (const double q : m.info.quantiles)
+              p.quantile_values.push_back(s.summary->delta.Quantile(q));
+            s.summary->delta.Clear();
+          }
+          s.delta_count = 0;
+          s.delta_sum = 0;
+          break;
+      }
+      if (changed) points.series.push_back(std::move(p));
+    }
+    out.push_back(std::move(points));
+  }
+  return out;
+}
+
+EngineCounters Engine::counters() const {
+  std::lock_guard lock(impl_->mutex);
+  EngineCounters c;
+  c.series = impl_->total_series;
+  c.statsd_metrics = impl_->statsd_metrics.size();
+  for (std::size_t i = 0; i < impl_->store.size(); ++i) {
+    c.series_per_metric.emplace_back(impl_->metrics[i].info.name, impl_->store[i].series.size());
+  }
+  for (const auto& [name, n] : impl_->unknown_names) c.unknown_events.emplace_back(name, n);
+  if (impl_->unknown_other > 0) c.unknown_events.emplace_back("(other)", impl_->unknown_other);
+  std::sort(c.unknown_events.begin(), c.unknown_events.end());
+  return c;
+}
+
+std::vector<MetricInfo> Engine::metrics() const {
+  std::lock_guard lock(impl_->mutex);
+  std::vector<MetricInfo> out;
+  out.reserve(impl_->metrics.size());
+  for (const auto& m : impl_->metrics) out.push_back(m.info);
+  return out;
+}
+
+std::uint64_t Engine::overflow_total() const {
+  std::lock_guard lock(impl_->mutex);
+  std::uint64_t total = 0;
+  for (const auto& m : impl_->store) total += m.overflow;
+  return total;
+}
+
+}  // namespace telemetryd::aggregate

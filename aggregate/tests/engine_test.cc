@@ -1,0 +1,443 @@
+// Engine tests with exact expected values: events are encoded and decoded with the real wire
+// library, so the shard sees exactly what it sees in the daemon.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <limits>
+#include <map>
+#include <thread>
+
+#include "telemetryd/aggregate/engine.h"
+#include "telemetryd/wire/decoder.h"
+#include "telemetryd/wire/encoder.h"
+
+using namespace telemetryd;
+using namespace telemetryd::aggregate;
+using wire::Number;
+using wire::Term;
+
+namespace {
+
+EventSpec Event(std::string name, std::map<std::string, Unit> meas,
+                std::map<std::string, MetadataType> meta, SpanRole span = SpanRole::kNone) {
+  EventSpec e;
+  e.name = std::move(name);
+  e.measurements = std::move(meas);
+  e.metadata = std::move(meta);
+  e.span = span;
+  return e;
+}
+
+MetricSpec Metric(MetricType type, std::string name, std::string event, std::string measurement,
+                  std::vector<std::string> tags = {}) {
+  MetricSpec m;
+  m.type = type;
+  m.name = std::move(name);
+  m.event_name = std::move(event);
+  m.measurement = std::move(measurement);
+  for (auto& t : tags) m.tags.push_back(TagSpec{t, t, std::nullopt, {}});
+  m.buckets = {1, 10, 100};
+  m.quantiles = {0.5, 0.9, 0.99};
+  return m;
+}
+
+CatalogSpec TestCatalog() {
+  CatalogSpec c;
+  c.system = "test";
+  const std::map<std::string, MetadataType> common = {{"node_id", MetadataType::kString},
+                                                      {"status", MetadataType::kAtom}};
+  c.events = {
+      Event("vsr.protocol.prepare.sent", {{"count", Unit::kNone}}, common),
+      Event("vsr.leadership.start", {{"monotonic_time", Unit::kNative}},
+            {{"node_id", MetadataType::kString},
+             {"telemetry_span_context", MetadataType::kReference}},
+            SpanRole::kStart),
+      Event("vsr.leadership.stop", {{"monotonic_time", Unit::kNative}, {"duration", Unit::kNative}},
+            {{"node_id", MetadataType::kString},
+             {"telemetry_span_context", MetadataType::kReference}},
+            SpanRole::kStop),
+      Event("policy.load", {{"duration_us", Unit::kMicrosecond}, {"queue_len", Unit::kNone}},
+            {{"reason", MetadataType::kAtom}, {"pool", MetadataType::kAtom}}),
+      Event("op.stop", {{"duration", Unit::kNative}}, common),
+  };
+  c.metrics.push_back(Metric(MetricType::kCounter, "vsr.protocol.prepare.sent.count",
+                             "vsr.protocol.prepare.sent", "count", {"node_id"}));
+  c.metrics.push_back(Metric(MetricType::kSum, "vsr.protocol.prepare.sent.replicas",
+                             "vsr.protocol.prepare.sent", "count", {"node_id"}));
+  auto normal_only = Metric(MetricType::kCounter, "vsr.protocol.prepare.sent.normal",
+                            "vsr.protocol.prepare.sent", "count");
+  normal_only.keep = {
+      FilterSpec{.metadata = "status", .op = FilterSpec::Op::kIn, .values = {"normal"}}};
+  normal_only.drop = {
+      FilterSpec{.measurement = "count", .op = FilterSpec::Op::kLt, .threshold = 1}};
+  c.metrics.push_back(normal_only);
+  auto lead = Metric(MetricType::kDistribution, "vsr.leadership.stop.duration",
+                     "vsr.leadership.stop", "duration", {"node_id"});
+  lead.unit_from = Unit::kNative;
+  lead.unit_to = Unit::kSecond;
+  c.metrics.push_back(lead);
+  auto op = Metric(MetricType::kDistribution, "op.stop.duration", "op.stop", "duration");
+  op.unit_from = Unit::kNative;
+  op.unit_to = Unit::kMillisecond;
+  c.metrics.push_back(op);
+  c.metrics.push_back(
+      Metric(MetricType::kLastValue, "policy.load.queue_len", "policy.load", "queue_len"));
+  auto summary = Metric(MetricType::kSummary, "policy.load.latency", "policy.load", "duration_us");
+  summary.unit_from = Unit::kMicrosecond;
+  summary.unit_to = Unit::kSecond;
+  c.metrics.push_back(summary);
+  auto recycled = Metric(MetricType::kCounter, "policy.load.count", "policy.load", "");
+  recycled.tags = {TagSpec{"reason", "reason", std::nullopt, {{"ttl_expired", "ttl"}}},
+                   TagSpec{"pool", "pool", std::string("none"), {}}};
+  c.metrics.push_back(recycled);
+  c.span_gauges.push_back(SpanGaugeSpec{"vsr.leadership.active",
+                                        "vsr.leadership",
+                                        "Leading.",
+                                        {TagSpec{"node_id", "node_id", std::nullopt, {}}},
+                                        {}});
+  return c;
+}
+
+// Encodes events into one frame and records them into the shard through the real decoder.
+class Feeder final : public wire::FrameVisitor {
+ public:
+  explicit Feeder(Shard& shard) : shard_(shard) {}
+  void Send(const std::vector<wire::EventRecord>& events, std::uint64_t units = 1'000'000'000) {
+    wire::FrameEncoder encoder(
+        wire::EncoderOptions{.units_per_second = units, .max_frame_bytes = 1 << 20});
+    for (const auto& e : events) REQUIRE(encoder.Add(e) == wire::AddResult::kAdded);
+    decoder_.Decode(encoder.Finish(), *this);
+  }
+  void OnEvent(const wire::FrameInfo& frame, const wire::Event& event) noexcept override {
+    shard_.Record(frame, event);
+  }
+  void OnError(wire::DecodeError, std::uint32_t) noexcept override {}
+
+ private:
+  Shard& shard_;
+  wire::FrameDecoder decoder_;
+};
+
+wire::EventRecord Ev(std::string name, std::vector<std::pair<std::string, Number>> meas,
+                     std::vector<std::pair<std::string, Term>> meta = {}) {
+  wire::EventRecord e;
+  e.name = std::move(name);
+  e.measurements = std::move(meas);
+  e.metadata = std::move(meta);
+  return e;
+}
+
+const MetricPoints& Find(const std::vector<MetricPoints>& all, const std::string& name) {
+  for (const auto& m : all) {
+    if (m.info.name == name) return m;
+  }
+  FAIL("no metric " << name);
+  return all.front();
+}
+
+const SeriesPoint* Series(const MetricPoints& m,
+                          const std::vector<std::pair<std::string, std::string>>& labels) {
+  for (const auto& s : m.series) {
+    if (s.labels == labels) return &s;
+  }
+  return nullptr;
+}
+
+std::unique_ptr<Engine> MakeEngine(EngineOptions options = {}) {
+  auto engine = Engine::Create({TestCatalog()}, options);
+  REQUIRE_MESSAGE(engine.has_value(), (engine ? "" : engine.error().message));
+  return std::move(*engine);
+}
+
+}  // namespace
+
+TEST_CASE("counters count events per label set; sums add measurements exactly") {
+  auto engine = MakeEngine();
+  auto shard = engine->NewShard();
+  Feeder feed(*shard);
+  std::vector<wire::EventRecord> events;
+  for (int i = 0; i < 10; ++i) {
+    events.push_back(
+        Ev("vsr.protocol.prepare.sent", {{"count", Number::Int(i % 2 == 0 ? 3 : 2)}},
+           {{"node_id", Term::String(i < 7 ? "n1" : "n2")}, {"status", Term::Atom("normal")}}));
+  }
+  // Integers beyond 2^53 stay exact in a sum.
+  events.push_back(Ev("vsr.protocol.prepare.sent", {{"count", Number::Int((1LL << 53) + 1)}},
+                      {{"node_id", Term::String("n3")}, {"status", Term::Atom("view_change")}}));
+  events.push_back(Ev("vsr.protocol.prepare.sent", {{"count", Number::Int(1)}},
+                      {{"node_id", Term::String("n3")}, {"status", Term::Atom("view_change")}}));
+  feed.Send(events);
+  shard->Flush();
+  const auto all = engine->Collect();
+  const auto& count = Find(all, "vsr.protocol.prepare.sent.count");
+  REQUIRE(count.series.size() == 3);
+  CHECK(Series(count, {{"node_id", "n1"}})->value == 7);
+  CHECK(Series(count, {{"node_id", "n2"}})->value == 3);
+  const auto& replicas = Find(all, "vsr.protocol.prepare.sent.replicas");
+  CHECK(Series(replicas, {{"node_id", "n1"}})->value == 3 + 2 + 3 + 2 + 3 + 2 + 3);
+  const auto* n3 = Series(replicas, {{"node_id", "n3"}});
+  REQUIRE(n3 != nullptr);
+  CHECK(n3->value == static_cast<double>((1LL << 53) + 2));
+  // keep: status in [normal]; drop: count < 1 (none here): the two view_change events are out.
+  CHECK(Find(all, "vsr.protocol.prepare.sent.normal").series.at(0).value == 10);
+  CHECK(shard->filtered() == 2);
+}
+
+TEST_CASE("distributions convert native units and fill buckets; last values keep the latest") {
+  auto engine = MakeEngine();
+  auto shard = engine->NewShard();
+  Feeder feed(*shard);
+  const std::vector<std::pair<std::string, Term>> meta = {{"node_id", Term::String("n1")},
+                                                          {"status", Term::Atom("normal")}};
+  // Native unit 1e9/s: 0.5 ms, 5 ms, 50 ms, 2000 ms.
+  feed.Send({Ev("op.stop", {{"duration", Number::Int(500'000)}}, meta),
+             Ev("op.stop", {{"duration", Number::Int(5'000'000)}}, meta),
+             Ev("op.stop", {{"duration", Number::Int(50'000'000)}}, meta),
+             Ev("op.stop", {{"duration", Number::Int(2'000'000'000)}}, meta),
+             Ev("policy.load", {{"duration_us", Number::Int(10)}, {"queue_len", Number::Int(4)}},
+                {{"reason", Term::Atom("x")}}),
+             Ev("policy.load", {{"duration_us", Number::Int(20)}, {"queue_len", Number::Int(9)}},
+                {{"reason", Term::Atom("x")}})});
+  // A sender whose native unit is the microsecond: 1500 native = 1.5 ms.
+  feed.Send({Ev("op.stop", {{"duration", Number::Int(1500)}}, meta)}, 1'000'000);
+  shard->Flush();
+  const auto all = engine->Collect();
+  const auto& op = Find(all, "op.stop.duration");
+  CHECK(op.info.unit == Unit::kMillisecond);
+  REQUIRE(op.series.size() == 1);
+  CHECK(op.series[0].bucket_counts == std::vector<std::uint64_t>{1, 2, 1, 1});
+  CHECK(op.series[0].count == 5);
+  CHECK(op.series[0].sum == doctest::Approx(0.5 + 5 + 50 + 2000 + 1.5));
+  CHECK(Find(all, "policy.load.queue_len").series.at(0).value == 9);
+}
+
+TEST_CASE("summaries give quantiles within the sketch's error over the window") {
+  auto engine = MakeEngine();
+  auto shard = engine->NewShard();
+  Feeder feed(*shard);
+  std::vector<wire::EventRecord> events;
+  for (int i = 1; i <= 1000; ++i) {
+    events.push_back(Ev("policy.load",
+                        {{"duration_us", Number::Int(i * 100)}, {"queue_len", Number::Int(0)}},
+                        {{"reason", Term::Atom("x")}}));
+  }
+  feed.Send(events);
+  shard->Flush();
+  const auto all = engine->Collect();
+  const auto& s = Find(all, "policy.load.latency").series.at(0);
+  CHECK(s.count == 1000);
+  CHECK(s.sum == doctest::Approx(1000 * 1001 / 2 * 100 / 1e6));
+  REQUIRE(s.quantile_values.size() == 3);
+  // Ranks 499, 899, 989 of 0.0001 .. 0.1 s.
+  CHECK(std::fabs(s.quantile_values[0] - 0.0500) <= 0.01 * 0.0500 + 1e-12);
+  CHECK(std::fabs(s.quantile_values[1] - 0.0900) <= 0.01 * 0.0900 + 1e-12);
+  CHECK(std::fabs(s.quantile_values[2] - 0.0990) <= 0.01 * 0.0990 + 1e-12);
+}
+
+TEST_CASE("span pairing: a stop with duration 0 gets the time since its start; the gauge follows") {
+  auto engine = MakeEngine();
+  auto shard = engine->NewShard();
+  Feeder feed(*shard);
+  const Term ref = Term::Bytes(std::string("\x83r\x00\x03\x01\x02", 6));
+  feed.Send({Ev("vsr.leadership.start", {{"monotonic_time", Number::Int(1'000'000'000)}},
+                {{"node_id", Term::String("n1")}, {"telemetry_span_context", ref}})});
+  shard->Flush();
+  auto all = engine->Collect();
+  CHECK(Find(all, "vsr.leadership.active").series.at(0).value == 1);
+  CHECK(shard->open_spans() == 1);
+  feed.Send({Ev("vsr.leadership.stop",
+                {{"monotonic_time", Number::Int(4'500'000'000)}, {"duration", Number::Int(0)}},
+                {{"node_id", Term::String("n1")}, {"telemetry_span_context", ref}})});
+  shard->Flush();
+  all = engine->Collect();
+  CHECK(Find(all, "vsr.leadership.active").series.at(0).value == 0);
+  const auto& d = Find(all, "vsr.leadership.stop.duration").series.at(0);
+  CHECK(d.count == 1);
+  CHECK(d.sum == doctest::Approx(3.5));
+  CHECK(d.bucket_counts == std::vector<std::uint64_t>{0, 1, 0, 0});
+  CHECK(shard->open_spans() == 0);
+  // A stop whose start was never seen and whose duration is 0: counted, not recorded.
+  feed.Send({Ev("vsr.leadership.stop", {{"duration", Number::Int(0)}},
+                {{"node_id", Term::String("n1")}, {"telemetry_span_context", Term::Bytes("zz")}})});
+  CHECK(shard->dropped(DropReason::kSpanUnmatched) == 0);  // 0 is a value when nothing pairs
+}
+
+TEST_CASE("open spans are bounded in age and number") {
+  EngineOptions options;
+  options.span_max_age = std::chrono::milliseconds(0);
+  options.max_open_spans = 2;
+  auto engine = MakeEngine(options);
+  auto shard = engine->NewShard();
+  Feeder feed(*shard);
+  for (int i = 0; i < 3; ++i) {
+    feed.Send(
+        {Ev("vsr.leadership.start", {{"monotonic_time", Number::Int(i)}},
+            {{"node_id", Term::String("n1")}, {"telemetry_span_context", Term::Int(i + 100)}})});
+  }
+  CHECK(shard->open_spans() == 2);
+  CHECK(shard->dropped(DropReason::kSpanTableFull) == 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  shard->Flush();
+  CHECK(shard->open_spans() == 0);
+  CHECK(shard->dropped(DropReason::kSpanExpired) == 2);
+  CHECK(Find(engine->Collect(), "vsr.leadership.active").series.at(0).value == 0);
+}
+
+TEST_CASE("tags: value mapping, defaults, missing tags and values that cannot be labels") {
+  auto engine = MakeEngine();
+  auto shard = engine->NewShard();
+  Feeder feed(*shard);
+  const std::vector<std::pair<std::string, Number>> m = {{"duration_us", Number::Int(1)},
+                                                         {"queue_len", Number::Int(1)}};
+  feed.Send(
+      {Ev("policy.load", m, {{"reason", Term::Atom("ttl_expired")}, {"pool", Term::Atom("hpc")}}),
+       Ev("policy.load", m, {{"reason", Term::Atom("manual")}}), Ev("policy.load", m, {}),
+       Ev("policy.load", m, {{"reason", Term::List({Term::Int(1)})}})});
+  shard->Flush();
+  const auto all = engine->Collect();
+  const auto& count = Find(all, "policy.load.count");
+  CHECK(Series(count, {{"reason", "ttl"}, {"pool", "hpc"}})->value == 1);
+  CHECK(Series(count, {{"reason", "manual"}, {"pool", "none"}})->value == 1);
+  CHECK(count.series.size() == 2);
+  CHECK(shard->dropped(DropReason::kMissingTag) == 1);
+  CHECK(shard->dropped(DropReason::kBadTagValue) == 1);
+}
+
+TEST_CASE("unknown events, missing measurements and non-finite values are counted, not recorded") {
+  EngineOptions options;
+  options.unknown_event_names_max = 2;
+  auto engine = MakeEngine(options);
+  auto shard = engine->NewShard();
+  Feeder feed(*shard);
+  feed.Send({Ev("nobody.knows.me", {}), Ev("nobody.knows.me", {}), Ev("other.one", {}),
+             Ev("third.one", {}),
+             Ev("policy.load", {{"queue_len", Number::Int(1)}}, {{"reason", Term::Atom("x")}}),
+             Ev("policy.load",
+                {{"duration_us", Number::Float(std::numeric_limits<double>::quiet_NaN())},
+                 {"queue_len", Number::Float(std::numeric_limits<double>::infinity())}},
+                {{"reason", Term::Atom("x")}})});
+  shard->Flush();
+  CHECK(shard->dropped(DropReason::kUnknownEvent) == 4);
+  CHECK(shard->dropped(DropReason::kMissingMeasurement) == 1);  // the summary's duration_us
+  CHECK(shard->dropped(DropReason::kNonFinite) == 2);
+  const auto counters = engine->counters();
+  REQUIRE(counters.unknown_events.size() == 3);
+  CHECK(counters.unknown_events[0] == std::pair<std::string, std::uint64_t>{"(other)", 1});
+  CHECK(counters.unknown_events[1] == std::pair<std::string, std::uint64_t>{"nobody.knows.me", 2});
+}
+
+TEST_CASE("cardinality limits cap series per metric and count the overflow") {
+  EngineOptions options;
+  options.max_series_per_metric = 3;
+  auto engine = MakeEngine(options);
+  auto shard = engine->NewShard();
+  Feeder feed(*shard);
+  std::vector<wire::EventRecord> events;
+  for (int i = 0; i < 5; ++i) {
+    events.push_back(
+        Ev("vsr.protocol.prepare.sent", {{"count", Number::Int(1)}},
+           {{"node_id", Term::String("n" + std::to_string(i))}, {"status", Term::Atom("normal")}}));
+  }
+  feed.Send(events);
+  shard->Flush();
+  CHECK(Find(engine->Collect(), "vsr.protocol.prepare.sent.count").series.size() == 3);
+  CHECK(engine->overflow_total() >= 2);
+  CHECK(shard->dropped(DropReason::kSeriesOverflow) >= 2);
+}
+
+TEST_CASE("idle series expire after the TTL") {
+  EngineOptions options;
+  options.series_ttl = std::chrono::milliseconds(20);
+  auto engine = MakeEngine(options);
+  auto shard = engine->NewShard();
+  Feeder feed(*shard);
+  feed.Send({Ev("vsr.protocol.prepare.sent", {{"count", Number::Int(1)}},
+                {{"node_id", Term::String("n1")}, {"status", Term::Atom("normal")}})});
+  shard->Flush();
+  CHECK(Find(engine->Collect(), "vsr.protocol.prepare.sent.count").series.size() == 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  shard->Flush();
+  CHECK(Find(engine->Collect(), "vsr.protocol.prepare.sent.count").series.empty());
+  CHECK(engine->counters().series == 0);
+}
+
+TEST_CASE("shards merge; deltas are what changed since the previous push") {
+  auto engine = MakeEngine();
+  auto a = engine->NewShard();
+  auto b = engine->NewShard();
+  Feeder fa(*a);
+  Feeder fb(*b);
+  const auto ev = Ev("vsr.protocol.prepare.sent", {{"count", Number::Int(2)}},
+                     {{"node_id", Term::String("n1")}, {"status", Term::Atom("normal")}});
+  fa.Send({ev, ev});
+  fb.Send({ev});
+  a->Flush();
+  b->Flush();
+  CHECK(Find(engine->Collect(), "vsr.protocol.prepare.sent.count").series.at(0).value == 3);
+  auto deltas = engine->TakeDeltas();
+  CHECK(Find(deltas, "vsr.protocol.prepare.sent.count").series.at(0).value == 3);
+  CHECK(Find(deltas, "vsr.protocol.prepare.sent.replicas").series.at(0).value == 6);
+  deltas = engine->TakeDeltas();
+  CHECK(Find(deltas, "vsr.protocol.prepare.sent.count").series.empty());
+  fb.Send({ev});
+  b->Flush();
+  deltas = engine->TakeDeltas();
+  CHECK(Find(deltas, "vsr.protocol.prepare.sent.count").series.at(0).value == 1);
+  CHECK(Find(engine->Collect(), "vsr.protocol.prepare.sent.count").series.at(0).value == 4);
+}
+
+TEST_CASE("StatsD: counters with sample rates, gauges with deltas, timers, sets, tags, mappings") {
+  EngineOptions options;
+  options.statsd_buckets = {10, 100};
+  options.statsd_mappings = {StatsdMapping{"app.*.requests", "app.requests", {{"service", "$1"}}}};
+  auto engine = MakeEngine(options);
+  auto shard = engine->NewShard();
+  const StatsdTagView prod[] = {{"env", "prod"}, {"canary", ""}};
+  const StatsdTagView prod_reversed[] = {{"canary", ""}, {"env", "prod"}};
+  auto sample = [&](std::string_view name, StatsdKind kind, double value,
+                    std::span<const StatsdTagView> tags = {}, double rate = 1, bool delta = false,
+                    std::string_view member = {}) {
+    shard->RecordStatsd(StatsdInput{name, kind, value, member, delta, rate, tags});
+  };
+  sample("hits", StatsdKind::kCounter, 1, prod, 0.1);
+  sample("hits", StatsdKind::kCounter, 2, prod_reversed);
+  sample("hits", StatsdKind::kCounter, -1);
+  sample("depth", StatsdKind::kGauge, 10);
+  sample("depth", StatsdKind::kGauge, -3, {}, 1, true);
+  sample("latency", StatsdKind::kTimer, 5);
+  sample("latency", StatsdKind::kTimer, 50, {}, 0.5);
+  sample("users", StatsdKind::kSet, 0, {}, 1, false, "alice");
+  sample("users", StatsdKind::kSet, 0, {}, 1, false, "bob");
+  sample("users", StatsdKind::kSet, 0, {}, 1, false, "alice");
+  sample("app.web.requests", StatsdKind::kCounter, 4);
+  sample("hits", StatsdKind::kGauge, 1);
+  shard->Flush();
+  const auto all = engine->Collect();
+  const auto& hits = Find(all, "hits");
+  REQUIRE(hits.series.size() == 1);
+  CHECK(hits.series[0].value == 12);  // 1/0.1 + 2, same series whatever the tag order
+  CHECK(hits.series[0].labels ==
+        std::vector<std::pair<std::string, std::string>>{{"canary", "true"}, {"env", "prod"}});
+  CHECK(shard->dropped(DropReason::kNegativeCounter) == 1);
+  CHECK(shard->dropped(DropReason::kStatsdTypeConflict) == 1);
+  CHECK(Find(all, "depth").series.at(0).value == 7);
+  const auto& latency = Find(all, "latency").series.at(0);
+  CHECK(latency.count == 3);
+  CHECK(latency.bucket_counts == std::vector<std::uint64_t>{1, 2, 0});
+  CHECK(Find(all, "users").series.at(0).value == 2);
+  const auto& mapped = Find(all, "app.requests");
+  CHECK(mapped.series.at(0).labels ==
+        std::vector<std::pair<std::string, std::string>>{{"service", "web"}});
+  CHECK(mapped.series.at(0).value == 4);
+}
+
+TEST_CASE("two metrics with one name are a load error") {
+  auto catalog = TestCatalog();
+  catalog.metrics.push_back(catalog.metrics.front());
+  catalog.metrics.back().position = SourcePosition{"x.yaml", 7, 3};
+  const auto engine = Engine::Create({catalog}, {});
+  REQUIRE_FALSE(engine.has_value());
+  CHECK(engine.error().message.find(
+            "x.yaml:7:3: metric vsr.protocol.prepare.sent.count is already defined") !=
+        std::string::npos);
+}

@@ -1,0 +1,54 @@
+// Turning aggregated metrics into Prometheus metric families (docs/prometheus.md): names, units,
+// types, label sanitising. AggregateCollector is the prometheus::Collectable that serves them.
+// Thread-safety: the functions are pure; AggregateCollector::Collect may run on any thread.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <prometheus/collectable.h>
+#include <prometheus/metric_family.h>
+
+#include "telemetryd/aggregate/engine.h"
+#include "telemetryd/common/expected.h"
+
+namespace telemetryd::exporters {
+
+struct PrometheusName {
+  std::string name;  // e.g. "vsr_state_machine_operation_stop_duration_seconds"
+  double scale = 1;  // multiply values (and bucket bounds) by this: e.g. 0.001 for ms -> s
+  prometheus::MetricType type = prometheus::MetricType::Untyped;
+};
+
+// The Prometheus name, unit scale and type of a metric: dots and invalid characters become '_',
+// time is exposed in seconds (suffix _seconds), sizes in bytes (_bytes), counters end in _total.
+PrometheusName NameFor(const aggregate::MetricInfo& metric);
+// A valid Prometheus label name for `text`.
+std::string LabelName(std::string_view text);
+// Label values must be UTF-8: invalid bytes become U+FFFD.
+std::string LabelValue(std::string_view text);
+
+// Two metrics that would share a Prometheus name are an error (reported with both names).
+Status CheckNames(const std::vector<aggregate::MetricInfo>& metrics);
+
+// Families for a snapshot. Metrics whose name clashes with an earlier one are left out and counted
+// in `clashes`.
+std::vector<prometheus::MetricFamily> ToFamilies(const std::vector<aggregate::MetricPoints>& points,
+                                                 std::uint64_t* clashes = nullptr);
+
+class AggregateCollector final : public prometheus::Collectable {
+ public:
+  // `snapshot` returns fresh points (the daemon flushes the shards first).
+  explicit AggregateCollector(std::function<std::vector<aggregate::MetricPoints>()> snapshot)
+      : snapshot_(std::move(snapshot)) {}
+  std::vector<prometheus::MetricFamily> Collect() const override;
+  [[nodiscard]] std::uint64_t clashes() const noexcept { return clashes_.load(); }
+
+ private:
+  std::function<std::vector<aggregate::MetricPoints>()> snapshot_;
+  mutable std::atomic<std::uint64_t> clashes_{0};
+};
+
+}  // namespace telemetryd::exporters

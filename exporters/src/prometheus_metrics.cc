@@ -1,0 +1,213 @@
+#include "telemetryd/exporters/prometheus_metrics.h"
+
+#include <map>
+
+#include "telemetryd/wire/format.h"
+
+namespace telemetryd::exporters {
+namespace {
+
+using aggregate::MetricType;
+using aggregate::Unit;
+
+bool EndsWith(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+std::string Sanitize(std::string_view text, bool allow_colon) {
+  std::string out;
+  out.reserve(text.size() + 1);
+  for (const char c : text) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || (allow_colon && c == ':');
+    out.push_back(ok ? c : '_');
+  }
+  if (out.empty() || (out[0] >= '0' && out[0] <= '9')) out.insert(out.begin(), '_');
+  return out;
+}
+
+// Drops a unit the name already spells in a short form, so "duration_us" becomes
+// "duration_seconds" rather than "duration_us_seconds".
+void StripUnitSuffix(std::string& name, std::initializer_list<std::string_view> suffixes) {
+  for (const auto suffix : suffixes) {
+    if (EndsWith(name, suffix)) {
+      name.resize(name.size() - suffix.size());
+      return;
+    }
+  }
+}
+
+}  // namespace
+
+std::string LabelName(std::string_view text) {
+  std::string out = Sanitize(text, false);
+  // Names starting with "__" are reserved for Prometheus itself.
+  while (out.size() > 1 && out[0] == '_' && out[1] == '_') out.erase(0, 1);
+  return out;
+}
+
+std::string LabelValue(std::string_view text) {
+  if (wire::IsValidUtf8(text)) return std::string(text);
+  std::string out;
+  for (std::size_t i = 0; i < text.size();) {
+    // Copy the longest valid prefix one code point at a time; replace a bad byte with U+FFFD.
+    std::size_t len = 1;
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0xF0) {
+      len = 4;
+    } else if (c >= 0xE0) {
+      len = 3;
+    } else if (c >= 0xC0) {
+      len = 2;
+    }
+    if (i + len <= text.size() && wire::IsValidUtf8(text.substr(i, len))) {
+      out.append(text.substr(i, len));
+      i += len;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+
+PrometheusName NameFor(const aggregate::MetricInfo& metric) {
+  PrometheusName p;
+  p.name = Sanitize(metric.name, true);
+  switch (metric.unit) {
+    case Unit::kSecond:
+    case Unit::kMillisecond:
+    case Unit::kMicrosecond:
+    case Unit::kNanosecond:
+    case Unit::kNative:
+      p.scale = metric.unit == Unit::kMillisecond   ? 1e-3
+                : metric.unit == Unit::kMicrosecond ? 1e-6
+                : metric.unit == Unit::kNanosecond  ? 1e-9
+                                                    : 1;
+      StripUnitSuffix(p.name, {"_seconds", "_milliseconds", "_microseconds", "_nanoseconds", "_ms",
+                               "_us", "_ns", "_s"});
+      p.name += "_seconds";
+      break;
+    case Unit::kByte:
+    case Unit::kKilobyte:
+    case Unit::kMegabyte:
+      p.scale = metric.unit == Unit::kKilobyte   ? 1024
+                : metric.unit == Unit::kMegabyte ? 1048576
+                                                 : 1;
+      StripUnitSuffix(p.name, {"_bytes", "_kilobytes", "_megabytes", "_kb", "_mb"});
+      p.name += "_bytes";
+      break;
+    case Unit::kNone:
+      break;
+  }
+  switch (metric.type) {
+    case MetricType::kCounter:
+      p.type = prometheus::MetricType::Counter;
+      StripUnitSuffix(p.name, {"_total"});
+      p.name += "_total";
+      break;
+    case MetricType::kSum:
+    case MetricType::kLastValue:
+      p.type = prometheus::MetricType::Gauge;  // a sum of measurements may go down
+      break;
+    case MetricType::kDistribution:
+      p.type = prometheus::MetricType::Histogram;
+      break;
+    case MetricType::kSummary:
+      p.type = prometheus::MetricType::Summary;
+      break;
+  }
+  return p;
+}
+
+Status CheckNames(const std::vector<aggregate::MetricInfo>& metrics) {
+  std::map<std::string, std::string> seen;
+  std::string errors;
+  for (const auto& m : metrics) {
+    const PrometheusName p = NameFor(m);
+    // A histogram or summary also owns name_sum, name_count and name_bucket.
+    std::vector<std::string> owned = {p.name};
+    if (p.type == prometheus::MetricType::Histogram || p.type == prometheus::MetricType::Summary) {
+      owned.push_back(p.name + "_sum");
+      owned.push_back(p.name + "_count");
+      if (p.type == prometheus::MetricType::Histogram) owned.push_back(p.name + "_bucket");
+    }
+    for (const auto& name : owned) {
+      const auto [it, inserted] = seen.emplace(name, m.name);
+      if (!inserted && it->second != m.name) {
+        errors += (errors.empty() ? "" : "\n") + std::string("metrics ") + it->second + " and " +
+                  m.name + " would both be exposed to Prometheus as " + name;
+      }
+    }
+  }
+  if (!errors.empty()) return Error{"prometheus.name_clash", errors};
+  return Ok{};
+}
+
+std::vector<prometheus::MetricFamily> ToFamilies(const std::vector<aggregate::MetricPoints>& points,
+                                                 std::uint64_t* clashes) {
+  std::vector<prometheus::MetricFamily> out;
+  std::map<std::string, bool> used;
+  for (const auto& m : points) {
+    if (m.series.empty()) continue;
+    const PrometheusName p = NameFor(m.info);
+    if (!used.emplace(p.name, true).second) {
+      if (clashes != nullptr) ++*clashes;
+      continue;
+    }
+    prometheus::MetricFamily family;
+    family.name = p.name;
+    family.help = m.info.description.empty() ? m.info.name : m.info.description;
+    family.type = p.type;
+    for (const auto& s : m.series) {
+      prometheus::ClientMetric cm;
+      for (const auto& [k, v] : s.labels) cm.label.push_back({LabelName(k), LabelValue(v)});
+      switch (p.type) {
+        case prometheus::MetricType::Counter:
+          cm.counter.value = s.value * p.scale;
+          break;
+        case prometheus::MetricType::Gauge:
+          cm.gauge.value = s.value * p.scale;
+          break;
+        case prometheus::MetricType::Histogram: {
+          cm.histogram.sample_count = s.count;
+          cm.histogram.sample_sum = s.sum * p.scale;
+          std::uint64_t cumulative = 0;
+          for (std::size_t b = 0; b < s.bucket_counts.size(); ++b) {
+            cumulative += s.bucket_counts[b];
+            prometheus::ClientMetric::Bucket bucket;
+            bucket.cumulative_count = cumulative;
+            bucket.upper_bound = b < m.info.buckets.size()
+                                     ? m.info.buckets[b] * p.scale
+                                     : std::numeric_limits<double>::infinity();
+            cm.histogram.bucket.push_back(bucket);
+          }
+          break;
+        }
+        case prometheus::MetricType::Summary:
+          cm.summary.sample_count = s.count;
+          cm.summary.sample_sum = s.sum * p.scale;
+          for (std::size_t q = 0; q < s.quantile_values.size() && q < m.info.quantiles.size();
+               ++q) {
+            cm.summary.quantile.push_back({m.info.quantiles[q], s.quantile_values[q] * p.scale});
+          }
+          break;
+        default:
+          cm.untyped.value = s.value;
+          break;
+      }
+      family.metric.push_back(std::move(cm));
+    }
+    out.push_back(std::move(family));
+  }
+  return out;
+}
+
+std::vector<prometheus::MetricFamily> AggregateCollector::Collect() const {
+  std::uint64_t clashes = 0;
+  auto families = ToFamilies(snapshot_(), &clashes);
+  clashes_.store(clashes);
+  return families;
+}
+
+}  // namespace telemetryd::exporters

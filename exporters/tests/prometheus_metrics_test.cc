@@ -1,0 +1,100 @@
+#include <doctest/doctest.h>
+
+#include <prometheus/text_serializer.h>
+
+#include <sstream>
+
+#include "telemetryd/exporters/prometheus_metrics.h"
+
+using namespace telemetryd;
+using namespace telemetryd::exporters;
+using aggregate::MetricInfo;
+using aggregate::MetricType;
+using aggregate::Unit;
+
+namespace {
+MetricInfo Info(std::string name, MetricType type, Unit unit = Unit::kNone) {
+  MetricInfo m;
+  m.name = std::move(name);
+  m.type = type;
+  m.unit = unit;
+  return m;
+}
+}  // namespace
+
+TEST_CASE("names: dots to underscores, base units, counters end in _total") {
+  CHECK(NameFor(Info("vsr.protocol.prepare.sent.count", MetricType::kCounter)).name ==
+        "vsr_protocol_prepare_sent_count_total");
+  CHECK(NameFor(Info("router_core.routes_total.count", MetricType::kCounter)).name ==
+        "router_core_routes_total_count_total");
+  CHECK(NameFor(Info("errors_total", MetricType::kCounter)).name == "errors_total");
+  const auto ms = NameFor(Info("vsr.op.duration", MetricType::kDistribution, Unit::kMillisecond));
+  CHECK(ms.name == "vsr_op_duration_seconds");
+  CHECK(ms.scale == 1e-3);
+  CHECK(ms.type == prometheus::MetricType::Histogram);
+  CHECK(NameFor(Info("policy.load.duration_us", MetricType::kSummary, Unit::kMicrosecond)).name ==
+        "policy_load_duration_seconds");
+  CHECK(NameFor(Info("zero_copy.export.bytes", MetricType::kSum, Unit::kKilobyte)).scale == 1024);
+  CHECK(NameFor(Info("zero_copy.export.bytes", MetricType::kSum, Unit::kByte)).name ==
+        "zero_copy_export_bytes");
+  CHECK(NameFor(Info("9lives.a-b/c", MetricType::kLastValue)).name == "_9lives_a_b_c");
+  CHECK(LabelName("__reserved") == "_reserved");
+  CHECK(LabelName("node-id") == "node_id");
+  CHECK(LabelValue("ok\xff") == "ok\xEF\xBF\xBD");
+}
+
+TEST_CASE("metrics that would share a Prometheus name are an error") {
+  const auto status =
+      CheckNames({Info("a.b", MetricType::kLastValue), Info("a_b", MetricType::kLastValue)});
+  REQUIRE_FALSE(status.has_value());
+  CHECK(status.error().message == "metrics a.b and a_b would both be exposed to Prometheus as a_b");
+  // A histogram owns its _count: a counter called x.count... is fine, x_count gauge is not.
+  CHECK_FALSE(
+      CheckNames({Info("h", MetricType::kDistribution), Info("h.count", MetricType::kLastValue)})
+          .has_value());
+  CHECK(CheckNames({Info("a", MetricType::kCounter), Info("b", MetricType::kCounter)}).has_value());
+}
+
+TEST_CASE("families serialize as the exposition format expects") {
+  aggregate::MetricPoints hist;
+  hist.info = Info("op.duration", MetricType::kDistribution, Unit::kMillisecond);
+  hist.info.description = "Operation time.";
+  hist.info.buckets = {1, 10};
+  aggregate::SeriesPoint p;
+  p.labels = {{"node_id", "n\"1"}};
+  p.bucket_counts = {2, 1, 1};
+  p.count = 4;
+  p.sum = 25;
+  hist.series.push_back(p);
+  aggregate::MetricPoints counter;
+  counter.info = Info("hits", MetricType::kCounter);
+  aggregate::SeriesPoint c;
+  c.value = 7;
+  counter.series.push_back(c);
+  aggregate::MetricPoints summary;
+  summary.info = Info("lat", MetricType::kSummary, Unit::kSecond);
+  summary.info.quantiles = {0.5, 0.99};
+  aggregate::SeriesPoint s;
+  s.count = 3;
+  s.sum = 1.5;
+  s.quantile_values = {0.25, 1};
+  summary.series.push_back(s);
+
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, ToFamilies({hist, counter, summary}));
+  const std::string text = out.str();
+  MESSAGE(text);
+  CHECK(text.find("# HELP op_duration_seconds Operation time.\n") != std::string::npos);
+  CHECK(text.find("# TYPE op_duration_seconds histogram\n") != std::string::npos);
+  CHECK(text.find("op_duration_seconds_bucket{node_id=\"n\\\"1\",le=\"0.001\"} 2\n") !=
+        std::string::npos);
+  CHECK(text.find("op_duration_seconds_bucket{node_id=\"n\\\"1\",le=\"0.01\"} 3\n") !=
+        std::string::npos);
+  CHECK(text.find("op_duration_seconds_bucket{node_id=\"n\\\"1\",le=\"+Inf\"} 4\n") !=
+        std::string::npos);
+  CHECK(text.find("op_duration_seconds_sum{node_id=\"n\\\"1\"} 0.025") != std::string::npos);
+  CHECK(text.find("op_duration_seconds_count{node_id=\"n\\\"1\"} 4\n") != std::string::npos);
+  CHECK(text.find("hits_total 7\n") != std::string::npos);
+  CHECK(text.find("lat_seconds{quantile=\"0.99\"} 1\n") != std::string::npos);
+  CHECK(text.find("lat_seconds_count 3\n") != std::string::npos);
+}
