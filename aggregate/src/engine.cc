@@ -9,6 +9,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "series_table.h"
 #include "telemetryd/aggregate/sketch.h"
 #include "units.h"
 
@@ -93,29 +94,31 @@ struct SummaryWindow {
       : current(accuracy), previous(accuracy), delta(accuracy) {}
 };
 
+// What only distributions, summaries and StatsD sets need: kept out of the common series record.
+struct StoreExtra {
+  std::uint64_t count = 0;
+  double sum = 0;
+  std::uint64_t delta_count = 0;
+  double delta_sum = 0;
+  std::vector<std::uint64_t> buckets;
+  std::vector<std::uint64_t> delta_buckets;
+  std::unique_ptr<SummaryWindow> summary;
+  std::unordered_set<std::string> set_members;
+};
+
 struct StoreSeries {
-  std::vector<std::pair<std::string, std::string>> labels;
   std::int64_t isum = 0;  // counters and sums: integer part, exact
   double fsum = 0;        // counters and sums: float part
   double last = 0;        // last_value, span gauges (current level)
-  bool has_value = false;
-  std::uint64_t count = 0;  // distribution, summary
-  double sum = 0;
-  std::vector<std::uint64_t> buckets;
-  std::unique_ptr<SummaryWindow> summary;
-  std::unordered_set<std::string> set_members;
-  // For TakeDeltas.
   std::int64_t delta_isum = 0;
   double delta_fsum = 0;
-  bool delta_has_last = false;
-  std::uint64_t delta_count = 0;
-  double delta_sum = 0;
-  std::vector<std::uint64_t> delta_buckets;
   std::int64_t touched_ns = 0;
+  bool delta_has_last = false;
+  std::unique_ptr<StoreExtra> extra;
 };
 
 struct StoreMetric {
-  StringMap<StoreSeries> series;
+  detail::SeriesTable<StoreSeries> series;
   std::uint64_t overflow = 0;
 };
 
@@ -198,22 +201,33 @@ std::optional<std::uint32_t> Engine::Impl::StatsdMetric(StatsdKind kind, std::st
 
 // ---- Shard state ----
 
-struct ShardSeries {
-  std::uint32_t metric = 0;
-  bool dirty = false;
-  bool has_last = false;
-  std::uint32_t open_refs = 0;  // open spans that will decrement this gauge
-  std::int64_t isum = 0;
-  double fsum = 0;
-  double last = 0;
-  double gauge_delta = 0;
+struct ShardExtra {
   std::uint64_t count = 0;
   double sum = 0;
   std::vector<std::uint64_t> buckets;
   std::unique_ptr<QuantileSketch> sketch;
   std::unique_ptr<std::unordered_set<std::string>> members;
-  std::int64_t touched_ns = 0;
 };
+
+struct ShardSeries {
+  std::uint32_t metric = 0;
+  std::uint32_t open_refs = 0;  // open spans that will decrement this gauge
+  std::int64_t isum = 0;
+  double fsum = 0;
+  double last = 0;         // last value set since the previous flush (has_last)
+  double gauge_delta = 0;  // span gauges and StatsD gauge deltas
+  std::int64_t touched_ns = 0;
+  bool dirty = false;
+  bool has_last = false;
+  std::unique_ptr<ShardExtra> extra;
+
+  ShardExtra& Extra() {
+    if (!extra) extra = std::make_unique<ShardExtra>();
+    return *extra;
+  }
+};
+
+constexpr std::uint32_t kNoSeries = detail::SeriesTable<ShardSeries>::kNone;
 
 struct SpanSlot {
   std::uint64_t key = 0;  // 0: empty
@@ -221,7 +235,7 @@ struct SpanSlot {
   bool has_monotonic = false;
   std::int64_t started_ns = 0;
   std::uint64_t units_per_second = 1;
-  std::array<ShardSeries*, 2> gauges{};
+  std::array<std::uint32_t, 2> gauges{kNoSeries, kNoSeries};
 };
 
 class Shard::State {
@@ -242,7 +256,8 @@ class Shard::State {
   void RecordMetric(const CompiledMetric& m, const wire::FrameInfo& frame, const wire::Event& event,
                     const double* paired_duration) noexcept;
   bool BuildKey(const CompiledMetric& m, const wire::Event& event) noexcept;
-  ShardSeries* Series(std::uint32_t metric) noexcept;
+  // The shard series for key_, created if new; nullptr (counted) over the limit.
+  ShardSeries* Series(std::uint32_t metric, std::uint32_t* index = nullptr) noexcept;
   bool Passes(const CompiledMetric& m, const wire::Event& event) const noexcept;
   void Drop(DropReason reason) noexcept { owner_.drops_[static_cast<std::size_t>(reason)].Add(); }
   // Span table (open addressing, linear probing, backward-shift deletion).
@@ -254,7 +269,7 @@ class Shard::State {
 
   Engine::Impl& engine_;
   Shard& owner_;
-  StringMap<ShardSeries> series_;
+  detail::SeriesTable<ShardSeries> series_;
   std::string key_;                      // scratch: the series key being looked up
   std::array<char, 512> number_text_{};  // scratch: integer/float label values
   std::size_t number_used_ = 0;
@@ -394,20 +409,24 @@ bool Shard::State::BuildKey(const CompiledMetric& m, const wire::Event& event) n
   return true;
 }
 
-ShardSeries* Shard::State::Series(std::uint32_t metric) noexcept {
-  if (auto it = series_.find(std::string_view(key_)); it != series_.end()) return &it->second;
-  if (series_.size() >= engine_.options.max_series_total) {
-    Drop(DropReason::kSeriesOverflow);
-    return nullptr;
+ShardSeries* Shard::State::Series(std::uint32_t metric, std::uint32_t* index) noexcept {
+  const std::uint64_t hash = series_.Hash(key_);
+  std::uint32_t i = series_.Find(key_, hash);
+  if (i == series_.kNone) {
+    if (series_.size() >= engine_.options.max_series_total) {
+      Drop(DropReason::kSeriesOverflow);
+      return nullptr;
+    }
+    try {
+      i = series_.Insert(key_, hash);
+    } catch (...) {
+      Drop(DropReason::kSeriesOverflow);
+      return nullptr;
+    }
+    series_.value(i).metric = metric;
   }
-  try {
-    auto [it, inserted] = series_.try_emplace(key_);
-    it->second.metric = metric;
-    return &it->second;
-  } catch (...) {
-    Drop(DropReason::kSeriesOverflow);
-    return nullptr;
-  }
+  if (index != nullptr) *index = i;
+  return &series_.value(i);
 }
 
 void Shard::State::RecordMetric(const CompiledMetric& m, const wire::FrameInfo& frame,
@@ -467,23 +486,26 @@ void Shard::State::RecordMetric(const CompiledMetric& m, const wire::FrameInfo& 
       s->gauge_delta = 0;
       break;
     case MetricType::kDistribution: {
-      if (s->buckets.size() != m.info.buckets.size() + 1)
-        s->buckets.assign(m.info.buckets.size() + 1, 0);
+      ShardExtra& x = s->Extra();
+      if (x.buckets.size() != m.info.buckets.size() + 1) {
+        x.buckets.assign(m.info.buckets.size() + 1, 0);
+      }
       const auto bucket = static_cast<std::size_t>(
           std::lower_bound(m.info.buckets.begin(), m.info.buckets.end(), value) -
           m.info.buckets.begin());
-      ++s->buckets[bucket];
-      ++s->count;
-      s->sum += value;
+      ++x.buckets[bucket];
+      ++x.count;
+      x.sum += value;
       break;
     }
-    case MetricType::kSummary:
-      if (!s->sketch)
-        s->sketch = std::make_unique<QuantileSketch>(engine_.options.summary_accuracy);
-      s->sketch->Add(value);
-      ++s->count;
-      s->sum += value;
+    case MetricType::kSummary: {
+      ShardExtra& x = s->Extra();
+      if (!x.sketch) x.sketch = std::make_unique<QuantileSketch>(engine_.options.summary_accuracy);
+      x.sketch->Add(value);
+      ++x.count;
+      x.sum += value;
       break;
+    }
   }
   owner_.recorded_.Add();
 }
@@ -552,12 +574,13 @@ void Shard::State::EraseSpan(SpanSlot* slot) noexcept {
 }
 
 void Shard::State::CloseSpanGauges(SpanSlot& slot) noexcept {
-  for (ShardSeries* g : slot.gauges) {
-    if (g == nullptr) continue;
-    g->gauge_delta -= 1;
-    g->dirty = true;
-    g->touched_ns = now_ns_;
-    if (g->open_refs > 0) --g->open_refs;
+  for (const std::uint32_t index : slot.gauges) {
+    if (index == kNoSeries) continue;
+    ShardSeries& g = series_.value(index);
+    g.gauge_delta -= 1;
+    g.dirty = true;
+    g.touched_ns = now_ns_;
+    if (g.open_refs > 0) --g.open_refs;
   }
 }
 
@@ -598,13 +621,14 @@ void Shard::State::Record(const wire::FrameInfo& frame, const wire::Event& event
         for (const std::uint32_t gauge : b->span_gauges) {
           const CompiledMetric& gm = engine_.metrics[gauge];
           if (n >= slot->gauges.size() || !BuildKey(gm, event)) continue;
-          ShardSeries* s = Series(gm.info.id);
+          std::uint32_t index = kNoSeries;
+          ShardSeries* s = Series(gm.info.id, &index);
           if (s == nullptr) continue;
           s->gauge_delta += 1;
           s->dirty = true;
           s->touched_ns = now_ns_;
           ++s->open_refs;
-          slot->gauges[n++] = s;
+          slot->gauges[n++] = index;
         }
       }
     } else if (b->span != SpanRole::kStart && key != 0) {
@@ -780,22 +804,25 @@ void Shard::State::RecordStatsd(const StatsdInput& sample) noexcept {
       break;
     case StatsdKind::kSet:
       try {
-        if (!s->members) s->members = std::make_unique<std::unordered_set<std::string>>();
-        if (s->members->size() < 10'000) s->members->emplace(sample.set_member);
+        ShardExtra& x = s->Extra();
+        if (!x.members) x.members = std::make_unique<std::unordered_set<std::string>>();
+        if (x.members->size() < 10'000) x.members->emplace(sample.set_member);
       } catch (...) {
       }
       break;
     default: {
-      if (s->buckets.size() != m.info.buckets.size() + 1)
-        s->buckets.assign(m.info.buckets.size() + 1, 0);
+      ShardExtra& x = s->Extra();
+      if (x.buckets.size() != m.info.buckets.size() + 1) {
+        x.buckets.assign(m.info.buckets.size() + 1, 0);
+      }
       const auto bucket = static_cast<std::size_t>(
           std::lower_bound(m.info.buckets.begin(), m.info.buckets.end(), sample.value) -
           m.info.buckets.begin());
       // A sampled observation stands for 1/rate observations: counts scale, rounded.
       const auto times = static_cast<std::uint64_t>(std::llround(weight));
-      s->buckets[bucket] += times;
-      s->count += times;
-      s->sum += sample.value * static_cast<double>(times);
+      x.buckets[bucket] += times;
+      x.count += times;
+      x.sum += sample.value * static_cast<double>(times);
       break;
     }
   }
@@ -808,12 +835,15 @@ void Engine::Impl::RollWindows(std::int64_t now) {
   if (window <= 0 || now - window_start_ns < window) return;
   window_start_ns = now;
   for (std::size_t m = 0; m < store.size(); ++m) {
-    for (auto& [key, s] : store[m].series) {
-      if (s.summary) {
-        s.summary->previous = std::move(s.summary->current);
-        s.summary->current = QuantileSketch(options.summary_accuracy);
+    auto& table = store[m].series;
+    for (std::uint32_t i = 0; i < table.end(); ++i) {
+      if (!table.live(i) || !table.value(i).extra) continue;
+      StoreExtra& x = *table.value(i).extra;
+      if (x.summary) {
+        x.summary->previous = std::move(x.summary->current);
+        x.summary->current = QuantileSketch(options.summary_accuracy);
       }
-      if (metrics[m].info.statsd_set) s.set_members.clear();
+      if (metrics[m].info.statsd_set) x.set_members.clear();
     }
   }
 }
@@ -824,16 +854,83 @@ void Engine::Impl::Sweep(std::int64_t now) {
   if (ttl <= 0 || now - last_sweep_ns < ttl / 4) return;
   last_sweep_ns = now;
   for (auto& metric : store) {
-    for (auto it = metric.series.begin(); it != metric.series.end();) {
-      if (now - it->second.touched_ns > ttl) {
-        it = metric.series.erase(it);
+    for (std::uint32_t i = 0; i < metric.series.end(); ++i) {
+      if (metric.series.live(i) && now - metric.series.value(i).touched_ns > ttl) {
+        metric.series.Erase(i);
         --total_series;
-      } else {
-        ++it;
       }
     }
   }
 }
+
+namespace {
+
+// Adds a shard series' updates to its merged series and clears them.
+void MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t) {
+  switch (m.info.type) {
+    case MetricType::kCounter:
+    case MetricType::kSum:
+      t.isum += s.isum;
+      t.fsum += s.fsum;
+      t.delta_isum += s.isum;
+      t.delta_fsum += s.fsum;
+      break;
+    case MetricType::kLastValue:
+      if (m.info.statsd_set) {
+        if (s.extra && s.extra->members) {
+          if (!t.extra) t.extra = std::make_unique<StoreExtra>();
+          for (const auto& member : *s.extra->members) {
+            if (t.extra->set_members.size() < 10'000) t.extra->set_members.insert(member);
+          }
+          s.extra->members->clear();
+        }
+      } else if (s.has_last) {
+        t.last = s.last;
+      } else {
+        t.last += s.gauge_delta;
+      }
+      t.delta_has_last = true;
+      break;
+    case MetricType::kDistribution:
+    case MetricType::kSummary: {
+      if (!s.extra) break;
+      if (!t.extra) t.extra = std::make_unique<StoreExtra>();
+      ShardExtra& from = *s.extra;
+      StoreExtra& to = *t.extra;
+      if (m.info.type == MetricType::kDistribution) {
+        if (to.buckets.size() != from.buckets.size()) {
+          to.buckets.assign(from.buckets.size(), 0);
+          to.delta_buckets.assign(from.buckets.size(), 0);
+        }
+        for (std::size_t b = 0; b < from.buckets.size(); ++b) {
+          to.buckets[b] += from.buckets[b];
+          to.delta_buckets[b] += from.buckets[b];
+        }
+        std::fill(from.buckets.begin(), from.buckets.end(), 0);
+      } else if (from.sketch) {
+        if (!to.summary)
+          to.summary = std::make_unique<SummaryWindow>(from.sketch->relative_accuracy());
+        to.summary->current.Merge(*from.sketch);
+        to.summary->delta.Merge(*from.sketch);
+        from.sketch->Clear();
+      }
+      to.count += from.count;
+      to.sum += from.sum;
+      to.delta_count += from.count;
+      to.delta_sum += from.sum;
+      from.count = 0;
+      from.sum = 0;
+      break;
+    }
+  }
+  s.dirty = false;
+  s.isum = 0;
+  s.fsum = 0;
+  s.has_last = false;
+  s.gauge_delta = 0;
+}
+
+}  // namespace
 
 void Shard::State::Flush() {
   const std::int64_t now = NowNs();
@@ -856,113 +953,35 @@ void Shard::State::Flush() {
   std::lock_guard lock(engine_.mutex);
   if (engine_.window_start_ns == 0) engine_.window_start_ns = now;
   engine_.RollWindows(now);
-  for (auto it = series_.begin(); it != series_.end();) {
-    ShardSeries& s = it->second;
-    if (s.dirty) {
-      const CompiledMetric& m = engine_.metrics[s.metric];
-      StoreMetric& sm = engine_.store[s.metric];
-      auto found = sm.series.find(std::string_view(it->first));
-      if (found == sm.series.end()) {
-        const std::size_t limit = m.info.system == "statsd" || m.info.span_gauge
-                                      ? engine_.options.max_series_per_metric
-                                      : engine_.options.max_series_per_metric;
-        if (sm.series.size() >= limit || engine_.total_series >= engine_.options.max_series_total) {
-          sm.overflow += std::max<std::uint64_t>(1, s.count + static_cast<std::uint64_t>(s.isum));
-          owner_.drops_[static_cast<std::size_t>(DropReason::kSeriesOverflow)].Add();
-          s = ShardSeries{.metric = s.metric};
-          ++it;
-          continue;
-        }
-        found = sm.series.try_emplace(it->first).first;
-        ++engine_.total_series;
-        // Labels: the names from the metric (catalog) or from the key itself (StatsD k=v).
-        std::string_view rest = std::string_view(it->first);
-        rest.remove_prefix(std::min(rest.size(), rest.find(kLabelSeparator)));
-        std::size_t tag = 0;
-        while (!rest.empty()) {
-          rest.remove_prefix(1);
-          const std::size_t end = std::min(rest.size(), rest.find(kLabelSeparator));
-          const std::string_view part = rest.substr(0, end);
-          if (tag < m.tags.size()) {
-            found->second.labels.emplace_back(m.tags[tag].label, std::string(part));
-          } else {
-            const std::size_t eq = part.find('=');
-            found->second.labels.emplace_back(
-                std::string(part.substr(0, eq)),
-                eq == std::string_view::npos ? std::string() : std::string(part.substr(eq + 1)));
-          }
-          ++tag;
-          rest.remove_prefix(end);
-        }
-      }
-      StoreSeries& t = found->second;
-      t.touched_ns = now;
-      switch (m.info.type) {
-        case MetricType::kCounter:
-        case MetricType::kSum:
-          t.isum += s.isum;
-          t.fsum += s.fsum;
-          t.delta_isum += s.isum;
-          t.delta_fsum += s.fsum;
-          t.has_value = true;
-          break;
-        case MetricType::kLastValue:
-          if (m.info.statsd_set) {
-            if (s.members) {
-              for (const auto& member : *s.members) {
-                if (t.set_members.size() < 10'000) t.set_members.insert(member);
-              }
-              s.members->clear();
-            }
-          } else if (s.has_last) {
-            t.last = s.last;
-          } else {
-            t.last += s.gauge_delta;  // span gauges and StatsD gauge deltas
-          }
-          t.has_value = true;
-          t.delta_has_last = true;
-          break;
-        case MetricType::kDistribution:
-          if (t.buckets.size() != s.buckets.size()) {
-            t.buckets.assign(s.buckets.size(), 0);
-            t.delta_buckets.assign(s.buckets.size(), 0);
-          }
-          for (std::size_t b = 0; b < s.buckets.size(); ++b) {
-            t.buckets[b] += s.buckets[b];
-            t.delta_buckets[b] += s.buckets[b];
-          }
-          std::fill(s.buckets.begin(), s.buckets.end(), 0);
-          t.count += s.count;
-          t.sum += s.sum;
-          t.delta_count += s.count;
-          t.delta_sum += s.sum;
-          break;
-        case MetricType::kSummary:
-          if (!t.summary)
-            t.summary = std::make_unique<SummaryWindow>(engine_.options.summary_accuracy);
-          if (s.sketch) {
-            t.summary->current.Merge(*s.sketch);
-            t.summary->delta.Merge(*s.sketch);
-            s.sketch->Clear();
-          }
-          t.count += s.count;
-          t.sum += s.sum;
-          t.delta_count += s.count;
-          t.delta_sum += s.sum;
-          break;
-      }
-      s.dirty = false;
-      s.isum = 0;
-      s.fsum = 0;
-      s.has_last = false;
-      s.gauge_delta = 0;
-      s.count = 0;
-      s.sum = 0;
-    } else if (ttl > 0 && s.open_refs == 0 && now - s.touched_ns > ttl) {
-      it = series_.erase(it);
+  for (std::uint32_t i = 0; i < series_.end(); ++i) {
+    if (!series_.live(i)) continue;
+    ShardSeries& s = series_.value(i);
+    if (!s.dirty) {
+      if (ttl > 0 && s.open_refs == 0 && now - s.touched_ns > ttl) series_.Erase(i);
       continue;
     }
-    ++it;
+    const CompiledMetric& m = engine_.metrics[s.metric];
+    auto& table = engine_.store[s.metric].series;
+    const std::string_view key = series_.key(i);
+    const std::uint64_t hash = series_.Hash(key);
+    std::uint32_t t = table.Find(key, hash);
+    if (t == table.kNone) {
+      if (table.size() >= engine_.options.max_series_per_metric ||
+          engine_.total_series >= engine_.options.max_series_total) {
+        const std::uint64_t lost = std::max<std::uint64_t>(
+            1, static_cast<std::uint64_t>(s.isum) + (s.extra ? s.extra->count : 0));
+        engine_.store[s.metric].overflow += lost;
+        owner_.drops_[static_cast<std::size_t>(DropReason::kSeriesOverflow)].Add(lost);
+        StoreSeries scratch;
+        MergeInto(m, s, scratch);  // clears the shard series
+        continue;
+      }
+      t = table.Insert(key, hash);
+      ++engine_.total_series;
+    }
+    StoreSeries& merged = table.value(t);
+    merged.touched_ns = now;
+    MergeInto(m, s, merged);
   }
   for (auto& [name, count] : unknown_) engine_.unknown_names[name] += count;
   unknown_.clear();
@@ -1094,30 +1113,56 @@ Expected<std::unique_ptr<Engine>> Engine::Create(const std::vector<CatalogSpec>&
 
 namespace {
 
-SeriesPoint CumulativePoint(const CompiledMetric& m, const StoreSeries& s) {
+// Labels from a series key: "<id><sep>v1<sep>v2" with names from the metric's tags, or
+// "<id><sep>k=v<sep>..." for StatsD metrics.
+std::vector<std::pair<std::string, std::string>> Labels(const CompiledMetric& m,
+                                                        std::string_view key) {
+  std::vector<std::pair<std::string, std::string>> labels;
+  std::size_t pos = key.find(kLabelSeparator);
+  std::size_t tag = 0;
+  while (pos != std::string_view::npos) {
+    const std::size_t next = key.find(kLabelSeparator, pos + 1);
+    const std::string_view part = key.substr(
+        pos + 1, next == std::string_view::npos ? std::string_view::npos : next - pos - 1);
+    if (tag < m.tags.size()) {
+      labels.emplace_back(m.tags[tag].label, std::string(part));
+    } else {
+      const std::size_t eq = part.find('=');
+      labels.emplace_back(std::string(part.substr(0, eq)), eq == std::string_view::npos
+                                                               ? std::string()
+                                                               : std::string(part.substr(eq + 1)));
+    }
+    ++tag;
+    pos = next;
+  }
+  return labels;
+}
+
+SeriesPoint CumulativePoint(const CompiledMetric& m, std::string_view key, const StoreSeries& s) {
   SeriesPoint p;
-  p.labels = s.labels;
+  p.labels = Labels(m, key);
+  const StoreExtra* x = s.extra.get();
   switch (m.info.type) {
     case MetricType::kCounter:
     case MetricType::kSum:
       p.value = static_cast<double>(s.isum) + s.fsum;
       break;
     case MetricType::kLastValue:
-      p.value = m.info.statsd_set ? static_cast<double>(s.set_members.size()) : s.last;
+      p.value = m.info.statsd_set ? static_cast<double>(x ? x->set_members.size() : 0) : s.last;
       break;
     case MetricType::kDistribution:
-      p.bucket_counts = s.buckets;
+      p.bucket_counts = x ? x->buckets : std::vector<std::uint64_t>{};
       if (p.bucket_counts.empty()) p.bucket_counts.assign(m.info.buckets.size() + 1, 0);
-      p.count = s.count;
-      p.sum = s.sum;
+      p.count = x ? x->count : 0;
+      p.sum = x ? x->sum : 0;
       break;
     case MetricType::kSummary: {
-      p.count = s.count;
-      p.sum = s.sum;
-      QuantileSketch window(s.summary ? s.summary->current.relative_accuracy() : 0.01);
-      if (s.summary) {
-        window.Merge(s.summary->current);
-        window.Merge(s.summary->previous);
+      p.count = x ? x->count : 0;
+      p.sum = x ? x->sum : 0;
+      QuantileSketch window(x && x->summary ? x->summary->current.relative_accuracy() : 0.01);
+      if (x && x->summary) {
+        window.Merge(x->summary->current);
+        window.Merge(x->summary->previous);
       }
       for (const double q : m.info.quantiles) p.quantile_values.push_back(window.Quantile(q));
       break;
@@ -1133,10 +1178,13 @@ std::vector<MetricPoints> Engine::Collect() const {
   std::vector<MetricPoints> out;
   for (std::size_t i = 0; i < impl_->store.size(); ++i) {
     const CompiledMetric& m = impl_->metrics[i];
+    const auto& table = impl_->store[i].series;
     MetricPoints points;
     points.info = m.info;
-    for (const auto& [key, s] : impl_->store[i].series)
-      points.series.push_back(CumulativePoint(m, s));
+    points.series.reserve(table.size());
+    for (std::uint32_t t = 0; t < table.end(); ++t) {
+      if (table.live(t)) points.series.push_back(CumulativePoint(m, table.key(t), table.value(t)));
+    }
     out.push_back(std::move(points));
   }
   return out;
@@ -1147,11 +1195,14 @@ std::vector<MetricPoints> Engine::TakeDeltas() {
   std::vector<MetricPoints> out;
   for (std::size_t i = 0; i < impl_->store.size(); ++i) {
     const CompiledMetric& m = impl_->metrics[i];
+    auto& table = impl_->store[i].series;
     MetricPoints points;
     points.info = m.info;
-    for (auto& [key, s] : impl_->store[i].series) {
+    for (std::uint32_t t = 0; t < table.end(); ++t) {
+      if (!table.live(t)) continue;
+      StoreSeries& s = table.value(t);
+      StoreExtra* x = s.extra.get();
       SeriesPoint p;
-      p.labels = s.labels;
       bool changed = false;
       switch (m.info.type) {
         case MetricType::kCounter:
@@ -1162,34 +1213,33 @@ std::vector<MetricPoints> Engine::TakeDeltas() {
           s.delta_fsum = 0;
           break;
         case MetricType::kLastValue:
-          p.value = m.info.statsd_set ? static_cast<double>(s.set_members.size()) : s.last;
+          p.value = m.info.statsd_set ? static_cast<double>(x ? x->set_members.size() : 0) : s.last;
           changed = s.delta_has_last;
           s.delta_has_last = false;
-          if (m.info.statsd_set) s.set_members.clear();
+          if (m.info.statsd_set && x) x->set_members.clear();
           break;
         case MetricType::kDistribution:
-          p.bucket_counts = s.delta_buckets;
-          p.count = s.delta_count;
-          p.sum = s.delta_sum;
-          changed = s.delta_count != 0;
-          std::fill(s.delta_buckets.begin(), s.delta_buckets.end(), 0);
-          s.delta_count = 0;
-          s.delta_sum = 0;
-          break;
         case MetricType::kSummary:
-          p.count = s.delta_count;
-          p.sum = s.delta_sum;
-          changed = s.delta_count != 0;
-          if (s.summary) {
+          if (x == nullptr) break;
+          p.count = x->delta_count;
+          p.sum = x->delta_sum;
+          changed = x->delta_count != 0;
+          if (m.info.type == MetricType::kDistribution) {
+            p.bucket_counts = x->delta_buckets;
+            std::fill(x->delta_buckets.begin(), x->delta_buckets.end(), 0);
+          } else if (x->summary) {
             for (const double q : m.info.quantiles)
-              p.quantile_values.push_back(s.summary->delta.Quantile(q));
-            s.summary->delta.Clear();
+              p.quantile_values.push_back(x->summary->delta.Quantile(q));
+            x->summary->delta.Clear();
           }
-          s.delta_count = 0;
-          s.delta_sum = 0;
+          x->delta_count = 0;
+          x->delta_sum = 0;
           break;
       }
-      if (changed) points.series.push_back(std::move(p));
+      if (changed) {
+        p.labels = Labels(m, table.key(t));
+        points.series.push_back(std::move(p));
+      }
     }
     out.push_back(std::move(points));
   }

@@ -1,0 +1,142 @@
+// Aggregation of decoded catalog events into existing series (Shard::Record), and memory per
+// series. Events are decoded once up front; the loop measures the engine alone.
+#include <benchmark/benchmark.h>
+
+#include <malloc.h>
+
+#include <string>
+#include <vector>
+
+#include "telemetryd/aggregate/engine.h"
+#include "telemetryd/config/catalog_loader.h"
+#include "telemetryd/wire/decoder.h"
+#include "telemetryd/wire/encoder.h"
+
+namespace {
+
+using namespace telemetryd;
+
+// Decoded events kept alive past the decoder call: copies of the measurement and metadata arrays,
+// pointing into `frame` (scalar metadata only, as in these events).
+struct DecodedFrame : wire::FrameVisitor {
+  std::vector<std::uint8_t> frame;
+  wire::FrameInfo info;
+  std::vector<std::vector<wire::Measurement>> measurements;
+  std::vector<std::vector<wire::MetadataField>> metadata;
+  std::vector<wire::Event> events;
+
+  void OnEvent(const wire::FrameInfo& f, const wire::Event& e) noexcept override {
+    info = f;
+    measurements.emplace_back(e.measurements.begin(), e.measurements.end());
+    metadata.emplace_back(e.metadata.begin(), e.metadata.end());
+    events.push_back(e);
+  }
+  void OnError(wire::DecodeError, std::uint32_t) noexcept override {}
+  void Fix() {
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      events[i].measurements = measurements[i];
+      events[i].metadata = metadata[i];
+    }
+  }
+};
+
+std::unique_ptr<DecodedFrame> VsrFrame(int events, int nodes) {
+  wire::FrameEncoder encoder(wire::EncoderOptions{.max_frame_bytes = 1 << 20});
+  for (int i = 0; i < events; ++i) {
+    wire::EventRecord e;
+    e.name = "vsr.protocol.prepare.sent";
+    e.measurements = {{"count", wire::Number::Int(2 + i % 3)}};
+    e.metadata = {{"node_id", wire::Term::String("vsr-node-" + std::to_string(i % nodes))},
+                  {"view_number", wire::Term::Int(4)},
+                  {"status", wire::Term::Atom("normal")},
+                  {"cluster_size", wire::Term::Int(3)},
+                  {"op_number", wire::Term::Int(120'000 + i)},
+                  {"commit_number", wire::Term::Int(119'999 + i)}};
+    encoder.Add(e);
+  }
+  auto out = std::make_unique<DecodedFrame>();
+  const auto bytes = encoder.Finish();
+  out->frame.assign(bytes.begin(), bytes.end());
+  wire::FrameDecoder decoder;
+  decoder.Decode(out->frame, *out);
+  out->Fix();
+  return out;
+}
+
+std::unique_ptr<aggregate::Engine> BuiltinEngine(aggregate::EngineOptions options = {}) {
+  auto catalogs = config::LoadCatalogs({TELEMETRYD_CATALOG_DIR});
+  if (!catalogs) return nullptr;
+  auto engine = aggregate::Engine::Create(*catalogs, options);
+  return engine ? std::move(*engine) : nullptr;
+}
+
+// The VSR prepare.sent event feeds the catalog's metrics on it (a counter and a sum by node).
+void BM_RecordVsrEvent(benchmark::State& state) {
+  auto engine = BuiltinEngine();
+  auto shard = engine->NewShard();
+  const auto frame = VsrFrame(20, 5);
+  for (const auto& e : frame->events) shard->Record(frame->info, e);  // series exist from here
+  for (auto _ : state) {
+    for (const auto& e : frame->events) shard->Record(frame->info, e);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * 20);
+  state.counters["metric_updates_per_event"] =
+      static_cast<double>(shard->recorded()) / static_cast<double>((state.iterations() + 1) * 20);
+}
+BENCHMARK(BM_RecordVsrEvent);
+
+// StatsD counter with two DogStatsD tags into an existing series.
+void BM_RecordStatsdCounter(benchmark::State& state) {
+  auto engine = BuiltinEngine();
+  auto shard = engine->NewShard();
+  const aggregate::StatsdTagView tags[] = {{"env", "prod"}, {"host", "web-1"}};
+  const aggregate::StatsdInput sample{
+      "app.requests", aggregate::StatsdKind::kCounter, 1, {}, false, 1, tags};
+  shard->RecordStatsd(sample);
+  for (auto _ : state) shard->RecordStatsd(sample);
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_RecordStatsdCounter);
+
+// Heap bytes per counter series (shard entry + merged store entry), label strings included,
+// measured with mallinfo2 around creating N series.
+void BM_MemoryPerCounterSeries(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  for (auto _ : state) {
+    aggregate::EngineOptions options;
+    options.max_series_per_metric = n + 1;
+    options.max_series_total = n + 1;
+    options.statsd_max_metrics = 10;
+    auto engine = BuiltinEngine(options);
+    auto shard = engine->NewShard();
+    malloc_trim(0);
+    // uordblks: heap chunks in use; hblkhd: large blocks the allocator mapped separately.
+    const std::size_t before = mallinfo2().uordblks + mallinfo2().hblkhd;
+    char name[32];
+    const aggregate::StatsdTagView tags[] = {{"id", {}}};
+    aggregate::StatsdTagView tag = tags[0];
+    for (std::size_t i = 0; i < n; ++i) {
+      const int len = std::snprintf(name, sizeof name, "%08zu", i);
+      tag.value = std::string_view(name, static_cast<std::size_t>(len));
+      shard->RecordStatsd(
+          aggregate::StatsdInput{"c", aggregate::StatsdKind::kCounter, 1, {}, false, 1, {&tag, 1}});
+    }
+    shard->Flush();
+    const std::size_t after = mallinfo2().uordblks + mallinfo2().hblkhd;
+    state.counters["bytes_per_series"] =
+        static_cast<double>(after - before) / static_cast<double>(n);
+    // Label text per series: the key "<metric id>\x1fid=00000000" once in each of the two tables.
+    state.counters["label_bytes_per_series"] =
+        2.0 * static_cast<double>(sizeof("c\x1fid=00000000"));
+    state.counters["series"] = static_cast<double>(engine->counters().series);
+  }
+}
+BENCHMARK(BM_MemoryPerCounterSeries)
+    ->Arg(100'000)
+    ->Arg(1'000'000)
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();
