@@ -1,5 +1,8 @@
 #include <doctest/doctest.h>
 
+#include <fstream>
+#include <iterator>
+
 #include "telemetryd/config/config.h"
 
 using namespace telemetryd;
@@ -70,4 +73,20 @@ TEST_CASE("a missing file is an error, not a crash") {
   const auto config = LoadConfigFile("/nonexistent/telemetryd.yaml");
   REQUIRE_FALSE(config.has_value());
   CHECK(config.error().code == "config.read");
+}
+
+TEST_CASE("the full example of docs/configuration.md is a valid configuration") {
+  std::ifstream in(std::string(TELEMETRYD_SOURCE_DIR) + "/docs/configuration.md");
+  REQUIRE(in.good());
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto heading = text.find("## Full example");
+  REQUIRE(heading != std::string::npos);
+  const auto start = text.find("```yaml\n", heading);
+  const auto end = text.find("```", start + 8);
+  REQUIRE(start != std::string::npos);
+  const auto config = ParseConfig(text.substr(start + 8, end - start - 8), "configuration.md");
+  REQUIRE_MESSAGE(config.has_value(), (config ? "" : config.error().message));
+  CHECK(config->aggregation.statsd_mappings.size() == 1);
+  CHECK(config->aggregation.series_ttl == std::chrono::seconds(3600));
+  CHECK(config->catalogs.paths == std::vector<std::string>{"/etc/telemetryd/catalogs.d"});
 }
