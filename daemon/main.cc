@@ -181,9 +181,24 @@ int Run(const config::Config& cfg) {
       return 1;
     }
     endpoint = std::move(*started);
+    if (!cfg.prometheus.username.empty()) {
+      endpoint->RequireBasicAuth(cfg.prometheus.username, cfg.prometheus.password);
+    }
     self_metrics = std::make_shared<exporters::SelfMetrics>(
         **server, [&](std::vector<prometheus::MetricFamily>& out) {
           AddAggregationMetrics(*engine, shards, out);
+          if (aggregated) {
+            exporters::AddSample(
+                exporters::AddFamily(out, "telemetryd_scrape_duration_seconds",
+                                     "Time the previous scrape took to flush, snapshot and convert.",
+                                     prometheus::MetricType::Gauge),
+                {}, aggregated->last_duration_seconds());
+            exporters::AddSample(
+                exporters::AddFamily(out, "telemetryd_exposition_name_clashes",
+                                     "Metrics left out of the last scrape: their name clashed.",
+                                     prometheus::MetricType::Gauge),
+                {}, static_cast<double>(aggregated->clashes()));
+          }
         });
     aggregated = std::make_shared<exporters::AggregateCollector>([&] {
       flush();

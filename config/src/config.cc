@@ -315,8 +315,16 @@ Expected<Config> ParseConfig(std::string_view yaml, const std::string& source) {
     }
 
     const YAML::Node prom = root["prometheus"];
-    if (r.Map(prom, "prometheus", {"enabled", "address", "port"})) {
+    if (r.Map(prom, "prometheus", {"enabled", "address", "port", "basic_auth"})) {
       r.Bool(prom, "enabled", "prometheus", config.prometheus.enabled);
+      const YAML::Node auth = prom["basic_auth"];
+      if (r.Map(auth, "prometheus.basic_auth", {"username", "password"})) {
+        r.String(auth, "username", "prometheus.basic_auth", config.prometheus.username);
+        r.String(auth, "password", "prometheus.basic_auth", config.prometheus.password);
+        if (config.prometheus.username.empty() || config.prometheus.password.empty()) {
+          r.Fail(auth, "prometheus.basic_auth", "needs both username and password");
+        }
+      }
       r.String(prom, "address", "prometheus", config.prometheus.address);
       r.Unsigned(prom, "port", "prometheus", config.prometheus.port, 0, 65535);
     }
@@ -434,6 +442,12 @@ std::string DumpConfig(const Config& config) {
   out << YAML::Key << "enabled" << YAML::Value << config.prometheus.enabled;
   out << YAML::Key << "address" << YAML::Value << config.prometheus.address;
   out << YAML::Key << "port" << YAML::Value << config.prometheus.port;
+  if (!config.prometheus.username.empty()) {
+    out << YAML::Key << "basic_auth" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "username" << YAML::Value << config.prometheus.username;
+    out << YAML::Key << "password" << YAML::Value << config.prometheus.password;
+    out << YAML::EndMap;
+  }
   out << YAML::EndMap;
   static constexpr const char* kLevels[] = {"debug", "info", "warn", "error"};
   out << YAML::Key << "logging" << YAML::Value << YAML::BeginMap;

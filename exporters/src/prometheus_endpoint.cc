@@ -1,12 +1,24 @@
 #include "telemetryd/exporters/prometheus_endpoint.h"
 
 #include <prometheus/exposer.h>
+#include <prometheus/metric_family.h>
 
 namespace telemetryd::exporters {
 
+namespace {
+// An endpoint with no metrics: a 200 with an empty body.
+class Empty final : public prometheus::Collectable {
+ public:
+  std::vector<prometheus::MetricFamily> Collect() const override { return {}; }
+};
+}  // namespace
+
 PrometheusEndpoint::PrometheusEndpoint(std::unique_ptr<prometheus::Exposer> exposer,
                                        std::uint16_t port)
-    : exposer_(std::move(exposer)), port_(port) {}
+    : exposer_(std::move(exposer)), port_(port), health_(std::make_shared<Empty>()) {
+  exposer_->RegisterCollectable(health_, "/-/healthy");
+  exposer_->RegisterCollectable(health_, "/-/ready");
+}
 
 PrometheusEndpoint::~PrometheusEndpoint() = default;
 
@@ -24,6 +36,15 @@ Expected<std::unique_ptr<PrometheusEndpoint>> PrometheusEndpoint::Start(const st
   } catch (const std::exception& e) {
     return Error{"prometheus.bind", "cannot listen on " + bind + ": " + e.what()};
   }
+}
+
+void PrometheusEndpoint::RequireBasicAuth(const std::string& username,
+                                          const std::string& password) {
+  exposer_->RegisterAuth(
+      [username, password](const std::string& user, const std::string& pass) {
+        return user == username && pass == password;
+      },
+      "telemetryd");
 }
 
 void PrometheusEndpoint::Register(const std::weak_ptr<prometheus::Collectable>& collectable) {

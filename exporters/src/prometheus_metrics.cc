@@ -1,5 +1,6 @@
 #include "telemetryd/exporters/prometheus_metrics.h"
 
+#include <chrono>
 #include <map>
 
 #include "telemetryd/wire/format.h"
@@ -204,9 +205,12 @@ std::vector<prometheus::MetricFamily> ToFamilies(const std::vector<aggregate::Me
 }
 
 std::vector<prometheus::MetricFamily> AggregateCollector::Collect() const {
+  const auto start = std::chrono::steady_clock::now();
   std::uint64_t clashes = 0;
   auto families = ToFamilies(snapshot_(), &clashes);
   clashes_.store(clashes);
+  last_duration_.store(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   return families;
 }
 

@@ -19,6 +19,9 @@ struct PrometheusOptions {
   bool enabled = true;
   std::string address = "127.0.0.1";
   std::uint16_t port = 9568;
+  // HTTP basic auth for /metrics when both are set.
+  std::string username;
+  std::string password;
 };
 
 struct LoggingOptions {

@@ -45,8 +45,11 @@ class AggregateCollector final : public prometheus::Collectable {
       : snapshot_(std::move(snapshot)) {}
   std::vector<prometheus::MetricFamily> Collect() const override;
   [[nodiscard]] std::uint64_t clashes() const noexcept { return clashes_.load(); }
+  // Wall time of the last scrape's flush, snapshot and conversion, in seconds.
+  [[nodiscard]] double last_duration_seconds() const noexcept { return last_duration_.load(); }
 
  private:
+  mutable std::atomic<double> last_duration_{0};
   std::function<std::vector<aggregate::MetricPoints>()> snapshot_;
   mutable std::atomic<std::uint64_t> clashes_{0};
 };
