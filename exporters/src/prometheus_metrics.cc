@@ -1,5 +1,6 @@
 #include "telemetryd/exporters/prometheus_metrics.h"
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 
@@ -145,11 +146,11 @@ Status CheckNames(const std::vector<aggregate::MetricInfo>& metrics) {
   return Ok{};
 }
 
-std::vector<prometheus::MetricFamily> ToFamilies(const std::vector<aggregate::MetricPoints>& points,
+std::vector<prometheus::MetricFamily> ToFamilies(std::vector<aggregate::MetricPoints> points,
                                                  std::uint64_t* clashes) {
   std::vector<prometheus::MetricFamily> out;
   std::map<std::string, bool> used;
-  for (const auto& m : points) {
+  for (auto& m : points) {
     if (m.series.empty()) continue;
     const PrometheusName p = NameFor(m.info);
     if (!used.emplace(p.name, true).second) {
@@ -160,9 +161,19 @@ std::vector<prometheus::MetricFamily> ToFamilies(const std::vector<aggregate::Me
     family.name = p.name;
     family.help = m.info.description.empty() ? m.info.name : m.info.description;
     family.type = p.type;
-    for (const auto& s : m.series) {
+    family.metric.reserve(m.series.size());
+    // Label names repeat in every series of a metric: sanitize each once.
+    std::vector<std::pair<std::string, std::string>> names;
+    for (auto& s : m.series) {
       prometheus::ClientMetric cm;
-      for (const auto& [k, v] : s.labels) cm.label.push_back({LabelName(k), LabelValue(v)});
+      cm.label.reserve(s.labels.size());
+      for (auto& [k, v] : s.labels) {
+        auto it =
+            std::find_if(names.begin(), names.end(), [&](const auto& n) { return n.first == k; });
+        if (it == names.end()) it = names.insert(names.end(), {k, LabelName(k)});
+        // The snapshot is ours: move valid values instead of copying them.
+        cm.label.push_back({it->second, wire::IsValidUtf8(v) ? std::move(v) : LabelValue(v)});
+      }
       switch (p.type) {
         case prometheus::MetricType::Counter:
           cm.counter.value = s.value * p.scale;

@@ -117,16 +117,19 @@ std::optional<int> DaemonProcess::Signal(int signo, std::chrono::milliseconds ti
   return std::nullopt;
 }
 
-std::string HttpGet(std::uint16_t port, const std::string& path) {
+HttpResponse HttpRequest(std::uint16_t port, const std::string& path,
+                         const std::string& extra_headers) {
   namespace asio = boost::asio;
+  HttpResponse out;
   asio::io_context io;
   asio::ip::tcp::socket socket(io);
   boost::system::error_code ec;
   socket.connect({asio::ip::make_address("127.0.0.1"), port}, ec);
-  if (ec) return {};
-  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  if (ec) return out;
+  const std::string request =
+      "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n" + extra_headers + "\r\n";
   asio::write(socket, asio::buffer(request), ec);
-  if (ec) return {};
+  if (ec) return out;
   std::string response;
   char buf[65536];
   while (true) {
@@ -134,8 +137,50 @@ std::string HttpGet(std::uint16_t port, const std::string& path) {
     response.append(buf, n);
     if (ec) break;
   }
-  const auto body = response.find("\r\n\r\n");
-  return body == std::string::npos ? std::string{} : response.substr(body + 4);
+  const auto split = response.find("\r\n\r\n");
+  if (split == std::string::npos || response.size() < 12) return out;
+  out.status = std::atoi(response.substr(9, 3).c_str());
+  out.headers = response.substr(0, split);
+  out.body = response.substr(split + 4);
+  return out;
+}
+
+std::string HttpGet(std::uint16_t port, const std::string& path) {
+  return HttpRequest(port, path).body;
+}
+
+std::uint16_t FreeTcpPort() {
+  namespace asio = boost::asio;
+  asio::io_context io;
+  asio::ip::tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
+  return acceptor.local_endpoint().port();
+}
+
+ChildProcess::ChildProcess(std::vector<std::string> argv, const std::string& log_path) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  if (::posix_spawn(&pid_, argv[0].c_str(), &actions, nullptr, args.data(), environ) != 0) {
+    pid_ = -1;
+  }
+  posix_spawn_file_actions_destroy(&actions);
+}
+
+ChildProcess::~ChildProcess() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGTERM);
+  int status = 0;
+  for (int i = 0; i < 500; ++i) {
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, &status, 0);
 }
 
 std::optional<double> MetricValue(const std::string& exposition, const std::string& series) {

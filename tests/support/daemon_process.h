@@ -49,6 +49,32 @@ class DaemonProcess {
 // GET http://127.0.0.1:port/path; returns the body (empty on failure).
 std::string HttpGet(std::uint16_t port, const std::string& path);
 
+struct HttpResponse {
+  int status = 0;  // 0: no answer
+  std::string headers;
+  std::string body;
+};
+// GET with extra request header lines (each ending in "\r\n").
+HttpResponse HttpRequest(std::uint16_t port, const std::string& path,
+                         const std::string& extra_headers = "");
+
+// A port on 127.0.0.1 that was free a moment ago (bind to 0, read it, close).
+std::uint16_t FreeTcpPort();
+
+// Any other program the test runs (a Prometheus server, say): output to `log_path`, ended by pid
+// when the object goes.
+class ChildProcess {
+ public:
+  ChildProcess(std::vector<std::string> argv, const std::string& log_path);
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+  [[nodiscard]] bool started() const { return pid_ > 0; }
+
+ private:
+  pid_t pid_ = -1;
+};
+
 // The value of one sample in a Prometheus text exposition, e.g.
 // MetricValue(text, "telemetryd_ingest_events_total{listener=\"native_udp\"}").
 std::optional<double> MetricValue(const std::string& exposition, const std::string& series);

@@ -35,7 +35,7 @@ Status CheckNames(const std::vector<aggregate::MetricInfo>& metrics);
 
 // Families for a snapshot. Metrics whose name clashes with an earlier one are left out and counted
 // in `clashes`.
-std::vector<prometheus::MetricFamily> ToFamilies(const std::vector<aggregate::MetricPoints>& points,
+std::vector<prometheus::MetricFamily> ToFamilies(std::vector<aggregate::MetricPoints> points,
                                                  std::uint64_t* clashes = nullptr);
 
 class AggregateCollector final : public prometheus::Collectable {

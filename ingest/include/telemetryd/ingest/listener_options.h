@@ -24,8 +24,10 @@ struct ListenerOptions {
   std::uint16_t port = 0;  // 0: the kernel picks one (tests); IngestServer reports it
 
   // UDP
-  std::size_t receive_buffer_bytes = 16 * 1024 * 1024;  // SO_RCVBUF(FORCE)
-  std::size_t batch = 32;                               // datagrams per recvmmsg call
+  // SO_RCVBUF(FORCE). Memory is taken only while the workers fall behind; 64 MiB absorbs a
+  // scrape-length stall at millions of events per second (bench/README.md).
+  std::size_t receive_buffer_bytes = 64 * 1024 * 1024;
+  std::size_t batch = 32;  // datagrams per recvmmsg call
 
   // TCP
   std::size_t max_frame_bytes = 1024 * 1024;  // native frames; StatsD: longest line

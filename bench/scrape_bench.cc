@@ -1,0 +1,95 @@
+// A scrape of N series: flush, snapshot, conversion to metric families and text serialization (what
+// /metrics does per request), and the same text gzip-compressed. Reports response bytes.
+#include <benchmark/benchmark.h>
+#include <zlib.h>
+
+#include <prometheus/text_serializer.h>
+
+#include <sstream>
+#include <string>
+
+#include "telemetryd/aggregate/engine.h"
+#include "telemetryd/exporters/prometheus_metrics.h"
+
+namespace {
+
+using namespace telemetryd;
+
+// N series with two labels each: counters and gauges only (mix 0), or also one series in ten a
+// timer histogram of 13 buckets (mix 1: about 3.3 exposition lines per series).
+struct Populated {
+  std::unique_ptr<aggregate::Engine> engine;
+  std::unique_ptr<aggregate::Shard> shard;
+};
+
+Populated Populate(std::size_t series, bool histograms) {
+  aggregate::EngineOptions options;
+  options.max_series_per_metric = series;
+  options.max_series_total = series * 2;
+  auto created = aggregate::Engine::Create({}, options);
+  std::unique_ptr<aggregate::Engine> engine = std::move(*created);
+  auto shard = engine->NewShard();
+  char host[32];
+  char id[32];
+  for (std::size_t i = 0; i < series; ++i) {
+    const int hl = std::snprintf(host, sizeof host, "web-%zu", i % 100);
+    const int il = std::snprintf(id, sizeof id, "%zu", i);
+    const aggregate::StatsdTagView tags[] = {
+        {"host", std::string_view(host, static_cast<std::size_t>(hl))},
+        {"id", std::string_view(id, static_cast<std::size_t>(il))}};
+    const auto kind = histograms && i % 10 == 0 ? aggregate::StatsdKind::kTimer
+                      : i % 3 == 0              ? aggregate::StatsdKind::kGauge
+                                                : aggregate::StatsdKind::kCounter;
+    const char* name = kind == aggregate::StatsdKind::kTimer   ? "app.latency"
+                       : kind == aggregate::StatsdKind::kGauge ? "app.queue"
+                                                               : "app.requests";
+    shard->RecordStatsd(
+        aggregate::StatsdInput{name, kind, static_cast<double>(i % 1000), {}, false, 1, tags});
+  }
+  shard->Flush();
+  return {std::move(engine), std::move(shard)};
+}
+
+std::string Gzip(const std::string& text) {
+  z_stream z{};
+  deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+  std::string out(deflateBound(&z, text.size()), '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(text.data()));
+  z.avail_in = static_cast<uInt>(text.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  deflate(&z, Z_FINISH);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+void BM_Scrape(benchmark::State& state) {
+  const auto series = static_cast<std::size_t>(state.range(0));
+  const bool gzip = state.range(1) != 0;
+  auto p = Populate(series, state.range(2) != 0);
+  std::size_t bytes = 0;
+  for (auto _ : state) {
+    p.shard->Flush();
+    std::ostringstream out;
+    prometheus::TextSerializer().Serialize(out, exporters::ToFamilies(p.engine->Collect()));
+    std::string text = out.str();
+    if (gzip) text = Gzip(text);
+    bytes = text.size();
+    benchmark::DoNotOptimize(text);
+  }
+  state.counters["response_bytes"] = static_cast<double>(bytes);
+  state.counters["series"] = static_cast<double>(p.engine->counters().series);
+}
+BENCHMARK(BM_Scrape)
+    ->ArgNames({"series", "gzip", "histograms"})
+    ->Args({100'000, 0, 0})
+    ->Args({100'000, 1, 0})
+    ->Args({100'000, 0, 1})
+    ->Args({100'000, 1, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,250 @@
+// telemetryd against the real Prometheus: promtool accepts its exposition with all four built-in
+// catalogs populated, and a Prometheus server scraping it every second answers PromQL with the
+// values that were sent.
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+// Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
+#include <utility>
+
+#include <boost/asio.hpp>
+
+#include "support/catalog_events.h"
+#include "support/daemon_process.h"
+#include "telemetryd/client/client.h"
+#include "telemetryd/config/catalog_loader.h"
+
+using namespace telemetryd;
+using telemetryd::test::ChildProcess;
+using telemetryd::test::DaemonProcess;
+using telemetryd::test::Eventually;
+using telemetryd::test::HttpGet;
+using telemetryd::test::HttpRequest;
+using telemetryd::test::MetricValue;
+
+namespace {
+
+constexpr const char* kPromtool = "/usr/bin/promtool";
+constexpr const char* kPrometheus = "/usr/bin/prometheus";
+
+const std::string kDaemonConfig = R"(
+listeners:
+  native: {udp: {port: 0}, tcp: {port: 0}}
+  statsd: {udp: {port: 0}, tcp: {enabled: false}}
+prometheus: {port: 0}
+)";
+
+std::unique_ptr<client::Client> Connect(const DaemonProcess& d) {
+  client::ClientOptions options;
+  options.transport = client::Transport::kTcp;
+  options.port = d.port("native_tcp");
+  auto c = client::Client::Connect(options);
+  REQUIRE(c.has_value());
+  return std::move(*c);
+}
+
+wire::EventRecord Event(std::string name, std::vector<std::pair<std::string, wire::Number>> m,
+                        std::vector<std::pair<std::string, wire::Term>> meta) {
+  wire::EventRecord e;
+  e.name = std::move(name);
+  e.measurements = std::move(m);
+  e.metadata = std::move(meta);
+  return e;
+}
+
+std::string TempDir() {
+  char path[] = "/tmp/telemetryd-prom-XXXXXX";
+  return ::mkdtemp(path) != nullptr ? std::string(path) : std::string();
+}
+
+std::string UrlEncode(const std::string& s) {
+  std::string out;
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (std::isalnum(c) != 0 || c == '_' || c == '-' || c == '.') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      char buf[4];
+      std::snprintf(buf, sizeof buf, "%%%02X", c);
+      out += buf;
+    }
+  }
+  return out;
+}
+
+// The value of a PromQL instant query with one result, or NaN.
+double Query(std::uint16_t port, const std::string& promql) {
+  const std::string body = HttpGet(port, "/api/v1/query?query=" + UrlEncode(promql));
+  const auto json = nlohmann::json::parse(body, nullptr, false);
+  if (json.is_discarded() || json.value("status", "") != "success") return std::nan("");
+  const auto& result = json["data"]["result"];
+  if (!result.is_array() || result.size() != 1) return std::nan("");
+  return std::stod(result[0]["value"][1].get<std::string>());
+}
+
+}  // namespace
+
+TEST_CASE("promtool accepts the exposition with every built-in catalog populated") {
+  REQUIRE_MESSAGE(std::filesystem::exists(kPromtool),
+                  "promtool is missing: scripts/install-deps installs it");
+  const auto catalogs = config::LoadCatalogs({TELEMETRYD_CATALOG_DIR});
+  REQUIRE(catalogs.has_value());
+  DaemonProcess d(TELEMETRYD_BINARY, kDaemonConfig);
+  REQUIRE_MESSAGE(d.ready(), d.log());
+  auto c = Connect(d);
+  const std::size_t sent = telemetryd::test::SendEveryCatalogEvent(*c, *catalogs);
+  REQUIRE(sent > 80);
+  // StatsD too: counter, gauge, timer, histogram, set, with and without tags.
+  {
+    namespace asio = boost::asio;
+    asio::io_context io;
+    asio::ip::udp::socket socket(io, asio::ip::udp::v4());
+    const std::string lines =
+        "app.requests:1|c|#env:prod,canary\napp.queue:5|g\napp.latency:12|ms|@0.5\n"
+        "app.size:300|h|#env:prod\napp.users:alice|s\n";
+    socket.send_to(asio::buffer(lines),
+                   {asio::ip::make_address("127.0.0.1"), d.port("statsd_udp")});
+  }
+  REQUIRE(Eventually([&] {
+    const auto text = HttpGet(d.port("prometheus"), "/metrics");
+    return MetricValue(text, "telemetryd_ingest_events_total{listener=\"native_tcp\"}") ==
+               static_cast<double>(sent) &&
+           MetricValue(text, "telemetryd_ingest_events_total{listener=\"statsd_udp\"}") == 5;
+  }));
+  const std::string dir = TempDir();
+  const std::string exposition = dir + "/metrics.txt";
+  {
+    std::ofstream out(exposition);
+    out << HttpGet(d.port("prometheus"), "/metrics");
+  }
+  const std::string command = std::string(kPromtool) + " check metrics < " + exposition + " 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  std::string output;
+  char buf[512];
+  while (std::fgets(buf, sizeof buf, pipe) != nullptr) output += buf;
+  const int status = ::pclose(pipe);
+  CHECK_MESSAGE(WEXITSTATUS(status) == 0, output);
+  CHECK_MESSAGE(output.empty(), output);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("gzip on request, basic auth when configured, health endpoints") {
+  DaemonProcess d(TELEMETRYD_BINARY, kDaemonConfig + "\nlogging: {level: info}\n");
+  REQUIRE(d.ready());
+  const auto plain = HttpRequest(d.port("prometheus"), "/metrics");
+  CHECK(plain.status == 200);
+  CHECK(plain.headers.find("Content-Encoding: gzip") == std::string::npos);
+  const auto zipped = HttpRequest(d.port("prometheus"), "/metrics", "Accept-Encoding: gzip\r\n");
+  CHECK(zipped.status == 200);
+  CHECK(zipped.headers.find("Content-Encoding: gzip") != std::string::npos);
+  REQUIRE(zipped.body.size() > 2);
+  CHECK(static_cast<unsigned char>(zipped.body[0]) == 0x1f);  // gzip magic
+  CHECK(static_cast<unsigned char>(zipped.body[1]) == 0x8b);
+  CHECK(HttpRequest(d.port("prometheus"), "/-/healthy").status == 200);
+  CHECK(HttpRequest(d.port("prometheus"), "/-/ready").status == 200);
+
+  DaemonProcess secured(TELEMETRYD_BINARY,
+                        R"(
+listeners:
+  native: {udp: {port: 0}, tcp: {port: 0}}
+  statsd: {udp: {port: 0}, tcp: {port: 0}}
+prometheus: {port: 0, basic_auth: {username: scraper, password: s3cret}}
+)");
+  REQUIRE(secured.ready());
+  CHECK(HttpRequest(secured.port("prometheus"), "/metrics").status == 401);
+  // "scraper:s3cret" in base64.
+  CHECK(HttpRequest(secured.port("prometheus"), "/metrics",
+                    "Authorization: Basic c2NyYXBlcjpzM2NyZXQ=\r\n")
+            .status == 200);
+  CHECK(HttpRequest(secured.port("prometheus"), "/metrics",
+                    "Authorization: Basic c2NyYXBlcjp3cm9uZw==\r\n")
+            .status == 401);
+}
+
+TEST_CASE("a real Prometheus server scraping every second answers PromQL with what was sent") {
+  REQUIRE_MESSAGE(std::filesystem::exists(kPrometheus),
+                  "prometheus is missing: scripts/install-deps installs it");
+  DaemonProcess d(TELEMETRYD_BINARY, kDaemonConfig);
+  REQUIRE(d.ready());
+  const std::string dir = TempDir();
+  const std::uint16_t prom_port = telemetryd::test::FreeTcpPort();
+  {
+    std::ofstream config(dir + "/prometheus.yml");
+    config << "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+              "scrape_configs:\n"
+              "  - job_name: telemetryd\n"
+              "    static_configs: [{targets: ['127.0.0.1:"
+           << d.port("prometheus") << "']}]\n";
+  }
+  ChildProcess prometheus(
+      {kPrometheus, "--config.file=" + dir + "/prometheus.yml",
+       "--storage.tsdb.path=" + dir + "/data",
+       "--web.listen-address=127.0.0.1:" + std::to_string(prom_port), "--log.level=warn"},
+      dir + "/prometheus.log");
+  REQUIRE(prometheus.started());
+  REQUIRE_MESSAGE(Eventually([&] { return HttpRequest(prom_port, "/-/ready").status == 200; },
+                             std::chrono::seconds(30)),
+                  "prometheus did not become ready");
+
+  auto c = Connect(d);
+  const auto node = wire::Term::String("n1");
+  auto send = [&](const wire::EventRecord& e, int times) {
+    for (int i = 0; i < times; ++i) REQUIRE(c->Send(e));
+    REQUIRE(c->Flush());
+  };
+  const auto prepare = Event("vsr.protocol.prepare.sent", {{"count", wire::Number::Int(2)}},
+                             {{"node_id", node}, {"status", wire::Term::Atom("normal")}});
+  send(prepare, 5);
+  // 3 ms in native nanoseconds, ten times.
+  send(Event("vsr.state_machine.operation.stop",
+             {{"monotonic_time", wire::Number::Int(1)}, {"duration", wire::Number::Int(3'000'000)}},
+             {{"node_id", node}}),
+       10);
+  send(Event("router_core.route.stop", {{"duration", wire::Number::Int(1830)}},
+             {{"tenant_id", wire::Term::String("t")},
+              {"policy_id", wire::Term::String("p")},
+              {"provider_id", wire::Term::String("openai")},
+              {"reason", wire::Term::String("weighted")},
+              {"result", wire::Term::Atom("ok")}}),
+       10);
+  send(Event("snakepit.pool.saturated",
+             {{"count", wire::Number::Int(1)}, {"queue_size", wire::Number::Int(42)}},
+             {{"pool", wire::Term::Atom("hpc_pool")}}),
+       1);
+
+  const std::string counter = "vsr_protocol_prepare_sent_count_total{node_id=\"n1\"}";
+  REQUIRE_MESSAGE(
+      Eventually([&] { return Query(prom_port, counter) == 5; }, std::chrono::seconds(20)),
+      "the counter never reached 5 in Prometheus");
+  send(prepare, 7);
+  REQUIRE(Eventually([&] { return Query(prom_port, counter) == 12; }, std::chrono::seconds(20)));
+  // The counter's increase over the last minute, computed by PromQL from the scraped samples.
+  CHECK(Query(prom_port,
+              "max_over_time(" + counter + "[1m]) - min_over_time(" + counter + "[1m])") == 7);
+  CHECK(Query(prom_port, "increase(" + counter + "[1m])") > 0);
+
+  // All ten observations were 3 ms: the median lies in the bucket (2.56 ms, 5.12 ms].
+  const double median =
+      Query(prom_port,
+            "histogram_quantile(0.5, vsr_state_machine_operation_stop_duration_seconds_bucket)");
+  CHECK(median > 0.00256);
+  CHECK(median <= 0.00512);
+  // The summary's median within the sketch's 1% of 1830 microseconds.
+  const double route_median =
+      Query(prom_port, "router_core_route_duration_seconds{quantile=\"0.5\"}");
+  CHECK(std::fabs(route_median - 0.00183) <= 0.01 * 0.00183);
+  CHECK(Query(prom_port,
+              "snakepit_pool_saturated_queue_size{pool=\"a_pool\"} or "
+              "snakepit_pool_saturated_queue_size{pool=\"hpc_pool\"}") == 42);
+  CHECK(Query(prom_port, "up{job=\"telemetryd\"}") == 1);
+  std::filesystem::remove_all(dir);
+}
