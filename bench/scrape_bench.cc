@@ -1,6 +1,7 @@
 // A scrape of N series: flush, snapshot, conversion to metric families and text serialization (what
 // /metrics does per request), and the same text gzip-compressed. Reports response bytes.
 #include <benchmark/benchmark.h>
+#include <malloc.h>
 #include <zlib.h>
 
 #include <prometheus/text_serializer.h>
@@ -69,7 +70,7 @@ void BM_Scrape(benchmark::State& state) {
   const bool gzip = state.range(1) != 0;
   auto p = Populate(series, state.range(2) != 0);
   std::size_t bytes = 0;
-  for (auto _ : state) {
+  auto scrape = [&] {
     p.shard->Flush();
     std::ostringstream out;
     prometheus::TextSerializer().Serialize(out, exporters::ToFamilies(p.engine->Collect()));
@@ -77,7 +78,11 @@ void BM_Scrape(benchmark::State& state) {
     if (gzip) text = Gzip(text);
     bytes = text.size();
     benchmark::DoNotOptimize(text);
-  }
+  };
+  // A daemon scrapes again and again: measure that steady state, not the first scrape's page
+  // faults on memory the allocator has not had yet.
+  scrape();
+  for (auto _ : state) scrape();
   state.counters["response_bytes"] = static_cast<double>(bytes);
   state.counters["series"] = static_cast<double>(p.engine->counters().series);
 }
@@ -88,8 +93,17 @@ BENCHMARK(BM_Scrape)
     ->Args({100'000, 0, 1})
     ->Args({100'000, 1, 1})
     ->Unit(benchmark::kMillisecond)
+    ->MinTime(2)
     ->UseRealTime();
 
 }  // namespace
 
-BENCHMARK_MAIN();
+// The daemon's allocator settings (daemon/main.cc): freed scrape memory stays in the process.
+int main(int argc, char** argv) {
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

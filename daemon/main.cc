@@ -2,7 +2,9 @@
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 #include <utility>
 
+#include <malloc.h>
 #include <array>
+
 #include <boost/asio.hpp>
 #include <cstdio>
 #include <cstring>
@@ -18,6 +20,7 @@
 #include "telemetryd/exporters/prometheus_endpoint.h"
 #include "telemetryd/exporters/prometheus_metrics.h"
 #include "telemetryd/exporters/self_metrics.h"
+#include "telemetryd/exporters/statsd_push.h"
 #include "telemetryd/ingest/ingest_server.h"
 #include "telemetryd/ingest/sinks.h"
 
@@ -170,6 +173,14 @@ int Run(const config::Config& cfg) {
     (*server)->RunOnWorkers([&shards](std::size_t worker) { shards[worker]->Flush(); },
                             std::chrono::seconds(2));
   };
+  std::unique_ptr<exporters::StatsdPusher> pusher;
+  if (cfg.statsd_push.enabled) {
+    pusher = std::make_unique<exporters::StatsdPusher>(cfg.statsd_push);
+    log::Write(log::Level::kInfo, "statsd push to " +
+                                      std::to_string(cfg.statsd_push.destinations.size()) +
+                                      " destination(s) every " +
+                                      std::to_string(cfg.statsd_push.interval.count()) + " s");
+  }
   std::unique_ptr<exporters::PrometheusEndpoint> endpoint;
   std::shared_ptr<exporters::SelfMetrics> self_metrics;
   std::shared_ptr<exporters::AggregateCollector> aggregated;
@@ -187,11 +198,13 @@ int Run(const config::Config& cfg) {
     self_metrics = std::make_shared<exporters::SelfMetrics>(
         **server, [&](std::vector<prometheus::MetricFamily>& out) {
           AddAggregationMetrics(*engine, shards, out);
+          if (pusher) exporters::AddStatsdPushMetrics(*pusher, out);
           if (aggregated) {
             exporters::AddSample(
-                exporters::AddFamily(out, "telemetryd_scrape_duration_seconds",
-                                     "Time the previous scrape took to flush, snapshot and convert.",
-                                     prometheus::MetricType::Gauge),
+                exporters::AddFamily(
+                    out, "telemetryd_scrape_duration_seconds",
+                    "Time the previous scrape took to flush, snapshot and convert.",
+                    prometheus::MetricType::Gauge),
                 {}, aggregated->last_duration_seconds());
             exporters::AddSample(
                 exporters::AddFamily(out, "telemetryd_exposition_name_clashes",
@@ -222,6 +235,18 @@ int Run(const config::Config& cfg) {
     });
   };
   schedule_flush();
+  // StatsD push: the deltas since the previous push, every interval.
+  boost::asio::steady_timer push_timer(main_io);
+  std::function<void()> schedule_push = [&] {
+    push_timer.expires_after(cfg.statsd_push.interval);
+    push_timer.async_wait([&](const boost::system::error_code& ec) {
+      if (ec) return;
+      flush();
+      pusher->Push(engine->TakeDeltas());
+      schedule_push();
+    });
+  };
+  if (pusher) schedule_push();
   boost::asio::signal_set signals(main_io, SIGINT, SIGTERM, SIGHUP);
   std::function<void(const boost::system::error_code&, int)> on_signal =
       [&](const boost::system::error_code& ec, int signo) {
@@ -233,8 +258,11 @@ int Run(const config::Config& cfg) {
         }
         log::Write(log::Level::kInfo, std::string("stopping on ") + ::strsignal(signo));
         flush_timer.cancel();
+        push_timer.cancel();
         (*server)->Stop();
         for (auto& shard : shards) shard->Flush();  // the workers are gone: safe from here
+        // The final push: what came in since the previous one.
+        if (pusher) pusher->Push(engine->TakeDeltas());
         main_io.stop();
       };
   signals.async_wait(on_signal);
@@ -248,6 +276,11 @@ int Run(const config::Config& cfg) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Every scrape builds and frees tens of megabytes. Keep freed memory in the process instead of
+  // returning it to the kernel and faulting it in again next time: that was most of a large
+  // scrape's cost (bench/README.md).
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
   std::string config_path = TELEMETRYD_DEFAULT_CONFIG;
   bool check = false;
   bool print = false;

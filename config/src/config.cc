@@ -170,7 +170,145 @@ void ReadListener(Reader& r, const YAML::Node& node, const std::string& path,
   r.Unsigned(node, "port", path, lo.port, 0, 65535);
 }
 
+// A push destination that is one of our own StatsD UDP listeners would feed every push back in.
+bool IsOwnStatsdListener(const StatsdDestination& d, const ingest::IngestOptions& ingest) {
+  for (const auto& lo : ingest.listeners) {
+    if (lo.protocol != ingest::Protocol::kStatsd || lo.transport != ingest::Transport::kUdp ||
+        lo.port == 0 || lo.port != d.port) {
+      continue;
+    }
+    const std::string& a = lo.address;
+    const bool any4 = a == "0.0.0.0";
+    const bool any6 = a == "::";
+    if (d.host == a ||
+        (d.host == "localhost" && (a == "127.0.0.1" || a == "::1" || any4 || any6)) ||
+        (d.host == "127.0.0.1" && (any4 || any6)) || (d.host == "::1" && any6)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void ReadStatsdPush(Reader& r, const YAML::Node& node, Config& config) {
+  const std::string p = "statsd_push";
+  StatsdPushOptions& push = config.statsd_push;
+  if (!r.Map(node, p,
+             {"enabled", "interval_seconds", "mtu", "format", "prefix", "global_tags", "sum_as",
+              "destinations"})) {
+    return;
+  }
+  r.Bool(node, "enabled", p, push.enabled);
+  std::uint64_t seconds = static_cast<std::uint64_t>(push.interval.count());
+  r.Unsigned(node, "interval_seconds", p, seconds, 1, 86'400);
+  push.interval = std::chrono::seconds(seconds);
+  r.Unsigned(node, "mtu", p, push.mtu, 512, 65'507);
+  std::string format = "standard";
+  r.String(node, "format", p, format);
+  if (format == "dogstatsd") {
+    push.format = StatsdFormat::kDogstatsd;
+  } else if (format != "standard") {
+    r.Fail(node["format"], p + ".format", "expected standard or dogstatsd, got \"" + format + "\"");
+  }
+  r.String(node, "prefix", p, push.prefix);
+  std::string sum_as = "counter";
+  r.String(node, "sum_as", p, sum_as);
+  if (sum_as == "gauge") {
+    push.sum_as = StatsdSumAs::kGauge;
+  } else if (sum_as != "counter") {
+    r.Fail(node["sum_as"], p + ".sum_as", "expected counter or gauge, got \"" + sum_as + "\"");
+  }
+  const YAML::Node tags = node["global_tags"];
+  if (tags && !tags.IsMap()) {
+    r.Fail(tags, p + ".global_tags", "expected a mapping of tag to value");
+  } else if (tags) {
+    for (const auto& kv : tags) {
+      const std::string key = kv.first.as<std::string>("");
+      if (!kv.second.IsScalar() || kv.second.Scalar().empty() || key.empty()) {
+        r.Fail(kv.second, Reader::Join(p + ".global_tags", key), "expected a non-empty string");
+        continue;
+      }
+      push.global_tags.emplace_back(key, kv.second.Scalar());
+    }
+  }
+  const YAML::Node destinations = node["destinations"];
+  if (destinations && !destinations.IsSequence()) {
+    r.Fail(destinations, p + ".destinations", "expected a list of host:port or unix:///path");
+  } else if (destinations) {
+    for (std::size_t i = 0; i < destinations.size(); ++i) {
+      const YAML::Node d = destinations[i];
+      const std::string field = p + ".destinations[" + std::to_string(i) + "]";
+      if (!d.IsScalar()) {
+        r.Fail(d, field, "expected host:port or unix:///path");
+        continue;
+      }
+      auto parsed = ParseStatsdDestination(d.Scalar());
+      if (!parsed) {
+        r.Fail(d, field, parsed.error().message);
+      } else if (push.enabled && parsed->kind == StatsdDestination::Kind::kUdp &&
+                 IsOwnStatsdListener(*parsed, config.ingest)) {
+        r.Fail(d, field,
+               "is telemetryd's own StatsD listener: every push would come back in as input");
+      } else {
+        push.destinations.push_back(std::move(*parsed));
+      }
+    }
+  }
+  if (push.enabled && push.destinations.empty() && (!destinations || destinations.size() == 0)) {
+    r.Fail(destinations ? destinations : node, p + ".destinations",
+           "at least one destination is needed when enabled");
+  }
+}
+
 }  // namespace
+
+Expected<StatsdDestination> ParseStatsdDestination(std::string_view text) {
+  auto fail = [&](const std::string& what) {
+    return Error{"config.statsd_destination", what + ", got \"" + std::string(text) + "\""};
+  };
+  StatsdDestination d;
+  d.text = std::string(text);
+  constexpr std::string_view kUnix = "unix://";
+  if (text.substr(0, kUnix.size()) == kUnix) {
+    d.kind = StatsdDestination::Kind::kUnix;
+    d.path = std::string(text.substr(kUnix.size()));
+    if (d.path.size() < 2 || d.path[0] != '/') {
+      return fail("expected unix:// and an absolute path (unix:///run/statsd.sock)");
+    }
+    // sockaddr_un::sun_path holds 108 bytes with the terminating NUL.
+    if (d.path.size() > 107) return fail("a Unix socket path is at most 107 bytes");
+    return d;
+  }
+  std::string_view port;
+  if (!text.empty() && text[0] == '[') {
+    const auto close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return fail("expected [ipv6 address]:port");
+    }
+    d.host = std::string(text.substr(1, close - 1));
+    port = text.substr(close + 2);
+  } else {
+    const auto colon = text.rfind(':');
+    if (colon == std::string_view::npos) return fail("expected host:port or unix:///path");
+    d.host = std::string(text.substr(0, colon));
+    if (d.host.find(':') != std::string::npos) {
+      return fail("an IPv6 address needs brackets: [address]:port");
+    }
+    port = text.substr(colon + 1);
+  }
+  if (d.host.empty()) return fail("the host is missing");
+  for (const char c : d.host) {
+    if (static_cast<unsigned char>(c) <= ' ' || c == '/') return fail("the host is not valid");
+  }
+  std::uint32_t value = 0;
+  bool ok = !port.empty() && port.size() <= 5;
+  for (const char c : port) {
+    ok = ok && c >= '0' && c <= '9';
+    if (ok) value = value * 10 + static_cast<std::uint32_t>(c - '0');
+  }
+  if (!ok || value == 0 || value > 65535) return fail("the port must be a number from 1 to 65535");
+  d.port = static_cast<std::uint16_t>(value);
+  return d;
+}
 
 Expected<Config> ParseConfig(std::string_view yaml, const std::string& source) {
   YAML::Node root;
@@ -186,7 +324,9 @@ Expected<Config> ParseConfig(std::string_view yaml, const std::string& source) {
   if (root && !root.IsNull() && !root.IsMap()) {
     r.Fail(root, "(top level)", "expected a mapping");
   } else {
-    r.Map(root, "", {"listeners", "catalogs", "aggregation", "statsd", "prometheus", "logging"});
+    r.Map(
+        root, "",
+        {"listeners", "catalogs", "aggregation", "statsd", "statsd_push", "prometheus", "logging"});
     const YAML::Node listeners = root["listeners"];
     config.ingest.workers = 2;
     struct Default {
@@ -314,6 +454,8 @@ Expected<Config> ParseConfig(std::string_view yaml, const std::string& source) {
       }
     }
 
+    ReadStatsdPush(r, root["statsd_push"], config);
+
     const YAML::Node prom = root["prometheus"];
     if (r.Map(prom, "prometheus", {"enabled", "address", "port", "basic_auth"})) {
       r.Bool(prom, "enabled", "prometheus", config.prometheus.enabled);
@@ -437,6 +579,22 @@ std::string DumpConfig(const Config& config) {
     for (const auto& [k, v] : m.labels) out << YAML::Key << k << YAML::Value << v;
     out << YAML::EndMap << YAML::EndMap;
   }
+  out << YAML::EndSeq << YAML::EndMap;
+  const StatsdPushOptions& push = config.statsd_push;
+  out << YAML::Key << "statsd_push" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "enabled" << YAML::Value << push.enabled;
+  out << YAML::Key << "interval_seconds" << YAML::Value << push.interval.count();
+  out << YAML::Key << "mtu" << YAML::Value << push.mtu;
+  out << YAML::Key << "format" << YAML::Value
+      << (push.format == StatsdFormat::kDogstatsd ? "dogstatsd" : "standard");
+  if (!push.prefix.empty()) out << YAML::Key << "prefix" << YAML::Value << push.prefix;
+  out << YAML::Key << "global_tags" << YAML::Value << YAML::BeginMap;
+  for (const auto& [k, v] : push.global_tags) out << YAML::Key << k << YAML::Value << v;
+  out << YAML::EndMap;
+  out << YAML::Key << "sum_as" << YAML::Value
+      << (push.sum_as == StatsdSumAs::kGauge ? "gauge" : "counter");
+  out << YAML::Key << "destinations" << YAML::Value << YAML::BeginSeq;
+  for (const auto& d : push.destinations) out << d.text;
   out << YAML::EndSeq << YAML::EndMap;
   out << YAML::Key << "prometheus" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "enabled" << YAML::Value << config.prometheus.enabled;

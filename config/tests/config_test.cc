@@ -90,3 +90,126 @@ TEST_CASE("the full example of docs/configuration.md is a valid configuration") 
   CHECK(config->aggregation.series_ttl == std::chrono::seconds(3600));
   CHECK(config->catalogs.paths == std::vector<std::string>{"/etc/telemetryd/catalogs.d"});
 }
+
+TEST_CASE("statsd_push: off by default, with the documented defaults") {
+  const auto config = ParseConfig("", "empty.yaml");
+  REQUIRE(config.has_value());
+  const StatsdPushOptions& push = config->statsd_push;
+  CHECK_FALSE(push.enabled);
+  CHECK(push.interval == std::chrono::seconds(10));
+  CHECK(push.mtu == 1432);
+  CHECK(push.format == StatsdFormat::kStandard);
+  CHECK(push.sum_as == StatsdSumAs::kCounter);
+  CHECK(push.prefix.empty());
+  CHECK(push.global_tags.empty());
+  CHECK(push.destinations.empty());
+}
+
+TEST_CASE("statsd_push: every key, and the dump reads back to the same config") {
+  const auto config = ParseConfig(
+      "statsd_push:\n"
+      "  enabled: true\n"
+      "  interval_seconds: 1\n"
+      "  mtu: 512\n"
+      "  format: dogstatsd\n"
+      "  prefix: telemetryd\n"
+      "  global_tags: {env: prod, region: eu-1}\n"
+      "  sum_as: gauge\n"
+      "  destinations: [\"statsd.internal:9125\", \"[::1]:8125\", \"unix:///run/statsd.sock\"]\n",
+      "p.yaml");
+  REQUIRE_MESSAGE(config.has_value(), (config ? std::string() : config.error().message));
+  const StatsdPushOptions& push = config->statsd_push;
+  CHECK(push.enabled);
+  CHECK(push.interval == std::chrono::seconds(1));
+  CHECK(push.mtu == 512);
+  CHECK(push.format == StatsdFormat::kDogstatsd);
+  CHECK(push.prefix == "telemetryd");
+  CHECK(push.global_tags ==
+        std::vector<std::pair<std::string, std::string>>{{"env", "prod"}, {"region", "eu-1"}});
+  CHECK(push.sum_as == StatsdSumAs::kGauge);
+  REQUIRE(push.destinations.size() == 3);
+  CHECK(push.destinations[0].kind == StatsdDestination::Kind::kUdp);
+  CHECK(push.destinations[0].host == "statsd.internal");
+  CHECK(push.destinations[0].port == 9125);
+  CHECK(push.destinations[1].host == "::1");
+  CHECK(push.destinations[1].port == 8125);
+  CHECK(push.destinations[2].kind == StatsdDestination::Kind::kUnix);
+  CHECK(push.destinations[2].path == "/run/statsd.sock");
+  CHECK(push.destinations[2].text == "unix:///run/statsd.sock");
+
+  const auto again = ParseConfig(DumpConfig(*config), "dump");
+  REQUIRE_MESSAGE(again.has_value(), (again ? std::string() : again.error().message));
+  CHECK(DumpConfig(*again) == DumpConfig(*config));
+  CHECK(again->statsd_push.destinations.size() == 3);
+  CHECK(again->statsd_push.destinations[1].text == "[::1]:8125");
+  CHECK(again->statsd_push.global_tags == push.global_tags);
+}
+
+TEST_CASE("statsd_push: destinations are validated") {
+  CHECK(ParseStatsdDestination("localhost:8125").has_value());
+  CHECK(ParseStatsdDestination("10.1.2.3:1").has_value());
+  for (const char* bad :
+       {"nohost", ":8125", "host:", "host:0", "host:65536", "host:12a", "::1:8125", "[::1]8125",
+        "[::1]", "unix://relative/path", "unix://", "unix:///", "bad host:8125"}) {
+    CAPTURE(bad);
+    const auto d = ParseStatsdDestination(bad);
+    REQUIRE_FALSE(d.has_value());
+    CHECK(d.error().code == "config.statsd_destination");
+    CHECK(d.error().message.find(std::string("got \"") + bad + "\"") != std::string::npos);
+  }
+  CHECK_FALSE(ParseStatsdDestination("unix:///" + std::string(120, 'p')).has_value());
+}
+
+TEST_CASE("statsd_push: errors name the file, line, column and field") {
+  const auto config = ParseConfig(
+      "statsd_push:\n"
+      "  enabled: true\n"
+      "  mtu: 100\n"
+      "  format: graphite\n"
+      "  sum_as: histogram\n"
+      "  global_tags: [env]\n"
+      "  destinations: [\"nope\", \"h:99999\", {a: b}]\n"
+      "  flush: 3\n",
+      "e.yaml");
+  REQUIRE_FALSE(config.has_value());
+  const std::string& m = config.error().message;
+  CHECK(m.find("e.yaml:3:8: statsd_push.mtu: must be between 512 and 65507, got 100") !=
+        std::string::npos);
+  CHECK(m.find("e.yaml:4:11: statsd_push.format: expected standard or dogstatsd, got "
+               "\"graphite\"") != std::string::npos);
+  CHECK(m.find("e.yaml:5:11: statsd_push.sum_as: expected counter or gauge") != std::string::npos);
+  CHECK(m.find("e.yaml:6:16: statsd_push.global_tags: expected a mapping") != std::string::npos);
+  CHECK(m.find("e.yaml:7:18: statsd_push.destinations[0]: expected host:port or unix:///path, "
+               "got \"nope\"") != std::string::npos);
+  CHECK(m.find("e.yaml:7:26: statsd_push.destinations[1]: the port must be a number from 1 to "
+               "65535") != std::string::npos);
+  CHECK(m.find("e.yaml:7:37: statsd_push.destinations[2]: expected host:port") !=
+        std::string::npos);
+  CHECK(m.find("e.yaml:8:3: statsd_push.flush: unknown key") != std::string::npos);
+
+  auto empty = ParseConfig("statsd_push: {enabled: true}\n", "n.yaml");
+  REQUIRE_FALSE(empty.has_value());
+  CHECK(empty.error().message.find(
+            "n.yaml:1:14: statsd_push.destinations: at least one destination is needed") !=
+        std::string::npos);
+  // Disabled, an empty list is fine.
+  CHECK(ParseConfig("statsd_push: {enabled: false}\n", "n.yaml").has_value());
+}
+
+TEST_CASE("statsd_push: a destination that is telemetryd's own StatsD listener is refused") {
+  auto config = ParseConfig("statsd_push: {enabled: true, destinations: [\"127.0.0.1:8125\"]}\n",
+                            "loop.yaml");
+  REQUIRE_FALSE(config.has_value());
+  CHECK(config.error().message.find("loop.yaml:1:45: statsd_push.destinations[0]: is "
+                                    "telemetryd's own StatsD listener") != std::string::npos);
+  config = ParseConfig("statsd_push: {enabled: true, destinations: [\"localhost:8125\"]}\n",
+                       "loop.yaml");
+  CHECK_FALSE(config.has_value());
+  // Another port, or the listener moved away, is fine.
+  CHECK(ParseConfig("statsd_push: {enabled: true, destinations: [\"127.0.0.1:9125\"]}\n", "ok.yaml")
+            .has_value());
+  CHECK(ParseConfig("listeners: {statsd: {udp: {port: 18125}}}\n"
+                    "statsd_push: {enabled: true, destinations: [\"127.0.0.1:8125\"]}\n",
+                    "ok.yaml")
+            .has_value());
+}

@@ -3,9 +3,11 @@
 // column and the field's path. Thread-safety: Config is a value; the functions are reentrant.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "telemetryd/aggregate/engine.h"
@@ -35,11 +37,43 @@ struct CatalogOptions {
   std::vector<std::string> paths;  // more catalog files or directories (relative: to the config)
 };
 
+// Where the StatsD push exporter sends (docs/statsd-push.md). Defined here rather than in the
+// exporters library so that the config library does not depend on it.
+struct StatsdDestination {
+  enum class Kind : std::uint8_t { kUdp, kUnix };
+  Kind kind = Kind::kUdp;
+  std::string host;        // kUdp: a name or an address (IPv6 without brackets), resolved at push
+  std::uint16_t port = 0;  // kUdp
+  std::string path;        // kUnix: the socket's absolute path
+  std::string text;        // as configured; names the destination in logs and self-metrics
+};
+
+// "host:port", "[ipv6]:port" or "unix:///absolute/path". The error message says what is wrong.
+Expected<StatsdDestination> ParseStatsdDestination(std::string_view text);
+
+enum class StatsdFormat : std::uint8_t {
+  kStandard,   // tags folded into the name: name.key_value
+  kDogstatsd,  // tags as |#key:value
+};
+enum class StatsdSumAs : std::uint8_t { kCounter, kGauge };
+
+struct StatsdPushOptions {
+  bool enabled = false;
+  std::chrono::seconds interval{10};
+  std::size_t mtu = 1432;  // payload bytes per datagram
+  StatsdFormat format = StatsdFormat::kStandard;
+  std::string prefix;                                            // joined to names with a '.'
+  std::vector<std::pair<std::string, std::string>> global_tags;  // in config order
+  StatsdSumAs sum_as = StatsdSumAs::kCounter;
+  std::vector<StatsdDestination> destinations;
+};
+
 struct Config {
   std::string source;  // the file it came from
   ingest::IngestOptions ingest;
   CatalogOptions catalogs;
   aggregate::EngineOptions aggregation;  // aggregation limits and StatsD input mapping
+  StatsdPushOptions statsd_push;
   PrometheusOptions prometheus;
   LoggingOptions logging;
 };
