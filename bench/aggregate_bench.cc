@@ -11,6 +11,7 @@
 #include "telemetryd/config/catalog_loader.h"
 #include "telemetryd/wire/decoder.h"
 #include "telemetryd/wire/encoder.h"
+#include "vsr_event.h"
 
 namespace {
 
@@ -43,16 +44,7 @@ struct DecodedFrame : wire::FrameVisitor {
 std::unique_ptr<DecodedFrame> VsrFrame(int events, int nodes) {
   wire::FrameEncoder encoder(wire::EncoderOptions{.max_frame_bytes = 1 << 20});
   for (int i = 0; i < events; ++i) {
-    wire::EventRecord e;
-    e.name = "vsr.protocol.prepare.sent";
-    e.measurements = {{"count", wire::Number::Int(2 + i % 3)}};
-    e.metadata = {{"node_id", wire::Term::String("vsr-node-" + std::to_string(i % nodes))},
-                  {"view_number", wire::Term::Int(4)},
-                  {"status", wire::Term::Atom("normal")},
-                  {"cluster_size", wire::Term::Int(3)},
-                  {"op_number", wire::Term::Int(120'000 + i)},
-                  {"commit_number", wire::Term::Int(119'999 + i)}};
-    encoder.Add(e);
+    encoder.Add(bench::VsrPrepareSent(i, "vsr-node-" + std::to_string(i % nodes)));
   }
   auto out = std::make_unique<DecodedFrame>();
   const auto bytes = encoder.Finish();

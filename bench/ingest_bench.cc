@@ -8,6 +8,7 @@
 #include "telemetryd/ingest/statsd.h"
 #include "telemetryd/wire/decoder.h"
 #include "telemetryd/wire/encoder.h"
+#include "vsr_event.h"
 
 namespace {
 
@@ -35,16 +36,7 @@ class TouchVisitor final : public wire::FrameVisitor, public ingest::StatsdVisit
 std::vector<std::uint8_t> VsrFrame(int events) {
   wire::FrameEncoder encoder(wire::EncoderOptions{.max_frame_bytes = 65000});
   for (int i = 0; i < events; ++i) {
-    wire::EventRecord e;
-    e.name = "vsr.protocol.prepare.sent";
-    e.measurements = {{"count", wire::Number::Int(2 + i % 3)}};
-    e.metadata = {{"node_id", wire::Term::String("vsr-node-1")},
-                  {"view_number", wire::Term::Int(4)},
-                  {"status", wire::Term::Atom("normal")},
-                  {"cluster_size", wire::Term::Int(3)},
-                  {"op_number", wire::Term::Int(120'000 + i)},
-                  {"commit_number", wire::Term::Int(119'999 + i)}};
-    encoder.Add(e);
+    encoder.Add(bench::VsrPrepareSent(i, "vsr-node-1"));
   }
   const auto frame = encoder.Finish();
   return {frame.begin(), frame.end()};

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "telemetryd/wire/encoder.h"
+#include "vsr_event.h"
 
 namespace {
 
@@ -49,17 +50,8 @@ std::vector<std::string> Datagrams(const Options& o) {
       telemetryd::wire::FrameEncoder encoder(
           telemetryd::wire::EncoderOptions{.max_frame_bytes = 65000});
       for (int i = 0; i < o.per_datagram; ++i, ++next) {
-        telemetryd::wire::EventRecord e;
-        e.name = "vsr.protocol.prepare.sent";
-        e.measurements = {{"count", telemetryd::wire::Number::Int(3)}};
-        e.metadata = {
-            {"node_id", telemetryd::wire::Term::String("node-" + std::to_string(next % o.series))},
-            {"view_number", telemetryd::wire::Term::Int(4)},
-            {"status", telemetryd::wire::Term::Atom("normal")},
-            {"cluster_size", telemetryd::wire::Term::Int(3)},
-            {"op_number", telemetryd::wire::Term::Int(1000 + i)},
-            {"commit_number", telemetryd::wire::Term::Int(999 + i)}};
-        encoder.Add(e);
+        encoder.Add(
+            telemetryd::bench::VsrPrepareSent(i, "node-" + std::to_string(next % o.series)));
       }
       const auto frame = encoder.Finish();
       out.emplace_back(reinterpret_cast<const char*>(frame.data()), frame.size());

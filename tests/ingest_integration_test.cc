@@ -223,17 +223,11 @@ TEST_CASE("--check-config reports bad configuration with file, line and field") 
   const std::string bad = "listeners:\n  native:\n    udp: {port: 99999}\n";
   REQUIRE(::write(fd, bad.data(), bad.size()) == static_cast<ssize_t>(bad.size()));
   ::close(fd);
-  const std::string command =
-      std::string(TELEMETRYD_BINARY) + " --check-config --config " + path + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  std::string output;
-  char buf[512];
-  while (std::fgets(buf, sizeof buf, pipe) != nullptr) output += buf;
-  const int status = ::pclose(pipe);
+  const auto check = telemetryd::test::RunCommand(std::string(TELEMETRYD_BINARY) +
+                                                  " --check-config --config " + path);
   ::unlink(path);
-  CHECK(WEXITSTATUS(status) == 1);
-  CHECK(output.find(std::string(path) +
-                    ":3:17: listeners.native.udp.port: must be between 0 and 65535") !=
+  CHECK(check.status == 1);
+  CHECK(check.output.find(std::string(path) +
+                          ":3:17: listeners.native.udp.port: must be between 0 and 65535") !=
         std::string::npos);
 }

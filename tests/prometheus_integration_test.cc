@@ -125,15 +125,10 @@ TEST_CASE("promtool accepts the exposition with every built-in catalog populated
     std::ofstream out(exposition);
     out << HttpGet(d.port("prometheus"), "/metrics");
   }
-  const std::string command = std::string(kPromtool) + " check metrics < " + exposition + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  std::string output;
-  char buf[512];
-  while (std::fgets(buf, sizeof buf, pipe) != nullptr) output += buf;
-  const int status = ::pclose(pipe);
-  CHECK_MESSAGE(WEXITSTATUS(status) == 0, output);
-  CHECK_MESSAGE(output.empty(), output);
+  const auto promtool =
+      telemetryd::test::RunCommand(std::string(kPromtool) + " check metrics < " + exposition);
+  CHECK_MESSAGE(promtool.status == 0, promtool.output);
+  CHECK_MESSAGE(promtool.output.empty(), promtool.output);
   std::filesystem::remove_all(dir);
 }
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -147,6 +148,17 @@ HttpResponse HttpRequest(std::uint16_t port, const std::string& path,
 
 std::string HttpGet(std::uint16_t port, const std::string& path) {
   return HttpRequest(port, path).body;
+}
+
+CommandResult RunCommand(const std::string& command) {
+  CommandResult result;
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return result;
+  char buf[512];
+  while (std::fgets(buf, sizeof buf, pipe) != nullptr) result.output += buf;
+  const int status = ::pclose(pipe);
+  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
 }
 
 std::uint16_t FreeTcpPort() {

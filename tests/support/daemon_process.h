@@ -58,6 +58,13 @@ struct HttpResponse {
 HttpResponse HttpRequest(std::uint16_t port, const std::string& path,
                          const std::string& extra_headers = "");
 
+// Runs `command` through the shell; returns its exit status and what it wrote (stdout and stderr).
+struct CommandResult {
+  int status = -1;
+  std::string output;
+};
+CommandResult RunCommand(const std::string& command);
+
 // A port on 127.0.0.1 that was free a moment ago (bind to 0, read it, close).
 std::uint16_t FreeTcpPort();
 
