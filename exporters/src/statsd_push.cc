@@ -341,20 +341,23 @@ std::vector<StatsdDestinationCounters> StatsdPusher::counters() const {
 
 void AddStatsdPushMetrics(const StatsdPusher& pusher, std::vector<prometheus::MetricFamily>& out) {
   const auto counters = pusher.counters();
+  // Fill each family before adding the next: AddFamily's reference dies with the next push_back.
   auto& flushes = AddFamily(out, "telemetryd_statsd_flushes_total",
                             "StatsD pushes with something to send, by destination and outcome "
                             "(failed: at least one datagram was not sent).",
                             prometheus::MetricType::Counter);
+  for (const auto& c : counters) {
+    AddSample(flushes, {{"destination", c.destination}, {"outcome", "ok"}},
+              static_cast<double>(c.flushes_ok));
+    AddSample(flushes, {{"destination", c.destination}, {"outcome", "failed"}},
+              static_cast<double>(c.flushes_failed));
+  }
   auto& packets =
       AddFamily(out, "telemetryd_statsd_packets_total",
                 "StatsD datagrams pushed, by destination and outcome (failed: not handed to the "
                 "kernel).",
                 prometheus::MetricType::Counter);
   for (const auto& c : counters) {
-    AddSample(flushes, {{"destination", c.destination}, {"outcome", "ok"}},
-              static_cast<double>(c.flushes_ok));
-    AddSample(flushes, {{"destination", c.destination}, {"outcome", "failed"}},
-              static_cast<double>(c.flushes_failed));
     AddSample(packets, {{"destination", c.destination}, {"outcome", "sent"}},
               static_cast<double>(c.packets_sent));
     AddSample(packets, {{"destination", c.destination}, {"outcome", "failed"}},

@@ -25,7 +25,8 @@ class SelfMetrics final : public prometheus::Collectable {
   std::function<void(std::vector<prometheus::MetricFamily>&)> extra_;
 };
 
-// Helpers for building families by hand.
+// Helpers for building families by hand. AddFamily's reference is valid until the next family is
+// added to `out`: fill a family before adding another.
 prometheus::MetricFamily& AddFamily(std::vector<prometheus::MetricFamily>& out,
                                     const std::string& name, const std::string& help,
                                     prometheus::MetricType type);
