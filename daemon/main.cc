@@ -3,6 +3,7 @@
 #include <utility>
 
 #include <malloc.h>
+#include <systemd/sd-daemon.h>
 #include <array>
 
 #include <boost/asio.hpp>
@@ -247,6 +248,26 @@ int Run(const config::Config& cfg) {
     });
   };
   if (pusher) schedule_push();
+  // systemd watchdog: WATCHDOG=1 only while every ingest worker answers, at half the interval.
+  boost::asio::steady_timer watchdog_timer(main_io);
+  std::uint64_t watchdog_usec = 0;
+  std::function<void()> schedule_watchdog = [&] {
+    watchdog_timer.expires_after(std::chrono::microseconds(watchdog_usec / 2));
+    watchdog_timer.async_wait([&](const boost::system::error_code& ec) {
+      if (ec) return;
+      const auto deadline = std::chrono::microseconds(watchdog_usec / 4);
+      if ((*server)->RunOnWorkers(
+              [](std::size_t) {},
+              std::chrono::duration_cast<std::chrono::milliseconds>(deadline))) {
+        sd_notify(0, "WATCHDOG=1");
+      } else {
+        log::Write(log::Level::kWarn, "watchdog: an ingest worker did not answer in time");
+      }
+      schedule_watchdog();
+    });
+  };
+  if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec >= 4000) schedule_watchdog();
+
   boost::asio::signal_set signals(main_io, SIGINT, SIGTERM, SIGHUP);
   std::function<void(const boost::system::error_code&, int)> on_signal =
       [&](const boost::system::error_code& ec, int signo) {
@@ -257,6 +278,8 @@ int Run(const config::Config& cfg) {
           return;
         }
         log::Write(log::Level::kInfo, std::string("stopping on ") + ::strsignal(signo));
+        sd_notify(0, "STOPPING=1");
+        watchdog_timer.cancel();
         flush_timer.cancel();
         push_timer.cancel();
         (*server)->Stop();
@@ -266,7 +289,9 @@ int Run(const config::Config& cfg) {
         main_io.stop();
       };
   signals.async_wait(on_signal);
+
   log::Write(log::Level::kInfo, "telemetryd " TELEMETRYD_VERSION " ready");
+  sd_notify(0, "READY=1\nSTATUS=listening");
   main_io.run();
   endpoint.reset();
   log::Write(log::Level::kInfo, "stopped");
