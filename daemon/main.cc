@@ -46,6 +46,20 @@ constexpr const char* kUsage =
     "  --version        print the version\n"
     "  --help           print this help\n";
 
+// The sink converts StatsD types by value: the two enums must stay in step.
+static_assert(static_cast<int>(ingest::StatsdType::kCounter) ==
+                  static_cast<int>(aggregate::StatsdKind::kCounter) &&
+              static_cast<int>(ingest::StatsdType::kGauge) ==
+                  static_cast<int>(aggregate::StatsdKind::kGauge) &&
+              static_cast<int>(ingest::StatsdType::kTimer) ==
+                  static_cast<int>(aggregate::StatsdKind::kTimer) &&
+              static_cast<int>(ingest::StatsdType::kHistogram) ==
+                  static_cast<int>(aggregate::StatsdKind::kHistogram) &&
+              static_cast<int>(ingest::StatsdType::kDistribution) ==
+                  static_cast<int>(aggregate::StatsdKind::kDistribution) &&
+              static_cast<int>(ingest::StatsdType::kSet) ==
+                  static_cast<int>(aggregate::StatsdKind::kSet));
+
 // What each worker hands its input to: its aggregation shard, and stderr when asked to print.
 class AggregatingSink final : public ingest::EventSink {
  public:

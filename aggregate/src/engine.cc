@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <ctime>
 #include <mutex>
 #include <unordered_map>
 #include <unordered_set>
@@ -17,6 +18,14 @@ namespace telemetryd::aggregate {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// CLOCK_MONOTONIC at its coarse resolution (a few ms): good enough for idle-series TTLs and
+// cheap enough to read for every StatsD sample, whose packet boundaries the shard does not see.
+std::int64_t CoarseNowNs() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
 
 std::int64_t NowNs() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
@@ -71,10 +80,6 @@ struct CompiledMetric {
   Unit unit_from = Unit::kNone;
   Unit unit_to = Unit::kNone;
   bool pair_duration = false;  // a span stop/exception metric on `duration`
-};
-
-struct SpanGauge {
-  std::uint32_t metric;  // index of the gauge's CompiledMetric
 };
 
 struct Binding {
@@ -138,10 +143,9 @@ class Engine::Impl {
   std::uint64_t total_series = 0;
   std::int64_t window_start_ns = 0;
   std::int64_t last_sweep_ns = 0;
-  StringMap<std::uint32_t> statsd_metrics;  // "<kind>|<name>" -> metric id
+  StringMap<std::uint32_t> statsd_metrics;  // StatsD metric name -> metric id
   std::unordered_map<std::string, std::uint64_t> unknown_names;
   std::uint64_t unknown_other = 0;
-  std::vector<Shard*> shards;
 
   // StatsD metric id for (kind, name), created on first sight. Under mutex.
   std::optional<std::uint32_t> StatsdMetric(StatsdKind kind, std::string_view name,
@@ -270,9 +274,7 @@ class Shard::State {
   Engine::Impl& engine_;
   Shard& owner_;
   detail::SeriesTable<ShardSeries> series_;
-  std::string key_;                      // scratch: the series key being looked up
-  std::array<char, 512> number_text_{};  // scratch: integer/float label values
-  std::size_t number_used_ = 0;
+  std::string key_;  // scratch: the series key being looked up
   // Per-frame cache of name reference -> binding.
   std::uint64_t cached_sequence_ = ~0ULL;
   std::array<std::pair<std::uint32_t, const Binding*>, 64> name_cache_{};
@@ -615,7 +617,7 @@ void Shard::State::Record(const wire::FrameInfo& frame, const wire::Event& event
       } else {
         slot->has_monotonic = mono != nullptr && !mono->value.is_float;
         slot->start_monotonic = slot->has_monotonic ? mono->value.int_value : 0;
-        slot->started_ns = now_ns_ == 0 ? NowNs() : now_ns_;
+        slot->started_ns = now_ns_;  // set per frame by Resolve
         slot->units_per_second = frame.units_per_second;
         std::size_t n = 0;
         for (const std::uint32_t gauge : b->span_gauges) {
@@ -703,7 +705,7 @@ std::string Expand(std::string_view templ, const std::vector<std::string_view>& 
 
 void Shard::State::RecordStatsd(const StatsdInput& sample) noexcept {
   if (!engine_.options.statsd_enabled) return;
-  now_ns_ = NowNs();
+  now_ns_ = CoarseNowNs();
   if (!std::isfinite(sample.value) || !(sample.sample_rate > 0)) {
     Drop(DropReason::kNonFinite);
     return;
