@@ -441,3 +441,21 @@ TEST_CASE("two metrics with one name are a load error") {
             "x.yaml:7:3: metric vsr.protocol.prepare.sent.count is already defined") !=
         std::string::npos);
 }
+
+TEST_CASE("frames from two decoders on one thread never share the shard's per-frame name cache") {
+  // Each listener has its own decoder; one worker thread feeds one shard from all of them. The
+  // first frame of each decoder names its first event with the same string reference.
+  auto engine = MakeEngine();
+  auto shard = engine->NewShard();
+  Feeder udp(*shard);
+  Feeder tcp(*shard);
+  udp.Send({Ev("vsr.protocol.prepare.sent", {{"count", Number::Int(1)}},
+               {{"node_id", Term::String("n1")}, {"status", Term::Atom("normal")}})});
+  tcp.Send({Ev("policy.load", {{"queue_len", Number::Int(7)}})});
+  shard->Flush();
+  const auto all = engine->Collect();
+  CHECK(Find(all, "policy.load.queue_len").series.at(0).value == 7);
+  CHECK(Series(Find(all, "vsr.protocol.prepare.sent.count"), {{"node_id", "n1"}})->value == 1);
+  // Only policy.load.count misses its tag (`reason`); a mixed-up name would add the others.
+  CHECK(shard->dropped(DropReason::kMissingTag) == 1);
+}

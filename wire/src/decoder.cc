@@ -338,7 +338,10 @@ DecodeSummary FrameDecoder::Decode(std::span<const std::uint8_t> frame,
   }
   if (n > kMaxEventsPerFrame) return reject(DecodeError::kTooManyEvents);
   const auto event_count = static_cast<std::uint32_t>(n);
-  info.sequence = ++sequence_;
+  // Unique among all frames decoded on this thread, whichever decoder: a consumer that caches per
+  // frame (the aggregation shard) sees frames of several listeners' decoders on one thread.
+  thread_local std::uint64_t frames_on_this_thread = 0;
+  info.sequence = ++frames_on_this_thread;
 
   const StringTable table{strings_.data(), string_count};
   EventReader reader(table, std::span<std::uint8_t>(string_flags_.data(), string_count),

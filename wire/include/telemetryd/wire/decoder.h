@@ -69,7 +69,6 @@ class FrameDecoder {
   std::array<std::uint8_t, kMaxStrings> string_flags_{};
   std::array<Measurement, kMaxMeasurements> measurements_{};
   std::array<MetadataField, kMaxMetadata> metadata_{};
-  std::uint64_t sequence_ = 0;
 };
 
 }  // namespace telemetryd::wire

@@ -100,7 +100,7 @@ struct FrameInfo {
   std::uint64_t units_per_second = 1'000'000'000;  // the sender's native time unit
   bool has_base_time = false;
   std::int64_t base_time = 0;  // native units since the Unix epoch
-  std::uint64_t sequence = 0;  // increases by one per frame a decoder reads: a cache key
+  std::uint64_t sequence = 0;  // unique per frame decoded on a thread (by any decoder): a cache key
 };
 
 struct Event {
