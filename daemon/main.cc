@@ -5,13 +5,17 @@
 #include <malloc.h>
 #include <systemd/sd-daemon.h>
 #include <array>
+#include <atomic>
+#include <chrono>
 
 #include <boost/asio.hpp>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "telemetryd/aggregate/engine.h"
@@ -61,12 +65,17 @@ static_assert(static_cast<int>(ingest::StatsdType::kCounter) ==
                   static_cast<int>(aggregate::StatsdKind::kSet));
 
 // What each worker hands its input to: its aggregation shard, and stderr when asked to print.
+// A reload points it at another shard, on the worker's own thread.
 class AggregatingSink final : public ingest::EventSink {
  public:
   AggregatingSink(aggregate::Shard& shard, bool print)
-      : shard_(shard), debug_(stderr), print_(print) {}
+      : shard_(&shard), debug_(stderr), print_(print) {}
+  void Use(aggregate::Shard& shard, bool print) noexcept {
+    shard_ = &shard;
+    print_ = print;
+  }
   void OnEvent(const wire::FrameInfo& frame, const wire::Event& event) noexcept override {
-    shard_.Record(frame, event);
+    shard_->Record(frame, event);
     if (print_) debug_.OnEvent(frame, event);
   }
   void OnStatsd(const ingest::StatsdSample& sample) noexcept override {
@@ -75,7 +84,7 @@ class AggregatingSink final : public ingest::EventSink {
       if (n == tags_.size()) break;
       tags_[n++] = aggregate::StatsdTagView{tag.key, tag.value};
     }
-    shard_.RecordStatsd(aggregate::StatsdInput{
+    shard_->RecordStatsd(aggregate::StatsdInput{
         sample.name, static_cast<aggregate::StatsdKind>(sample.type), sample.value,
         sample.set_member, sample.gauge_delta, sample.sample_rate,
         std::span<const aggregate::StatsdTagView>(tags_.data(), n)});
@@ -83,7 +92,7 @@ class AggregatingSink final : public ingest::EventSink {
   }
 
  private:
-  aggregate::Shard& shard_;
+  aggregate::Shard* shard_;
   ingest::DebugSink debug_;
   bool print_;
   std::array<aggregate::StatsdTagView, ingest::kStatsdMaxTags> tags_{};
@@ -99,27 +108,52 @@ Expected<std::unique_ptr<aggregate::Engine>> BuildEngine(const config::Config& c
   return engine;
 }
 
+// One configuration's aggregation: the engine and one shard per ingest worker. A reload replaces
+// it as a whole. Shared with the tasks queued on the workers, which may outlive it.
+struct Generation {
+  std::unique_ptr<aggregate::Engine> engine;
+  std::vector<std::unique_ptr<aggregate::Shard>> shards;
+};
+
+// Counters of replaced generations, so that the self-metrics never go down across a reload.
+struct RetiredCounters {
+  std::array<std::uint64_t, aggregate::kDropReasonCount> dropped{};
+  std::uint64_t updates = 0;
+  std::uint64_t filtered = 0;
+  std::uint64_t overflow = 0;
+
+  void Add(const Generation& g) {
+    for (const auto& s : g.shards) {
+      for (std::size_t r = 0; r < aggregate::kDropReasonCount; ++r) {
+        dropped[r] += s->dropped(static_cast<aggregate::DropReason>(r));
+      }
+      updates += s->recorded();
+      filtered += s->filtered();
+    }
+    overflow += g.engine->overflow_total();
+  }
+};
+
 // Aggregation self-metrics, summed over the shards.
-void AddAggregationMetrics(const aggregate::Engine& engine,
-                           const std::vector<std::unique_ptr<aggregate::Shard>>& shards,
+void AddAggregationMetrics(const Generation& g, const RetiredCounters& retired,
                            std::vector<prometheus::MetricFamily>& out) {
   using prometheus::MetricType;
   auto& dropped = exporters::AddFamily(out, "telemetryd_aggregate_dropped_total",
                                        "Events (per metric) and samples not aggregated, by reason.",
                                        MetricType::Counter);
   for (std::size_t r = 0; r < aggregate::kDropReasonCount; ++r) {
-    double total = 0;
-    for (const auto& s : shards)
+    auto total = static_cast<double>(retired.dropped[r]);
+    for (const auto& s : g.shards)
       total += static_cast<double>(s->dropped(static_cast<aggregate::DropReason>(r)));
     exporters::AddSample(
         dropped,
         {{"reason", std::string(aggregate::DropReasonName(static_cast<aggregate::DropReason>(r)))}},
         total);
   }
-  double updates = 0;
-  double filtered = 0;
+  auto updates = static_cast<double>(retired.updates);
+  auto filtered = static_cast<double>(retired.filtered);
   double open_spans = 0;
-  for (const auto& s : shards) {
+  for (const auto& s : g.shards) {
     updates += static_cast<double>(s->recorded());
     filtered += static_cast<double>(s->filtered());
     open_spans += static_cast<double>(s->open_spans());
@@ -136,7 +170,7 @@ void AddAggregationMetrics(const aggregate::Engine& engine,
       exporters::AddFamily(out, "telemetryd_spans_open", "Spans started and not yet stopped.",
                            MetricType::Gauge),
       {}, open_spans);
-  const auto counters = engine.counters();
+  const auto counters = g.engine->counters();
   exporters::AddSample(exporters::AddFamily(out, "telemetryd_series", "Series held, all metrics.",
                                             MetricType::Gauge),
                        {}, static_cast<double>(counters.series));
@@ -148,7 +182,7 @@ void AddAggregationMetrics(const aggregate::Engine& engine,
   exporters::AddSample(exporters::AddFamily(out, "telemetryd_cardinality_overflow_total",
                                             "Updates dropped because a series limit was reached.",
                                             MetricType::Counter),
-                       {}, static_cast<double>(engine.overflow_total()));
+                       {}, static_cast<double>(retired.overflow + g.engine->overflow_total()));
   auto& unknown =
       exporters::AddFamily(out, "telemetryd_unknown_events_total",
                            "Events no catalog declares, by name (capped; the rest is \"(other)\").",
@@ -158,121 +192,333 @@ void AddAggregationMetrics(const aggregate::Engine& engine,
   }
 }
 
-int Run(const config::Config& cfg) {
-  log::SetLevel(cfg.logging.level);
-  auto built = BuildEngine(cfg);
-  if (!built) {
-    log::Write(log::Level::kError, built.error().message);
+// Reloads and their outcome (self-metrics).
+struct ReloadCounters {
+  std::atomic<std::uint64_t> success{0};
+  std::atomic<std::uint64_t> failure{0};
+  std::atomic<bool> last_ok{true};
+  std::atomic<double> last_success_time{0};  // Unix seconds: start, then each successful reload
+};
+
+double UnixNow() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+void AddReloadMetrics(const ReloadCounters& reloads, std::vector<prometheus::MetricFamily>& out) {
+  using prometheus::MetricType;
+  auto& total =
+      exporters::AddFamily(out, "telemetryd_config_reloads_total",
+                           "Configuration reloads (SIGHUP) by outcome.", MetricType::Counter);
+  exporters::AddSample(total, {{"outcome", "success"}},
+                       static_cast<double>(reloads.success.load()));
+  exporters::AddSample(total, {{"outcome", "failure"}},
+                       static_cast<double>(reloads.failure.load()));
+  exporters::AddSample(
+      exporters::AddFamily(out, "telemetryd_config_last_reload_successful",
+                           "1 if the last reload succeeded (or none was tried), 0 if it failed.",
+                           MetricType::Gauge),
+      {}, reloads.last_ok.load() ? 1 : 0);
+  exporters::AddSample(
+      exporters::AddFamily(out, "telemetryd_config_last_reload_success_timestamp_seconds",
+                           "When the running configuration was loaded (Unix time).",
+                           MetricType::Gauge),
+      {}, reloads.last_success_time.load());
+}
+
+// The running daemon: listeners, aggregation, exporters and the timers that drive them. Everything
+// here runs on the main thread except the scrape (on the Exposer's threads), which takes `mutex_`.
+class Daemon {
+ public:
+  Daemon(std::string config_path, config::Config cfg)
+      : config_path_(std::move(config_path)), cfg_(std::move(cfg)) {}
+
+  int Run();
+
+ private:
+  Expected<std::shared_ptr<Generation>> NewGeneration(const config::Config& cfg) const;
+  Expected<std::unique_ptr<exporters::PrometheusEndpoint>> StartEndpoint(
+      const config::PrometheusOptions& options);
+  // Moves every shard's updates into the engine's store, each on its own worker thread. Under
+  // mutex_.
+  void FlushLocked();
+  void Reload();
+  Status ApplyReload(config::Config next);
+  void SchedulePush();
+  void StopTimers();
+
+  std::string config_path_;
+  config::Config cfg_;
+  boost::asio::io_context io_;
+  boost::asio::steady_timer flush_timer_{io_};
+  boost::asio::steady_timer push_timer_{io_};
+  boost::asio::steady_timer watchdog_timer_{io_};
+
+  std::vector<std::unique_ptr<AggregatingSink>> sinks_;  // one per worker, for the process's life
+  std::unique_ptr<ingest::IngestServer> server_;
+  std::unique_ptr<exporters::PrometheusEndpoint> endpoint_;
+  std::shared_ptr<exporters::SelfMetrics> self_metrics_;
+  std::shared_ptr<exporters::AggregateCollector> aggregated_;
+
+  mutable std::mutex mutex_;  // guards the members below, which reloads replace
+  std::shared_ptr<Generation> generation_;
+  RetiredCounters retired_;
+  std::unique_ptr<exporters::StatsdPusher> pusher_;
+  ReloadCounters reloads_;
+};
+
+Expected<std::shared_ptr<Generation>> Daemon::NewGeneration(const config::Config& cfg) const {
+  auto engine = BuildEngine(cfg);
+  if (!engine) return engine.error();
+  auto g = std::make_shared<Generation>();
+  g->engine = std::move(*engine);
+  for (std::size_t i = 0; i < cfg.ingest.workers; ++i) g->shards.push_back(g->engine->NewShard());
+  return g;
+}
+
+Expected<std::unique_ptr<exporters::PrometheusEndpoint>> Daemon::StartEndpoint(
+    const config::PrometheusOptions& options) {
+  auto started = exporters::PrometheusEndpoint::Start(options.address, options.port);
+  if (!started) return started.error();
+  if (!options.username.empty()) (*started)->RequireBasicAuth(options.username, options.password);
+  (*started)->Register(aggregated_);
+  (*started)->Register(self_metrics_);
+  log::Write(log::Level::kInfo, "prometheus endpoint on " + options.address + ":" +
+                                    std::to_string((*started)->port()) + "/metrics");
+  return started;
+}
+
+void Daemon::FlushLocked() {
+  server_->RunOnWorkers([g = generation_](std::size_t worker) { g->shards[worker]->Flush(); },
+                        std::chrono::seconds(2));
+}
+
+void Daemon::SchedulePush() {
+  push_timer_.expires_after(cfg_.statsd_push.interval);
+  push_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;
+    {
+      std::lock_guard lock(mutex_);
+      if (!pusher_) return;
+      FlushLocked();
+      pusher_->Push(generation_->engine->TakeDeltas());
+    }
+    SchedulePush();
+  });
+}
+
+void Daemon::StopTimers() {
+  watchdog_timer_.cancel();
+  flush_timer_.cancel();
+  push_timer_.cancel();
+}
+
+// A reload either applies the whole new configuration or changes nothing.
+Status Daemon::ApplyReload(config::Config next) {
+  auto loaded = NewGeneration(next);  // catalogs are read again even if the config did not change
+  if (!loaded) return loaded.error();
+  std::shared_ptr<Generation> fresh = std::move(*loaded);
+  if (next.ingest.workers != cfg_.ingest.workers) {
+    return Error{"reload.workers", next.source +
+                                       ": ingest.workers: changing the number of workers (" +
+                                       std::to_string(cfg_.ingest.workers) + " to " +
+                                       std::to_string(next.ingest.workers) + ") needs a restart"};
+  }
+  // The Prometheus endpoint: restarted with its new settings, or the old one comes back.
+  std::unique_ptr<exporters::PrometheusEndpoint> old_endpoint;
+  const bool endpoint_changed = !(next.prometheus == cfg_.prometheus);
+  if (endpoint_changed) {
+    old_endpoint = std::move(endpoint_);
+    old_endpoint.reset();  // frees the port for a new endpoint on the same one
+    if (next.prometheus.enabled) {
+      auto started = StartEndpoint(next.prometheus);
+      if (!started) {
+        if (cfg_.prometheus.enabled) {
+          if (auto restored = StartEndpoint(cfg_.prometheus)) endpoint_ = std::move(*restored);
+        }
+        return started.error();
+      }
+      endpoint_ = std::move(*started);
+    }
+  }
+  // Listeners: only those whose settings changed are re-bound; on error none changed.
+  if (!(next.ingest == cfg_.ingest)) {
+    auto changed = server_->Reconfigure(next.ingest);
+    if (!changed) {
+      if (endpoint_changed) {
+        endpoint_.reset();
+        if (cfg_.prometheus.enabled) {
+          if (auto restored = StartEndpoint(cfg_.prometheus)) endpoint_ = std::move(*restored);
+        }
+      }
+      return changed.error();
+    }
+    log::Write(log::Level::kInfo, "reload: listeners kept " + std::to_string(changed->kept) +
+                                      ", bound " + std::to_string(changed->bound) + ", closed " +
+                                      std::to_string(changed->closed));
+  }
+  // Nothing can fail from here.
+  log::SetLevel(next.logging.level);
+  std::lock_guard lock(mutex_);
+  std::shared_ptr<Generation> old = generation_;
+  // Each worker, between two packets: flush the old shard for the last time, take over its open
+  // spans, and record into the new one from then on.
+  auto remaining = std::make_shared<std::atomic<std::size_t>>(sinks_.size());
+  const bool print = next.logging.print_events;
+  server_->RunOnWorkers(
+      [old, fresh, remaining, print, this](std::size_t worker) {
+        old->shards[worker]->Flush();
+        fresh->shards[worker]->AdoptSpans(*old->shards[worker]);
+        sinks_[worker]->Use(*fresh->shards[worker], print);
+        remaining->fetch_sub(1);
+      },
+      std::chrono::seconds(5));
+  while (remaining->load() != 0) {
+    log::Write(log::Level::kWarn, "reload: waiting for an ingest worker to switch");
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  const auto adopted = fresh->engine->Adopt(*old->engine);
+  retired_.Add(*old);
+  generation_ = fresh;
+  log::Write(log::Level::kInfo, "reload: " + std::to_string(fresh->engine->metrics().size()) +
+                                    " metrics; kept " + std::to_string(adopted.kept) + " with " +
+                                    std::to_string(adopted.series) + " series, " +
+                                    std::to_string(adopted.changed) + " changed (reset), " +
+                                    std::to_string(adopted.removed) + " removed");
+  if (!(next.statsd_push == cfg_.statsd_push)) {
+    push_timer_.cancel();
+    pusher_.reset();
+    if (next.statsd_push.enabled) {
+      pusher_ = std::make_unique<exporters::StatsdPusher>(next.statsd_push);
+    }
+  }
+  const bool start_push = pusher_ && !(next.statsd_push == cfg_.statsd_push);
+  cfg_ = std::move(next);
+  if (start_push) {
+    // A fresh timer: the cancelled one's handler returns when it sees operation_aborted.
+    boost::asio::post(io_, [this] { SchedulePush(); });
+  }
+  return Ok{};
+}
+
+void Daemon::Reload() {
+  log::Write(log::Level::kInfo, "reloading " + config_path_);
+  const auto now_usec = std::chrono::duration_cast<std::chrono::microseconds>(
+                            std::chrono::steady_clock::now().time_since_epoch())
+                            .count();
+  sd_notify(0,
+            ("RELOADING=1\nSTATUS=reloading\nMONOTONIC_USEC=" + std::to_string(now_usec)).c_str());
+  Status status = Ok{};
+  try {
+    auto next = config::LoadConfigFile(config_path_);
+    status = next ? ApplyReload(std::move(*next)) : Status(next.error());
+  } catch (const std::exception& e) {
+    status = Error{"reload.exception", std::string("reload: ") + e.what()};
+  }
+  if (status) {
+    reloads_.success.fetch_add(1);
+    reloads_.last_ok.store(true);
+    reloads_.last_success_time.store(UnixNow());
+    log::Write(log::Level::kInfo, "reload: configuration applied");
+    sd_notify(0, "READY=1\nSTATUS=listening");
+  } else {
+    reloads_.failure.fetch_add(1);
+    reloads_.last_ok.store(false);
+    log::Write(log::Level::kError, "reload rejected, the previous configuration keeps running: " +
+                                       status.error().message);
+    sd_notify(0, "READY=1\nSTATUS=listening (last reload failed)");
+  }
+}
+
+int Daemon::Run() {
+  log::SetLevel(cfg_.logging.level);
+  auto first = NewGeneration(cfg_);
+  if (!first) {
+    log::Write(log::Level::kError, first.error().message);
     return 1;
   }
-  std::unique_ptr<aggregate::Engine> engine = std::move(*built);
-  std::vector<std::unique_ptr<aggregate::Shard>> shards;
-  std::vector<std::unique_ptr<AggregatingSink>> sinks;
+  generation_ = std::move(*first);
   std::vector<ingest::EventSink*> sink_ptrs;
-  for (std::size_t i = 0; i < cfg.ingest.workers; ++i) {
-    shards.push_back(engine->NewShard());
-    sinks.push_back(std::make_unique<AggregatingSink>(*shards.back(), cfg.logging.print_events));
-    sink_ptrs.push_back(sinks.back().get());
+  for (std::size_t i = 0; i < cfg_.ingest.workers; ++i) {
+    sinks_.push_back(
+        std::make_unique<AggregatingSink>(*generation_->shards[i], cfg_.logging.print_events));
+    sink_ptrs.push_back(sinks_.back().get());
   }
   log::Write(log::Level::kInfo,
-             "aggregating " + std::to_string(engine->metrics().size()) + " metrics from " +
-                 std::to_string(config::CatalogPaths(cfg).size()) + " catalog location(s)");
-  auto server = ingest::IngestServer::Start(cfg.ingest, sink_ptrs);
+             "aggregating " + std::to_string(generation_->engine->metrics().size()) +
+                 " metrics from " + std::to_string(config::CatalogPaths(cfg_).size()) +
+                 " catalog location(s)");
+  auto server = ingest::IngestServer::Start(cfg_.ingest, sink_ptrs);
   if (!server) {
     log::Write(log::Level::kError, server.error().message);
     return 1;
   }
+  server_ = std::move(*server);
+  reloads_.last_success_time.store(UnixNow());
 
-  // Moves every shard's updates into the engine's store, each on its own worker thread.
-  auto flush = [&] {
-    (*server)->RunOnWorkers([&shards](std::size_t worker) { shards[worker]->Flush(); },
-                            std::chrono::seconds(2));
-  };
-  std::unique_ptr<exporters::StatsdPusher> pusher;
-  if (cfg.statsd_push.enabled) {
-    pusher = std::make_unique<exporters::StatsdPusher>(cfg.statsd_push);
+  if (cfg_.statsd_push.enabled) {
+    pusher_ = std::make_unique<exporters::StatsdPusher>(cfg_.statsd_push);
     log::Write(log::Level::kInfo, "statsd push to " +
-                                      std::to_string(cfg.statsd_push.destinations.size()) +
+                                      std::to_string(cfg_.statsd_push.destinations.size()) +
                                       " destination(s) every " +
-                                      std::to_string(cfg.statsd_push.interval.count()) + " s");
+                                      std::to_string(cfg_.statsd_push.interval.count()) + " s");
   }
-  std::unique_ptr<exporters::PrometheusEndpoint> endpoint;
-  std::shared_ptr<exporters::SelfMetrics> self_metrics;
-  std::shared_ptr<exporters::AggregateCollector> aggregated;
-  if (cfg.prometheus.enabled) {
-    auto started =
-        exporters::PrometheusEndpoint::Start(cfg.prometheus.address, cfg.prometheus.port);
+  self_metrics_ = std::make_shared<exporters::SelfMetrics>(
+      *server_, [this](std::vector<prometheus::MetricFamily>& out) {
+        {
+          std::lock_guard lock(mutex_);
+          AddAggregationMetrics(*generation_, retired_, out);
+          if (pusher_) exporters::AddStatsdPushMetrics(*pusher_, out);
+        }
+        AddReloadMetrics(reloads_, out);
+        exporters::AddSample(
+            exporters::AddFamily(out, "telemetryd_scrape_duration_seconds",
+                                 "Time the previous scrape took to flush, snapshot and convert.",
+                                 prometheus::MetricType::Gauge),
+            {}, aggregated_->last_duration_seconds());
+        exporters::AddSample(
+            exporters::AddFamily(out, "telemetryd_exposition_name_clashes",
+                                 "Metrics left out of the last scrape: their name clashed.",
+                                 prometheus::MetricType::Gauge),
+            {}, static_cast<double>(aggregated_->clashes()));
+      });
+  aggregated_ = std::make_shared<exporters::AggregateCollector>([this] {
+    std::lock_guard lock(mutex_);
+    FlushLocked();
+    return generation_->engine->Collect();
+  });
+  if (cfg_.prometheus.enabled) {
+    auto started = StartEndpoint(cfg_.prometheus);
     if (!started) {
       log::Write(log::Level::kError, started.error().message);
       return 1;
     }
-    endpoint = std::move(*started);
-    if (!cfg.prometheus.username.empty()) {
-      endpoint->RequireBasicAuth(cfg.prometheus.username, cfg.prometheus.password);
-    }
-    self_metrics = std::make_shared<exporters::SelfMetrics>(
-        **server, [&](std::vector<prometheus::MetricFamily>& out) {
-          AddAggregationMetrics(*engine, shards, out);
-          if (pusher) exporters::AddStatsdPushMetrics(*pusher, out);
-          if (aggregated) {
-            exporters::AddSample(
-                exporters::AddFamily(
-                    out, "telemetryd_scrape_duration_seconds",
-                    "Time the previous scrape took to flush, snapshot and convert.",
-                    prometheus::MetricType::Gauge),
-                {}, aggregated->last_duration_seconds());
-            exporters::AddSample(
-                exporters::AddFamily(out, "telemetryd_exposition_name_clashes",
-                                     "Metrics left out of the last scrape: their name clashed.",
-                                     prometheus::MetricType::Gauge),
-                {}, static_cast<double>(aggregated->clashes()));
-          }
-        });
-    aggregated = std::make_shared<exporters::AggregateCollector>([&] {
-      flush();
-      return engine->Collect();
-    });
-    endpoint->Register(aggregated);
-    endpoint->Register(self_metrics);
-    log::Write(log::Level::kInfo, "prometheus endpoint on " + cfg.prometheus.address + ":" +
-                                      std::to_string(endpoint->port()) + "/metrics");
+    endpoint_ = std::move(*started);
   }
 
-  boost::asio::io_context main_io;
   // Periodic flush: bounds shard memory, expires idle series and old spans between scrapes.
-  boost::asio::steady_timer flush_timer(main_io);
   std::function<void()> schedule_flush = [&] {
-    flush_timer.expires_after(std::chrono::seconds(1));
-    flush_timer.async_wait([&](const boost::system::error_code& ec) {
+    flush_timer_.expires_after(std::chrono::seconds(1));
+    flush_timer_.async_wait([&](const boost::system::error_code& ec) {
       if (ec) return;
-      flush();
+      {
+        std::lock_guard lock(mutex_);
+        FlushLocked();
+      }
       schedule_flush();
     });
   };
   schedule_flush();
   // StatsD push: the deltas since the previous push, every interval.
-  boost::asio::steady_timer push_timer(main_io);
-  std::function<void()> schedule_push = [&] {
-    push_timer.expires_after(cfg.statsd_push.interval);
-    push_timer.async_wait([&](const boost::system::error_code& ec) {
-      if (ec) return;
-      flush();
-      pusher->Push(engine->TakeDeltas());
-      schedule_push();
-    });
-  };
-  if (pusher) schedule_push();
+  if (pusher_) SchedulePush();
   // systemd watchdog: WATCHDOG=1 only while every ingest worker answers, at half the interval.
-  boost::asio::steady_timer watchdog_timer(main_io);
   std::uint64_t watchdog_usec = 0;
   std::function<void()> schedule_watchdog = [&] {
-    watchdog_timer.expires_after(std::chrono::microseconds(watchdog_usec / 2));
-    watchdog_timer.async_wait([&](const boost::system::error_code& ec) {
+    watchdog_timer_.expires_after(std::chrono::microseconds(watchdog_usec / 2));
+    watchdog_timer_.async_wait([&](const boost::system::error_code& ec) {
       if (ec) return;
       const auto deadline = std::chrono::microseconds(watchdog_usec / 4);
-      if ((*server)->RunOnWorkers(
-              [](std::size_t) {},
-              std::chrono::duration_cast<std::chrono::milliseconds>(deadline))) {
+      if (server_->RunOnWorkers([](std::size_t) {},
+                                std::chrono::duration_cast<std::chrono::milliseconds>(deadline))) {
         sd_notify(0, "WATCHDOG=1");
       } else {
         log::Write(log::Level::kWarn, "watchdog: an ingest worker did not answer in time");
@@ -282,32 +528,32 @@ int Run(const config::Config& cfg) {
   };
   if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec >= 4000) schedule_watchdog();
 
-  boost::asio::signal_set signals(main_io, SIGINT, SIGTERM, SIGHUP);
+  boost::asio::signal_set signals(io_, SIGINT, SIGTERM, SIGHUP);
   std::function<void(const boost::system::error_code&, int)> on_signal =
       [&](const boost::system::error_code& ec, int signo) {
         if (ec) return;
         if (signo == SIGHUP) {
-          log::Write(log::Level::kWarn, "SIGHUP: configuration reload is not supported yet");
+          Reload();
           signals.async_wait(on_signal);
           return;
         }
         log::Write(log::Level::kInfo, std::string("stopping on ") + ::strsignal(signo));
         sd_notify(0, "STOPPING=1");
-        watchdog_timer.cancel();
-        flush_timer.cancel();
-        push_timer.cancel();
-        (*server)->Stop();
-        for (auto& shard : shards) shard->Flush();  // the workers are gone: safe from here
+        StopTimers();
+        server_->Stop();
+        std::lock_guard lock(mutex_);
+        // The workers are gone: safe from here.
+        for (auto& shard : generation_->shards) shard->Flush();
         // The final push: what came in since the previous one.
-        if (pusher) pusher->Push(engine->TakeDeltas());
-        main_io.stop();
+        if (pusher_) pusher_->Push(generation_->engine->TakeDeltas());
+        io_.stop();
       };
   signals.async_wait(on_signal);
 
   log::Write(log::Level::kInfo, "telemetryd " TELEMETRYD_VERSION " ready");
   sd_notify(0, "READY=1\nSTATUS=listening");
-  main_io.run();
-  endpoint.reset();
+  io_.run();
+  endpoint_.reset();
   log::Write(log::Level::kInfo, "stopped");
   return 0;
 }
@@ -365,7 +611,8 @@ int main(int argc, char** argv) {
       std::cout << config::DumpConfig(*cfg);
       return 0;
     }
-    return Run(*cfg);
+    Daemon daemon(config_path, *cfg);
+    return daemon.Run();
   } catch (const std::exception& e) {
     log::Write(log::Level::kError, std::string("fatal: ") + e.what());
     return 1;

@@ -21,6 +21,7 @@ using telemetryd::test::DaemonProcess;
 using telemetryd::test::Eventually;
 using telemetryd::test::HttpGet;
 using telemetryd::test::MetricValue;
+using telemetryd::test::SendUdp;
 namespace asio = boost::asio;
 
 namespace {
@@ -64,12 +65,6 @@ std::unique_ptr<client::Client> Connect(const DaemonProcess& d, client::Transpor
   auto c = client::Client::Connect(options);
   REQUIRE_MESSAGE(c.has_value(), (c ? "" : c.error().message));
   return std::move(*c);
-}
-
-void SendUdp(std::uint16_t port, const std::string& payload) {
-  asio::io_context io;
-  asio::ip::udp::socket socket(io, asio::ip::udp::v4());
-  socket.send_to(asio::buffer(payload), {asio::ip::make_address("127.0.0.1"), port});
 }
 
 }  // namespace

@@ -40,6 +40,7 @@ using telemetryd::test::DaemonProcess;
 using telemetryd::test::Eventually;
 using telemetryd::test::HttpGet;
 using telemetryd::test::MetricValue;
+using telemetryd::test::SendUdp;
 namespace asio = boost::asio;
 
 namespace {
@@ -290,12 +291,6 @@ std::string DaemonConfig(std::uint16_t statsd_port, const std::string& push) {
          "  enabled: true\n"
          "  destinations: [\"127.0.0.1:" +
          std::to_string(statsd_port) + "\"]\n" + push;
-}
-
-void SendUdp(std::uint16_t port, const std::string& payload) {
-  asio::io_context io;
-  asio::ip::udp::socket socket(io, asio::ip::udp::v4());
-  socket.send_to(asio::buffer(payload), {asio::ip::make_address("127.0.0.1"), port});
 }
 
 wire::EventRecord Event(std::string name, std::vector<std::pair<std::string, wire::Number>> m,

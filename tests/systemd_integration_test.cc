@@ -9,16 +9,11 @@
 #include <regex>
 #include <sstream>
 
-// Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
-#include <utility>
-
-#include <boost/asio.hpp>
-
 #include "support/daemon_process.h"
 
 using telemetryd::test::DaemonProcess;
+using telemetryd::test::NotifySocket;
 using telemetryd::test::RunCommand;
-namespace asio = boost::asio;
 
 namespace {
 
@@ -29,57 +24,24 @@ listeners:
 prometheus: {port: 0}
 )";
 
-// Reads datagrams from the notify socket until one equals or starts with `want`, or time is up.
-bool Receive(asio::local::datagram_protocol::socket& socket, const std::string& want,
-             std::chrono::milliseconds timeout, std::string* seen) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  char buf[4096];
-  while (std::chrono::steady_clock::now() < deadline) {
-    boost::system::error_code ec;
-    const std::size_t n = socket.receive(asio::buffer(buf), 0, ec);
-    if (ec == asio::error::would_block) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      continue;
-    }
-    if (ec) return false;
-    const std::string message(buf, n);
-    *seen += message + "|";
-    std::istringstream lines(message);
-    std::string line;
-    while (std::getline(lines, line)) {
-      if (line == want) return true;
-    }
-  }
-  return false;
-}
-
 }  // namespace
 
 TEST_CASE("sd_notify: READY once listening, WATCHDOG while the workers answer, STOPPING at exit") {
-  const std::string path =
-      (std::filesystem::temp_directory_path() / ("telemetryd-notify-" + std::to_string(::getpid())))
-          .string();
-  std::filesystem::remove(path);
-  asio::io_context io;
-  asio::local::datagram_protocol::socket socket(io, asio::local::datagram_protocol::endpoint(path));
-  socket.non_blocking(true);
-
-  ::setenv("NOTIFY_SOCKET", path.c_str(), 1);
+  NotifySocket notify;
+  ::setenv("NOTIFY_SOCKET", notify.path().c_str(), 1);
   ::setenv("WATCHDOG_USEC", "200000", 1);  // the daemon pings every 100 ms
   DaemonProcess d(TELEMETRYD_BINARY, kConfig);
   ::unsetenv("NOTIFY_SOCKET");
   ::unsetenv("WATCHDOG_USEC");
   REQUIRE_MESSAGE(d.ready(), d.log());
 
-  std::string seen;
-  CHECK_MESSAGE(Receive(socket, "READY=1", std::chrono::seconds(5), &seen), seen);
-  CHECK_MESSAGE(Receive(socket, "WATCHDOG=1", std::chrono::seconds(2), &seen), seen);
-  CHECK_MESSAGE(Receive(socket, "WATCHDOG=1", std::chrono::seconds(2), &seen), seen);
+  CHECK_MESSAGE(notify.WaitFor("READY=1", std::chrono::seconds(5)), notify.seen());
+  CHECK_MESSAGE(notify.WaitFor("WATCHDOG=1", std::chrono::seconds(2)), notify.seen());
+  CHECK_MESSAGE(notify.WaitFor("WATCHDOG=1", std::chrono::seconds(2)), notify.seen());
   const auto status = d.Signal(SIGTERM, std::chrono::seconds(10));
   REQUIRE(status.has_value());
   CHECK(*status == 0);
-  CHECK_MESSAGE(Receive(socket, "STOPPING=1", std::chrono::seconds(2), &seen), seen);
-  std::filesystem::remove(path);
+  CHECK_MESSAGE(notify.WaitFor("STOPPING=1", std::chrono::seconds(2)), notify.seen());
 }
 
 TEST_CASE("the unit file passes systemd-analyze verify and rates at most 2.0 in security") {

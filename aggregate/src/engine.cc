@@ -61,6 +61,7 @@ struct CompiledFilter {
   std::string measurement;
   std::vector<std::string> values;
   double threshold;
+  bool operator==(const CompiledFilter&) const = default;
 };
 
 struct CompiledTag {
@@ -69,10 +70,12 @@ struct CompiledTag {
   bool has_default;
   std::string default_value;
   std::vector<std::pair<std::string, std::string>> values;  // sorted by first
+  bool operator==(const CompiledTag&) const = default;
 };
 
 struct CompiledMetric {
   MetricInfo info;
+  std::string event;        // the event (or span prefix, for span gauges) that feeds it
   std::string measurement;  // empty: count events
   std::vector<CompiledTag> tags;
   std::vector<CompiledFilter> keep;
@@ -81,6 +84,40 @@ struct CompiledMetric {
   Unit unit_to = Unit::kNone;
   bool pair_duration = false;  // a span stop/exception metric on `duration`
 };
+
+// Whether series recorded under `a` mean the same under `b`: everything that shapes a value or a
+// label, but not the description.
+bool SameDefinition(const CompiledMetric& a, const CompiledMetric& b) {
+  return a.info.name == b.info.name && a.info.type == b.info.type && a.info.unit == b.info.unit &&
+         a.info.buckets == b.info.buckets && a.info.quantiles == b.info.quantiles &&
+         a.info.span_gauge == b.info.span_gauge && a.info.statsd_set == b.info.statsd_set &&
+         a.event == b.event && a.measurement == b.measurement && a.tags == b.tags &&
+         a.keep == b.keep && a.drop == b.drop && a.unit_from == b.unit_from &&
+         a.unit_to == b.unit_to && a.pair_duration == b.pair_duration;
+}
+
+// Whether StatsD metrics made under `a` are made the same way under `b`.
+bool SameStatsdInput(const EngineOptions& a, const EngineOptions& b) {
+  auto same_mappings = [&] {
+    if (a.statsd_mappings.size() != b.statsd_mappings.size()) return false;
+    for (std::size_t i = 0; i < a.statsd_mappings.size(); ++i) {
+      const auto& x = a.statsd_mappings[i];
+      const auto& y = b.statsd_mappings[i];
+      if (x.match != y.match || x.name != y.name || x.labels != y.labels) return false;
+    }
+    return true;
+  };
+  return a.statsd_enabled == b.statsd_enabled && a.statsd_buckets == b.statsd_buckets &&
+         a.statsd_quantiles == b.statsd_quantiles && same_mappings();
+}
+
+// A series key for another metric id: "<id><sep>labels" keeps its labels.
+std::string Rekey(std::string_view key, std::uint32_t id) {
+  const std::size_t sep = key.find(kLabelSeparator);
+  std::string out = std::to_string(id);
+  if (sep != std::string_view::npos) out.append(key.substr(sep));
+  return out;
+}
 
 struct Binding {
   std::vector<std::uint32_t> metrics;
@@ -136,6 +173,7 @@ class Engine::Impl {
   EngineOptions options;
   std::vector<CompiledMetric> metrics;  // grows with StatsD metrics, under mutex
   StringMap<Binding> bindings;
+  StringMap<std::uint32_t> catalog_metrics;  // name -> id, catalog metrics and span gauges
   std::vector<std::string> span_prefixes;
 
   mutable std::mutex mutex;  // guards everything below and metrics growth
@@ -152,6 +190,8 @@ class Engine::Impl {
                                             DropReason& why);
   void RollWindows(std::int64_t now);
   void Sweep(std::int64_t now);
+  // Moves another engine's series into metric `id`'s table (under both mutexes).
+  std::size_t AdoptSeries(StoreMetric& from, std::uint32_t id);
 };
 
 namespace {
@@ -239,6 +279,7 @@ struct SpanSlot {
   bool has_monotonic = false;
   std::int64_t started_ns = 0;
   std::uint64_t units_per_second = 1;
+  std::uint32_t prefix = 0;  // Binding::span_prefix
   std::array<std::uint32_t, 2> gauges{kNoSeries, kNoSeries};
 };
 
@@ -254,6 +295,7 @@ class Shard::State {
   void Record(const wire::FrameInfo& frame, const wire::Event& event) noexcept;
   void RecordStatsd(const StatsdInput& sample) noexcept;
   void Flush();
+  void AdoptSpans(State& previous) noexcept;
 
  private:
   const Binding* Resolve(const wire::FrameInfo& frame, const wire::Event& event) noexcept;
@@ -619,6 +661,7 @@ void Shard::State::Record(const wire::FrameInfo& frame, const wire::Event& event
         slot->start_monotonic = slot->has_monotonic ? mono->value.int_value : 0;
         slot->started_ns = now_ns_;  // set per frame by Resolve
         slot->units_per_second = frame.units_per_second;
+        slot->prefix = b->span_prefix;
         std::size_t n = 0;
         for (const std::uint32_t gauge : b->span_gauges) {
           const CompiledMetric& gm = engine_.metrics[gauge];
@@ -992,6 +1035,64 @@ void Shard::State::Flush() {
   engine_.Sweep(now);
 }
 
+void Shard::State::AdoptSpans(State& previous) noexcept {
+  const Engine::Impl& old = previous.engine_;
+  for (SpanSlot& from : previous.spans_) {
+    if (from.key == 0) continue;
+    const std::string& prefix = old.span_prefixes[from.prefix];
+    const auto it = std::find(engine_.span_prefixes.begin(), engine_.span_prefixes.end(), prefix);
+    if (it == engine_.span_prefixes.end()) continue;  // no longer a span: its stop is unknown
+    SpanSlot* to = InsertSpan(from.key);
+    if (to == nullptr) {
+      Drop(DropReason::kSpanTableFull);
+      continue;
+    }
+    const auto gauges = to->gauges;
+    *to = from;
+    to->prefix = static_cast<std::uint32_t>(it - engine_.span_prefixes.begin());
+    to->gauges = gauges;
+    // The store kept the gauges' +1 when their definition did not change (Engine::Adopt): the
+    // stop must bring them down here. Changed gauges started again from 0 and are left alone.
+    std::size_t n = 0;
+    for (const std::uint32_t index : from.gauges) {
+      if (index == kNoSeries) continue;
+      const std::string_view old_key = previous.series_.key(index);
+      const CompiledMetric& gm = old.metrics[previous.series_.value(index).metric];
+      const auto found = engine_.catalog_metrics.find(gm.info.name);
+      if (found == engine_.catalog_metrics.end() ||
+          !SameDefinition(gm, engine_.metrics[found->second])) {
+        continue;
+      }
+      try {
+        key_ = Rekey(old_key, found->second);
+      } catch (...) {
+        continue;
+      }
+      std::uint32_t series = kNoSeries;
+      ShardSeries* g = Series(found->second, &series);
+      if (g == nullptr) continue;
+      ++g->open_refs;
+      to->gauges[n++] = series;
+    }
+  }
+}
+
+std::size_t Engine::Impl::AdoptSeries(StoreMetric& from, std::uint32_t id) {
+  auto& to = store[id].series;
+  std::size_t moved = 0;
+  for (std::uint32_t i = 0; i < from.series.end(); ++i) {
+    if (!from.series.live(i)) continue;
+    const std::string key = Rekey(from.series.key(i), id);
+    const std::uint64_t hash = to.Hash(key);
+    if (to.Find(key, hash) != to.kNone) continue;  // cannot happen before this engine's flushes
+    const std::uint32_t t = to.Insert(key, hash);
+    to.value(t) = std::move(from.series.value(i));
+    ++moved;
+  }
+  total_series += moved;
+  return moved;
+}
+
 // ---- Shard ----
 
 Shard::Shard(Engine& engine) : state_(std::make_unique<State>(*engine.impl_, *this)) {}
@@ -1001,6 +1102,7 @@ void Shard::Record(const wire::FrameInfo& frame, const wire::Event& event) noexc
 }
 void Shard::RecordStatsd(const StatsdInput& sample) noexcept { state_->RecordStatsd(sample); }
 void Shard::Flush() { state_->Flush(); }
+void Shard::AdoptSpans(Shard& previous) noexcept { state_->AdoptSpans(*previous.state_); }
 
 std::string_view DropReasonName(DropReason reason) noexcept {
   const auto i = static_cast<std::size_t>(reason);
@@ -1036,6 +1138,7 @@ Expected<std::unique_ptr<Engine>> Engine::Create(const std::vector<CatalogSpec>&
     }
     metric_owner.emplace(m.info.name, pos.ToString());
     m.info.id = static_cast<std::uint32_t>(impl->metrics.size());
+    impl->catalog_metrics.emplace(m.info.name, m.info.id);
     impl->metrics.push_back(std::move(m));
     impl->store.emplace_back();
     return Ok{};
@@ -1070,6 +1173,7 @@ Expected<std::unique_ptr<Engine>> Engine::Create(const std::vector<CatalogSpec>&
     for (const auto& spec : catalog.metrics) {
       CompiledMetric m;
       m.info.name = spec.name;
+      m.event = spec.event_name;
       m.info.type = spec.type;
       m.info.description = spec.description;
       m.info.system = catalog.system;
@@ -1101,6 +1205,7 @@ Expected<std::unique_ptr<Engine>> Engine::Create(const std::vector<CatalogSpec>&
     for (const auto& g : catalog.span_gauges) {
       CompiledMetric m;
       m.info.name = g.name;
+      m.event = g.span;
       m.info.type = MetricType::kLastValue;
       m.info.description = g.description;
       m.info.system = catalog.system;
@@ -1268,6 +1373,49 @@ std::vector<MetricInfo> Engine::metrics() const {
   out.reserve(impl_->metrics.size());
   for (const auto& m : impl_->metrics) out.push_back(m.info);
   return out;
+}
+
+Engine::AdoptResult Engine::Adopt(Engine& previous) {
+  Impl& self = *impl_;
+  Impl& old = *previous.impl_;
+  std::scoped_lock lock(self.mutex, old.mutex);
+  AdoptResult result;
+  for (const auto& [name, old_id] : old.catalog_metrics) {
+    const auto found = self.catalog_metrics.find(name);
+    if (found == self.catalog_metrics.end()) {
+      ++result.removed;
+    } else if (!SameDefinition(old.metrics[old_id], self.metrics[found->second])) {
+      ++result.changed;
+    } else {
+      result.series += self.AdoptSeries(old.store[old_id], found->second);
+      ++result.kept;
+    }
+  }
+  if (SameStatsdInput(old.options, self.options)) {
+    for (const auto& [name, old_id] : old.statsd_metrics) {
+      const CompiledMetric& m = old.metrics[old_id];
+      DropReason why = DropReason::kCount;
+      const auto kind = m.info.statsd_set                       ? StatsdKind::kSet
+                        : m.info.type == MetricType::kCounter   ? StatsdKind::kCounter
+                        : m.info.type == MetricType::kLastValue ? StatsdKind::kGauge
+                        : m.info.unit == Unit::kMillisecond     ? StatsdKind::kTimer
+                                                                : StatsdKind::kHistogram;
+      const auto id = self.StatsdMetric(kind, name, why);
+      if (!id) {
+        ++result.removed;
+        continue;
+      }
+      result.series += self.AdoptSeries(old.store[old_id], *id);
+      ++result.kept;
+    }
+  } else {
+    result.changed += old.statsd_metrics.size();
+  }
+  for (auto& [name, count] : old.unknown_names) self.unknown_names[name] += count;
+  self.unknown_other += old.unknown_other;
+  self.window_start_ns = old.window_start_ns;
+  self.last_sweep_ns = old.last_sweep_ns;
+  return result;
 }
 
 std::uint64_t Engine::overflow_total() const {

@@ -442,6 +442,95 @@ TEST_CASE("two metrics with one name are a load error") {
         std::string::npos);
 }
 
+TEST_CASE("reload: unchanged metrics keep their series, changed ones restart, open spans move") {
+  EngineOptions options;
+  options.statsd_buckets = {10, 100};
+  auto before = MakeEngine(options);
+  auto old_shard = before->NewShard();
+  Feeder feed_old(*old_shard);
+  const Term ref = Term::Bytes(std::string("\x83r\x00\x03\x07\x08", 6));
+  const std::vector<std::pair<std::string, Term>> n1 = {{"node_id", Term::String("n1")},
+                                                        {"status", Term::Atom("normal")}};
+  feed_old.Send({Ev("vsr.protocol.prepare.sent", {{"count", Number::Int(3)}}, n1),
+                 Ev("vsr.protocol.prepare.sent", {{"count", Number::Int(4)}}, n1),
+                 Ev("op.stop", {{"duration", Number::Int(2'000'000)}}, n1),
+                 Ev("policy.load", {{"queue_len", Number::Int(9)}}),
+                 Ev("vsr.leadership.start", {{"monotonic_time", Number::Int(1'000'000'000)}},
+                    {{"node_id", Term::String("n1")}, {"telemetry_span_context", ref}}),
+                 Ev("no.such.event", {{"x", Number::Int(1)}})});
+  old_shard->RecordStatsd(StatsdInput{"hits", StatsdKind::kCounter, 5, {}, false, 1, {}});
+  old_shard->Flush();
+
+  // The new configuration: op.stop.duration has other buckets, policy.load.queue_len is gone, a
+  // metric is new and a description changed (which does not matter).
+  CatalogSpec next = TestCatalog();
+  for (auto& m : next.metrics) {
+    if (m.name == "op.stop.duration") m.buckets = {5, 50};
+    if (m.name == "vsr.protocol.prepare.sent.count") m.description = "Prepares sent.";
+  }
+  std::erase_if(next.metrics,
+                [](const MetricSpec& m) { return m.name == "policy.load.queue_len"; });
+  next.metrics.push_back(Metric(MetricType::kCounter, "vsr.protocol.prepare.sent.total",
+                                "vsr.protocol.prepare.sent", "count"));
+  auto created = Engine::Create({next}, options);
+  REQUIRE(created.has_value());
+  auto after = std::move(*created);
+  auto new_shard = after->NewShard();
+  new_shard->AdoptSpans(*old_shard);
+  const auto result = after->Adopt(*before);
+  CHECK(result.changed == 1);
+  CHECK(result.removed == 1);
+  CHECK(result.kept == 8);  // 7 catalog metrics (incl. the span gauge) and the StatsD counter
+  before.reset();           // nothing of the old engine is needed any more
+  old_shard.reset();
+
+  auto all = after->Collect();
+  CHECK(Series(Find(all, "vsr.protocol.prepare.sent.count"), {{"node_id", "n1"}})->value == 2);
+  CHECK(Series(Find(all, "vsr.protocol.prepare.sent.replicas"), {{"node_id", "n1"}})->value == 7);
+  CHECK(Find(all, "op.stop.duration").series.empty());
+  CHECK(Find(all, "vsr.protocol.prepare.sent.total").series.empty());
+  for (const auto& m : all) CHECK(m.info.name != "policy.load.queue_len");
+  CHECK(Find(all, "hits").series.at(0).value == 5);
+  CHECK(Find(all, "vsr.leadership.active").series.at(0).value == 1);
+  const auto counters = after->counters();
+  CHECK(counters.unknown_events ==
+        std::vector<std::pair<std::string, std::uint64_t>>{{"no.such.event", 1}});
+
+  // Recording goes on from the kept values; the span opened before the reload closes after it.
+  Feeder feed_new(*new_shard);
+  CHECK(new_shard->open_spans() == 1);
+  feed_new.Send({Ev("vsr.protocol.prepare.sent", {{"count", Number::Int(1)}}, n1),
+                 Ev("vsr.leadership.stop",
+                    {{"monotonic_time", Number::Int(4'500'000'000)}, {"duration", Number::Int(0)}},
+                    {{"node_id", Term::String("n1")}, {"telemetry_span_context", ref}})});
+  new_shard->RecordStatsd(StatsdInput{"hits", StatsdKind::kCounter, 1, {}, false, 1, {}});
+  new_shard->Flush();
+  all = after->Collect();
+  CHECK(Series(Find(all, "vsr.protocol.prepare.sent.count"), {{"node_id", "n1"}})->value == 3);
+  CHECK(Find(all, "vsr.protocol.prepare.sent.total").series.at(0).value == 1);
+  CHECK(Find(all, "vsr.leadership.active").series.at(0).value == 0);
+  const auto& lead = Find(all, "vsr.leadership.stop.duration").series.at(0);
+  CHECK(lead.count == 1);
+  CHECK(lead.sum == doctest::Approx(3.5));
+  CHECK(Find(all, "hits").series.at(0).value == 6);
+  CHECK(new_shard->open_spans() == 0);
+  // count, replicas, normal, total, active, lead duration, hits
+  CHECK(after->counters().series == 7);
+}
+
+TEST_CASE("reload: StatsD metrics restart when the StatsD input options change") {
+  EngineOptions options;
+  auto before = MakeEngine(options);
+  auto shard = before->NewShard();
+  shard->RecordStatsd(StatsdInput{"latency", StatsdKind::kTimer, 5, {}, false, 1, {}});
+  shard->Flush();
+  options.statsd_buckets = {1, 2};
+  auto after = MakeEngine(options);
+  const auto result = after->Adopt(*before);
+  CHECK(result.changed == 1);
+  for (const auto& m : after->Collect()) CHECK(m.info.name != "latency");
+}
+
 TEST_CASE("frames from two decoders on one thread never share the shard's per-frame name cache") {
   // Each listener has its own decoder; one worker thread feeds one shard from all of them. The
   // first frame of each decoder names its first event with the same string reference.

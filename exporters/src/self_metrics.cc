@@ -40,22 +40,20 @@ SelfMetrics::SelfMetrics(const ingest::IngestServer& server,
 std::vector<MetricFamily> SelfMetrics::Collect() const {
   std::vector<MetricFamily> out;
   out.reserve(16);
-  const auto& listeners = server_.options().listeners;
-  const std::size_t workers = server_.options().workers;
+  const auto listeners = server_.listeners();
 
   // Sums one counter of one listener over its workers.
   auto sum = [&](std::size_t l, auto&& field) {
     double total = 0;
-    for (std::size_t w = 0; w < workers; ++w)
-      total += static_cast<double>(field(server_.stats(l, w)));
+    for (const auto& stats : listeners[l].stats) total += static_cast<double>(field(stats));
     return total;
   };
   auto per_listener = [&](const std::string& name, const std::string& help, MetricType type,
                           auto&& field, auto&& applies) {
     auto& family = AddFamily(out, name, help, type);
     for (std::size_t l = 0; l < listeners.size(); ++l) {
-      if (!applies(listeners[l])) continue;
-      AddSample(family, {{"listener", listeners[l].Name()}}, sum(l, field));
+      if (!applies(listeners[l].options)) continue;
+      AddSample(family, {{"listener", listeners[l].options.Name()}}, sum(l, field));
     }
   };
   auto all = [](const ingest::ListenerOptions&) { return true; };
@@ -101,13 +99,13 @@ std::vector<MetricFamily> SelfMetrics::Collect() const {
                              "docs/statsd.md).",
                              MetricType::Counter);
   for (std::size_t l = 0; l < listeners.size(); ++l) {
-    const bool is_native = listeners[l].protocol == ingest::Protocol::kNative;
+    const bool is_native = listeners[l].options.protocol == ingest::Protocol::kNative;
     const std::size_t reasons = is_native ? wire::kDecodeErrorCount : ingest::kStatsdErrorCount;
     for (std::size_t r = 0; r < reasons; ++r) {
       const std::string reason(is_native
                                    ? wire::DecodeErrorName(static_cast<wire::DecodeError>(r))
                                    : ingest::StatsdErrorName(static_cast<ingest::StatsdError>(r)));
-      AddSample(rejected, {{"listener", listeners[l].Name()}, {"reason", reason}},
+      AddSample(rejected, {{"listener", listeners[l].options.Name()}, {"reason", reason}},
                 sum(l, [r](const auto& s) { return s.rejected[r].Get(); }));
     }
   }
@@ -115,8 +113,8 @@ std::vector<MetricFamily> SelfMetrics::Collect() const {
   auto& connections = AddFamily(out, "telemetryd_ingest_connections_total",
                                 "TCP connections by outcome.", MetricType::Counter);
   for (std::size_t l = 0; l < listeners.size(); ++l) {
-    if (listeners[l].transport != ingest::Transport::kTcp) continue;
-    const std::string name = listeners[l].Name();
+    if (listeners[l].options.transport != ingest::Transport::kTcp) continue;
+    const std::string name = listeners[l].options.Name();
     AddSample(connections, {{"listener", name}, {"outcome", "accepted"}},
               sum(l, [](const auto& s) { return s.connections_accepted.Get(); }));
     AddSample(connections, {{"listener", name}, {"outcome", "rejected_limit"}},

@@ -94,9 +94,14 @@ class UdpReceiver {
     }
   }
 
+  // Closes the socket and frees the receive buffers. Drain must not be called afterwards.
   void Close() noexcept {
     boost::system::error_code ignored;
     socket_.close(ignored);
+    storage_ = {};
+    iov_ = {};
+    headers_ = {};
+    control_ = {};
   }
 
  private:
@@ -104,9 +109,12 @@ class UdpReceiver {
     msghdr& h = m.msg_hdr;
     for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c)) {
       if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
+        // The socket's running total (it wraps at 2^32): count what is new since the last read, so
+        // that a listener's counter carries on across sockets (re-bound listeners, workers).
         std::uint32_t dropped = 0;
         std::memcpy(&dropped, CMSG_DATA(c), sizeof dropped);
-        stats_.kernel_drops.Set(dropped);
+        stats_.kernel_drops.Add(static_cast<std::uint32_t>(dropped - kernel_drops_seen_));
+        kernel_drops_seen_ = dropped;
       }
     }
     if ((h.msg_flags & MSG_TRUNC) != 0) {
@@ -125,26 +133,44 @@ class UdpReceiver {
   std::vector<iovec> iov_;
   std::vector<mmsghdr> headers_;
   std::vector<std::uint8_t> control_;
+  std::uint32_t kernel_drops_seen_ = 0;
 };
 
 class Worker;
+
+// A listener: its options, its sockets on every worker, and its counters. Never destroyed while
+// the server runs (a closed one may still have handlers queued), so workers and self-metrics can
+// hold plain pointers to it.
+struct ListenerState {
+  ListenerOptions options;
+  std::uint16_t port = 0;
+  // One per worker. Shared with the listener that replaces this one when it is re-bound with other
+  // settings on the same address, so its counters carry on.
+  std::shared_ptr<ListenerStats[]> stats;
+  std::vector<std::unique_ptr<detail::Intake>> intakes;  // one per worker
+  std::vector<std::unique_ptr<UdpReceiver>> receivers;   // UDP: one per worker
+  std::unique_ptr<tcp::acceptor> acceptor;               // TCP only; runs on worker 0
+  std::atomic<std::size_t> open_connections{0};
+  std::atomic<bool> closed{false};  // set before the workers are asked to close it
+
+  ListenerStats& Stats(std::size_t worker) noexcept { return stats.get()[worker]; }
+};
 
 // One TCP connection: reassembles native frames (4-byte big-endian length, then the frame) or
 // StatsD lines from a byte stream.
 class TcpSession : public std::enable_shared_from_this<TcpSession> {
  public:
-  TcpSession(tcp::socket socket, Worker& worker, const ListenerOptions& options,
-             detail::Intake& intake, ListenerStats& stats, std::atomic<std::size_t>& open)
+  TcpSession(tcp::socket socket, Worker& worker, ListenerState& listener, std::size_t worker_index)
       : socket_(std::move(socket)),
         worker_(worker),
-        options_(options),
-        intake_(intake),
-        stats_(stats),
-        open_(open),
+        listener_(listener),
+        options_(listener.options),
+        intake_(*listener.intakes[worker_index]),
+        stats_(listener.Stats(worker_index)),
         last_activity_(Clock::now()) {}
 
   ~TcpSession() {
-    open_.fetch_sub(1, std::memory_order_relaxed);
+    listener_.open_connections.fetch_sub(1, std::memory_order_relaxed);
     stats_.connections_open.fetch_sub(1, std::memory_order_relaxed);
   }
 
@@ -157,6 +183,7 @@ class TcpSession : public std::enable_shared_from_this<TcpSession> {
       Close();
     }
   }
+  [[nodiscard]] const ListenerState* listener() const noexcept { return &listener_; }
 
  private:
   void Read();
@@ -167,53 +194,61 @@ class TcpSession : public std::enable_shared_from_this<TcpSession> {
 
   tcp::socket socket_;
   Worker& worker_;
+  ListenerState& listener_;
   const ListenerOptions& options_;
   detail::Intake& intake_;
   ListenerStats& stats_;
-  std::atomic<std::size_t>& open_;
   std::vector<std::uint8_t> buffer_;
   std::size_t used_ = 0;
   bool discarding_line_ = false;  // StatsD: skipping the rest of an oversize line
   Clock::time_point last_activity_;
 };
 
-struct ListenerState {
-  ListenerOptions options;
-  std::uint16_t port = 0;
-  std::atomic<std::size_t> open_connections{0};
-  std::unique_ptr<tcp::acceptor> acceptor;  // TCP only; runs on worker 0
-};
-
 class Worker {
  public:
-  Worker(std::size_t index, EventSink& sink) : index_(index), sink_(sink), sweep_(io_) {}
+  explicit Worker(std::size_t index) : index_(index), sweep_(io_) {}
 
   asio::io_context& io() noexcept { return io_; }
   std::size_t index() const noexcept { return index_; }
 
-  detail::Intake& AddIntake(const ListenerOptions& options, ListenerStats& stats) {
-    intakes_.push_back(
-        std::make_unique<detail::Intake>(options.protocol, options.Name(), sink_, stats));
-    return *intakes_.back();
-  }
-  void AddUdp(std::unique_ptr<UdpReceiver> receiver) { udp_.push_back(std::move(receiver)); }
   void Register(TcpSession* session) { sessions_.insert(session); }
   void Unregister(TcpSession* session) { sessions_.erase(session); }
 
   void Run() {
-    for (auto& receiver : udp_) receiver->Arm();
     Sweep();
     thread_ = std::thread([this] { io_.run(); });
+  }
+
+  // On the worker's thread: start reading a listener's socket.
+  void AddUdp(UdpReceiver& receiver) {
+    udp_.push_back(&receiver);
+    receiver.Arm();
+  }
+
+  // On the worker's thread: read what the listener's socket holds, close it, and hand over what
+  // its connections have buffered before closing them.
+  void Close(const ListenerState& listener) {
+    if (!listener.receivers.empty()) {
+      UdpReceiver* receiver = listener.receivers[index_].get();
+      receiver->Drain(1 << 20);
+      receiver->Close();
+      std::erase(udp_, receiver);
+    }
+    // DrainAndClose may drop the last reference of a session: iterate over a copy.
+    std::vector<TcpSession*> sessions(sessions_.begin(), sessions_.end());
+    for (TcpSession* session : sessions) {
+      if (session->listener() == &listener) session->DrainAndClose();
+    }
   }
 
   // Runs on the worker's thread: drain, close, let io_context.run() return.
   void Stop() {
     asio::post(io_, [this] {
-      for (auto& receiver : udp_) {
+      for (UdpReceiver* receiver : udp_) {
         receiver->Drain(1 << 20);
         receiver->Close();
       }
-      // DrainAndClose may drop the last reference of a session: iterate over a copy.
+      udp_.clear();
       std::vector<TcpSession*> sessions(sessions_.begin(), sessions_.end());
       for (TcpSession* session : sessions) session->DrainAndClose();
       sweep_.cancel();
@@ -237,11 +272,9 @@ class Worker {
   }
 
   std::size_t index_;
-  EventSink& sink_;
   asio::io_context io_;
   asio::steady_timer sweep_;
-  std::vector<std::unique_ptr<detail::Intake>> intakes_;
-  std::vector<std::unique_ptr<UdpReceiver>> udp_;
+  std::vector<UdpReceiver*> udp_;  // open sockets of this worker
   std::unordered_set<TcpSession*> sessions_;
   std::thread thread_;
   bool stopping_ = false;
@@ -390,115 +423,181 @@ Expected<udp::socket> OpenUdp(asio::io_context& io, const udp::endpoint& endpoin
   return socket;
 }
 
+// A listener's address: two configurations with the same one are the same listener, perhaps
+// with other settings.
+bool SameAddress(const ListenerOptions& a, const ListenerOptions& b) {
+  return a.protocol == b.protocol && a.transport == b.transport && a.address == b.address &&
+         a.port == b.port;
+}
+
+std::string Describe(const ListenerState& state) {
+  return state.options.Name() + " on " + state.options.address + ":" + std::to_string(state.port);
+}
+
 }  // namespace
 
 class IngestServer::Impl {
  public:
-  IngestOptions options;
-  std::deque<ListenerState> listeners;
   std::vector<std::unique_ptr<Worker>> workers;
-  // stats_[listener * workers + worker]
-  std::unique_ptr<ListenerStats[]> stats;
-  // intakes[listener * workers + worker], owned by the workers
-  std::vector<detail::Intake*> intakes;
-  std::size_t next_worker = 0;  // round-robin for accepted connections (worker 0's thread)
+  std::vector<EventSink*> sinks;  // one per worker
+  // Every listener bound so far, open or closed; owned here until the server is destroyed.
+  std::vector<std::unique_ptr<ListenerState>> all;
+  mutable std::mutex mutex;            // guards `active`: self-metrics read it from other threads
+  std::vector<ListenerState*> active;  // the open listeners, in configuration order
+  std::size_t next_worker = 0;         // round-robin for accepted connections (worker 0's thread)
   bool stopped = false;
 
-  ListenerStats& Stats(std::size_t listener, std::size_t worker) {
-    return stats[listener * workers.size() + worker];
-  }
-
-  Status Bind();
-  void Accept(std::size_t listener_index);
+  // Opens the listener's sockets (every worker's, for UDP) without reading from them yet.
+  Expected<std::unique_ptr<ListenerState>> Bind(const ListenerOptions& options,
+                                                std::shared_ptr<ListenerStats[]> stats);
+  // Hands a bound listener to the workers.
+  void Open(ListenerState& state);
+  void Accept(ListenerState& state);
+  // Asks the workers to drain and close a listener (asynchronously).
+  void Close(ListenerState& state);
+  bool RunOnWorkers(const std::function<void(std::size_t)>& task,
+                    std::chrono::milliseconds timeout);
   void Stop();
 };
 
-Status IngestServer::Impl::Bind() {
-  for (std::size_t l = 0; l < options.listeners.size(); ++l) {
-    ListenerState& state = listeners.emplace_back();
-    state.options = options.listeners[l];
-    const ListenerOptions& lo = state.options;
-    boost::system::error_code ec;
-    const auto address = asio::ip::make_address(lo.address, ec);
-    if (ec) return Error{"ingest.address", lo.Name() + ": bad address \"" + lo.address + "\""};
-
-    if (lo.transport == Transport::kUdp) {
-      std::uint16_t port = lo.port;
-      for (auto& worker : workers) {
-        auto socket = OpenUdp(worker->io(), udp::endpoint(address, port), lo);
-        if (!socket) return socket.error();
-        port = socket->local_endpoint().port();  // port 0: the others join the kernel's choice
-        auto& stats_ref = Stats(l, worker->index());
-        auto& intake = worker->AddIntake(lo, stats_ref);
-        intakes[l * workers.size() + worker->index()] = &intake;
-        worker->AddUdp(std::make_unique<UdpReceiver>(std::move(*socket), intake, stats_ref,
-                                                     std::max<std::size_t>(1, lo.batch)));
-      }
-      state.port = port;
-    } else {
-      auto acceptor = std::make_unique<tcp::acceptor>(workers[0]->io());
-      acceptor->open(address.is_v6() ? tcp::v6() : tcp::v4(), ec);
-      if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
-      if (!ec) acceptor->bind(tcp::endpoint(address, lo.port), ec);
-      if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
-      if (ec) {
-        return Error{"ingest.bind", "listen " + lo.Name() + " " + lo.address + ":" +
-                                        std::to_string(lo.port) + ": " + ec.message()};
-      }
-      state.port = acceptor->local_endpoint().port();
-      for (auto& worker : workers) {
-        intakes[l * workers.size() + worker->index()] =
-            &worker->AddIntake(lo, Stats(l, worker->index()));
-      }
-      state.acceptor = std::move(acceptor);
-    }
+Expected<std::unique_ptr<ListenerState>> IngestServer::Impl::Bind(
+    const ListenerOptions& lo, std::shared_ptr<ListenerStats[]> stats) {
+  auto state = std::make_unique<ListenerState>();
+  state->options = lo;
+  state->stats = stats ? std::move(stats)
+                       : std::shared_ptr<ListenerStats[]>(new ListenerStats[workers.size()]);
+  boost::system::error_code ec;
+  const auto address = asio::ip::make_address(lo.address, ec);
+  if (ec) return Error{"ingest.address", lo.Name() + ": bad address \"" + lo.address + "\""};
+  for (const auto& worker : workers) {
+    state->intakes.push_back(std::make_unique<detail::Intake>(
+        lo.protocol, lo.Name(), *sinks[worker->index()], state->Stats(worker->index())));
   }
-  return Ok{};
+  if (lo.transport == Transport::kUdp) {
+    std::uint16_t port = lo.port;
+    for (const auto& worker : workers) {
+      auto socket = OpenUdp(worker->io(), udp::endpoint(address, port), lo);
+      if (!socket) return socket.error();
+      port = socket->local_endpoint().port();  // port 0: the others join the kernel's choice
+      state->receivers.push_back(std::make_unique<UdpReceiver>(
+          std::move(*socket), *state->intakes[worker->index()], state->Stats(worker->index()),
+          std::max<std::size_t>(1, lo.batch)));
+    }
+    state->port = port;
+    return state;
+  }
+  auto acceptor = std::make_unique<tcp::acceptor>(workers[0]->io());
+  acceptor->open(address.is_v6() ? tcp::v6() : tcp::v4(), ec);
+  if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) {
+    // A listener re-bound with other settings opens its new socket before closing the old one.
+    if (auto status =
+            SetSocketOption(acceptor->native_handle(), SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT");
+        !status) {
+      return status.error();
+    }
+    acceptor->bind(tcp::endpoint(address, lo.port), ec);
+  }
+  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return Error{"ingest.bind", "listen " + lo.Name() + " " + lo.address + ":" +
+                                    std::to_string(lo.port) + ": " + ec.message()};
+  }
+  state->port = acceptor->local_endpoint().port();
+  state->acceptor = std::move(acceptor);
+  return state;
 }
 
-void IngestServer::Impl::Accept(std::size_t listener_index) {
-  ListenerState& state = listeners[listener_index];
+void IngestServer::Impl::Open(ListenerState& state) {
+  if (state.acceptor) {
+    asio::post(workers[0]->io(), [this, &state] { Accept(state); });
+    return;
+  }
+  for (const auto& worker : workers) {
+    asio::post(worker->io(),
+               [w = worker.get(), &state] { w->AddUdp(*state.receivers[w->index()]); });
+  }
+}
+
+void IngestServer::Impl::Accept(ListenerState& state) {
   // Connections go round-robin to the workers.
   Worker& target = *workers[next_worker++ % workers.size()];
   state.acceptor->async_accept(
       target.io(),
-      [this, listener_index, &target](const boost::system::error_code& ec, tcp::socket socket) {
-        ListenerState& s = listeners[listener_index];
-        if (ec == asio::error::operation_aborted || !s.acceptor->is_open()) return;
-        ListenerStats& acceptor_stats = Stats(listener_index, 0);
+      [this, &state, &target](const boost::system::error_code& ec, tcp::socket socket) {
+        if (ec == asio::error::operation_aborted || !state.acceptor->is_open()) return;
+        ListenerStats& acceptor_stats = state.Stats(0);
         if (!ec) {
-          if (s.open_connections.load() >= s.options.max_connections) {
+          if (state.open_connections.load() >= state.options.max_connections) {
             acceptor_stats.connections_rejected.Add();
             boost::system::error_code ignored;
             socket.close(ignored);
           } else {
             acceptor_stats.connections_accepted.Add();
-            s.open_connections.fetch_add(1);
-            ListenerStats& stats_ref = Stats(listener_index, target.index());
-            stats_ref.connections_open.fetch_add(1);
-            asio::post(target.io(), [this, listener_index, &target, &stats_ref,
-                                     sock = std::move(socket)]() mutable {
-              auto session = std::make_shared<TcpSession>(
-                  std::move(sock), target, listeners[listener_index].options,
-                  *intakes[listener_index * workers.size() + target.index()], stats_ref,
-                  listeners[listener_index].open_connections);
-              session->Start();
+            state.open_connections.fetch_add(1);
+            state.Stats(target.index()).connections_open.fetch_add(1);
+            asio::post(target.io(), [&state, &target, sock = std::move(socket)]() mutable {
+              auto session =
+                  std::make_shared<TcpSession>(std::move(sock), target, state, target.index());
+              // A listener closed meanwhile: the connection is dropped with the session.
+              if (!state.closed.load(std::memory_order_acquire)) session->Start();
             });
           }
         }
-        Accept(listener_index);
+        Accept(state);
       });
+}
+
+void IngestServer::Impl::Close(ListenerState& state) {
+  state.closed.store(true, std::memory_order_release);
+  if (state.acceptor) {
+    // The acceptor lives on worker 0: close it there, before the workers close its connections.
+    asio::post(workers[0]->io(), [&state] {
+      boost::system::error_code ignored;
+      state.acceptor->close(ignored);
+    });
+  }
+  for (const auto& worker : workers) {
+    asio::post(worker->io(), [w = worker.get(), &state] { w->Close(state); });
+  }
+}
+
+bool IngestServer::Impl::RunOnWorkers(const std::function<void(std::size_t)>& task,
+                                      std::chrono::milliseconds timeout) {
+  if (stopped) return false;
+  // Shared with the posted handlers, which may outlive this call after a timeout.
+  struct Pending {
+    std::mutex mutex;
+    std::condition_variable done;
+    std::size_t remaining;
+  };
+  auto pending = std::make_shared<Pending>();
+  pending->remaining = workers.size();
+  for (auto& worker : workers) {
+    asio::post(worker->io(), [pending, task, index = worker->index()] {
+      task(index);
+      std::lock_guard lock(pending->mutex);
+      if (--pending->remaining == 0) pending->done.notify_all();
+    });
+  }
+  std::unique_lock lock(pending->mutex);
+  return pending->done.wait_for(lock, timeout, [&] { return pending->remaining == 0; });
 }
 
 void IngestServer::Impl::Stop() {
   if (stopped) return;
   stopped = true;
+  std::vector<ListenerState*> open;
+  {
+    std::lock_guard lock(mutex);
+    open = active;
+  }
   // Acceptors live on worker 0: close them there, before the workers drain.
-  asio::post(workers[0]->io(), [this] {
-    for (auto& state : listeners) {
-      if (state.acceptor) {
+  asio::post(workers[0]->io(), [open] {
+    for (ListenerState* state : open) {
+      if (state->acceptor) {
         boost::system::error_code ignored;
-        state.acceptor->close(ignored);
+        state->acceptor->close(ignored);
       }
     }
   });
@@ -513,64 +612,120 @@ Expected<std::unique_ptr<IngestServer>> IngestServer::Start(const IngestOptions&
                                        " workers, " + std::to_string(sinks.size()) + " sinks)"};
   }
   auto impl = std::make_unique<Impl>();
-  impl->options = options;
+  impl->sinks.assign(sinks.begin(), sinks.end());
   for (std::size_t w = 0; w < options.workers; ++w) {
-    impl->workers.push_back(std::make_unique<Worker>(w, *sinks[w]));
+    impl->workers.push_back(std::make_unique<Worker>(w));
   }
-  impl->stats = std::make_unique<ListenerStats[]>(options.listeners.size() * options.workers);
-  impl->intakes.resize(options.listeners.size() * options.workers);
   try {
-    if (auto status = impl->Bind(); !status) return status.error();
-    for (std::size_t l = 0; l < impl->listeners.size(); ++l) {
-      if (impl->listeners[l].acceptor) impl->Accept(l);
+    for (const auto& lo : options.listeners) {
+      auto state = impl->Bind(lo, nullptr);
+      if (!state) return state.error();
+      impl->Open(**state);
+      impl->active.push_back(state->get());
+      impl->all.push_back(std::move(*state));
     }
     for (auto& worker : impl->workers) worker->Run();
   } catch (const std::exception& e) {
     return Error{"ingest.start", std::string("starting listeners: ") + e.what()};
   }
-  for (std::size_t l = 0; l < impl->listeners.size(); ++l) {
-    const auto& state = impl->listeners[l];
-    log::Write(log::Level::kInfo, "listening: " + state.options.Name() + " on " +
-                                      state.options.address + ":" + std::to_string(state.port));
+  for (const ListenerState* state : impl->active) {
+    log::Write(log::Level::kInfo, "listening: " + Describe(*state));
   }
   return std::unique_ptr<IngestServer>(new IngestServer(std::move(impl)));
 }
 
+Expected<IngestServer::ReconfigureResult> IngestServer::Reconfigure(const IngestOptions& next) {
+  Impl& s = *impl_;
+  if (s.stopped) return Error{"ingest.stopped", "the listeners are stopped"};
+  if (next.workers != s.workers.size()) {
+    return Error{"ingest.workers", "ingest.workers: changing the number of workers (from " +
+                                       std::to_string(s.workers.size()) + " to " +
+                                       std::to_string(next.workers) + ") needs a restart"};
+  }
+  std::vector<ListenerState*> current;
+  {
+    std::lock_guard lock(s.mutex);
+    current = s.active;
+  }
+  std::vector<bool> claimed(current.size(), false);
+  std::vector<ListenerState*> next_active;
+  std::vector<std::unique_ptr<ListenerState>> fresh;
+  ReconfigureResult result;
+  try {
+    for (const auto& lo : next.listeners) {
+      ListenerState* keep = nullptr;
+      for (std::size_t i = 0; i < current.size() && keep == nullptr; ++i) {
+        if (!claimed[i] && current[i]->options == lo) {
+          claimed[i] = true;
+          keep = current[i];
+        }
+      }
+      if (keep != nullptr) {
+        next_active.push_back(keep);
+        ++result.kept;
+        continue;
+      }
+      std::shared_ptr<ListenerStats[]> stats;
+      for (const ListenerState* c : current) {
+        if (SameAddress(c->options, lo)) stats = c->stats;
+      }
+      // Every new socket is bound before anything closes: on error nothing has changed (the
+      // listeners bound so far close with `fresh`; no worker has seen them).
+      auto state = s.Bind(lo, std::move(stats));
+      if (!state) return state.error();
+      next_active.push_back(state->get());
+      fresh.push_back(std::move(*state));
+    }
+  } catch (const std::exception& e) {
+    return Error{"ingest.reconfigure", std::string("binding listeners: ") + e.what()};
+  }
+  for (auto& state : fresh) {
+    s.Open(*state);
+    log::Write(log::Level::kInfo, "listening: " + Describe(*state));
+  }
+  result.bound = fresh.size();
+  {
+    std::lock_guard lock(s.mutex);
+    s.active = next_active;
+    for (auto& state : fresh) s.all.push_back(std::move(state));
+  }
+  for (std::size_t i = 0; i < current.size(); ++i) {
+    if (claimed[i]) continue;
+    s.Close(*current[i]);
+    log::Write(log::Level::kInfo, "closed listener: " + Describe(*current[i]));
+    ++result.closed;
+  }
+  // The closes were queued before this: once every worker has run it, they are done.
+  s.RunOnWorkers([](std::size_t) {}, std::chrono::seconds(10));
+  return result;
+}
+
 bool IngestServer::RunOnWorkers(const std::function<void(std::size_t)>& task,
                                 std::chrono::milliseconds timeout) {
-  if (impl_->stopped) return false;
-  // Shared with the posted handlers, which may outlive this call after a timeout.
-  struct Pending {
-    std::mutex mutex;
-    std::condition_variable done;
-    std::size_t remaining;
-  };
-  auto pending = std::make_shared<Pending>();
-  pending->remaining = impl_->workers.size();
-  for (auto& worker : impl_->workers) {
-    asio::post(worker->io(), [pending, task, index = worker->index()] {
-      task(index);
-      std::lock_guard lock(pending->mutex);
-      if (--pending->remaining == 0) pending->done.notify_all();
-    });
-  }
-  std::unique_lock lock(pending->mutex);
-  return pending->done.wait_for(lock, timeout, [&] { return pending->remaining == 0; });
+  return impl_->RunOnWorkers(task, timeout);
 }
 
 IngestServer::IngestServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 IngestServer::~IngestServer() { Stop(); }
 void IngestServer::Stop() { impl_->Stop(); }
-const IngestOptions& IngestServer::options() const noexcept { return impl_->options; }
+std::size_t IngestServer::workers() const noexcept { return impl_->workers.size(); }
 
-std::vector<std::uint16_t> IngestServer::ports() const {
-  std::vector<std::uint16_t> out;
-  for (const auto& state : impl_->listeners) out.push_back(state.port);
+std::vector<IngestServer::ListenerView> IngestServer::listeners() const {
+  std::lock_guard lock(impl_->mutex);
+  std::vector<ListenerView> out;
+  out.reserve(impl_->active.size());
+  for (const ListenerState* state : impl_->active) {
+    out.push_back(
+        ListenerView{state->options, state->port,
+                     std::span<const ListenerStats>(state->stats.get(), impl_->workers.size())});
+  }
   return out;
 }
 
-const ListenerStats& IngestServer::stats(std::size_t listener, std::size_t worker) const {
-  return impl_->Stats(listener, worker);
+std::vector<std::uint16_t> IngestServer::ports() const {
+  std::vector<std::uint16_t> out;
+  for (const auto& view : listeners()) out.push_back(view.port);
+  return out;
 }
 
 }  // namespace telemetryd::ingest

@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <spawn.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -100,6 +102,21 @@ bool DaemonProcess::WaitForLog(const std::string& text, std::chrono::millisecond
   return Eventually([&] { return log().find(text) != std::string::npos; }, timeout);
 }
 
+bool DaemonProcess::RewriteConfig(const std::string& yaml) const {
+  // Written beside and renamed over, as an editor or a deployment tool would.
+  const std::string temporary = config_path_ + ".new";
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    out << yaml;
+    if (!out.flush()) return false;
+  }
+  return std::rename(temporary.c_str(), config_path_.c_str()) == 0;
+}
+
+void DaemonProcess::Kill(int signo) const {
+  if (pid_ > 0 && !exited_) ::kill(pid_, signo);
+}
+
 std::optional<int> DaemonProcess::Signal(int signo, std::chrono::milliseconds timeout) {
   if (pid_ <= 0 || exited_) return std::nullopt;
   ::kill(pid_, signo);
@@ -116,6 +133,52 @@ std::optional<int> DaemonProcess::Signal(int signo, std::chrono::milliseconds ti
   ::waitpid(pid_, &status, 0);
   exited_ = true;
   return std::nullopt;
+}
+
+void SendUdp(std::uint16_t port, const std::string& payload) {
+  namespace asio = boost::asio;
+  asio::io_context io;
+  asio::ip::udp::socket socket(io, asio::ip::udp::v4());
+  socket.send_to(asio::buffer(payload), {asio::ip::make_address("127.0.0.1"), port});
+}
+
+NotifySocket::NotifySocket() {
+  static int made = 0;
+  path_ = "/tmp/telemetryd-notify-" + std::to_string(::getpid()) + "-" + std::to_string(++made);
+  ::unlink(path_.c_str());
+  fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::snprintf(address.sun_path, sizeof address.sun_path, "%s", path_.c_str());
+  if (fd_ >= 0 && ::bind(fd_, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+}
+
+NotifySocket::~NotifySocket() {
+  if (fd_ >= 0) ::close(fd_);
+  ::unlink(path_.c_str());
+}
+
+bool NotifySocket::WaitFor(const std::string& want, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  char buf[4096];
+  while (fd_ >= 0 && std::chrono::steady_clock::now() < deadline) {
+    const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+    if (n < 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      continue;
+    }
+    const std::string message(buf, static_cast<std::size_t>(n));
+    seen_ += message + "|";
+    std::istringstream lines(message);
+    std::string line;
+    while (std::getline(lines, line)) {
+      if (line == want) return true;
+    }
+  }
+  return false;
 }
 
 HttpResponse HttpRequest(std::uint16_t port, const std::string& path,

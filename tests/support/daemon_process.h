@@ -30,6 +30,11 @@ class DaemonProcess {
   [[nodiscard]] std::string log() const;
   // Waits until the log contains `text`.
   bool WaitForLog(const std::string& text, std::chrono::milliseconds timeout) const;
+  // Replaces the config file's text (for a reload).
+  bool RewriteConfig(const std::string& yaml) const;
+  [[nodiscard]] const std::string& config_path() const { return config_path_; }
+  // Sends a signal and returns at once.
+  void Kill(int signo) const;
   // Sends a signal and waits for the exit status (or kills it after `timeout`).
   std::optional<int> Signal(int signo, std::chrono::milliseconds timeout);
 
@@ -64,6 +69,29 @@ struct CommandResult {
   std::string output;
 };
 CommandResult RunCommand(const std::string& command);
+
+// Sends one UDP datagram to 127.0.0.1:port.
+void SendUdp(std::uint16_t port, const std::string& payload);
+
+// A NOTIFY_SOCKET the test owns: reads what the daemon's sd_notify sends. The socket file is made
+// in the temporary directory and removed with the object.
+class NotifySocket {
+ public:
+  NotifySocket();
+  ~NotifySocket();
+  NotifySocket(const NotifySocket&) = delete;
+  NotifySocket& operator=(const NotifySocket&) = delete;
+  [[nodiscard]] const std::string& path() const { return path_; }
+  // Reads datagrams until one has the line `want` ("READY=1"), or `timeout` passes.
+  bool WaitFor(const std::string& want, std::chrono::milliseconds timeout);
+  // Every datagram read so far, separated by '|'.
+  [[nodiscard]] const std::string& seen() const { return seen_; }
+
+ private:
+  int fd_ = -1;
+  std::string path_;
+  std::string seen_;
+};
 
 // A port on 127.0.0.1 that was free a moment ago (bind to 0, read it, close).
 std::uint16_t FreeTcpPort();

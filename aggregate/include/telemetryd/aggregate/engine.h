@@ -138,6 +138,10 @@ class Shard {
   // Moves what this shard recorded into the engine's store; expires idle series and old spans.
   // Call on the thread that records.
   void Flush();
+  // Takes over the open spans of `previous` (a shard of the engine this one's engine adopted, see
+  // Engine::Adopt), so that stops arriving after a reload still pair and span gauges come down.
+  // Call on the recording thread, after `previous` flushed for the last time.
+  void AdoptSpans(Shard& previous) noexcept;
 
   [[nodiscard]] std::uint64_t dropped(DropReason reason) const noexcept {
     return drops_[static_cast<std::size_t>(reason)].Get();
@@ -178,6 +182,18 @@ class Engine {
   // Every metric defined so far (catalog metrics, span gauges, StatsD metrics seen).
   [[nodiscard]] std::vector<MetricInfo> metrics() const;
   [[nodiscard]] const EngineOptions& options() const noexcept;
+  struct AdoptResult {
+    std::size_t kept = 0;     // metrics whose series were taken over
+    std::size_t changed = 0;  // same name, other definition: they start again from zero
+    std::size_t removed = 0;  // no longer defined
+    std::size_t series = 0;   // series taken over
+  };
+  // For a configuration reload: takes over the merged series of every metric of `previous` whose
+  // definition did not change (name, type, event, measurement, tags, filters, units, buckets,
+  // quantiles), of its StatsD metrics when the StatsD input options did not change, and its
+  // unknown-event counts. Call after the last Flush of `previous`'s shards and before the first
+  // Flush of this engine's shards.
+  AdoptResult Adopt(Engine& previous);
   // Drops overflowed at the store (cardinality limits), by metric name.
   [[nodiscard]] std::uint64_t overflow_total() const;
 

@@ -24,6 +24,7 @@ struct PrometheusOptions {
   // HTTP basic auth for /metrics when both are set.
   std::string username;
   std::string password;
+  bool operator==(const PrometheusOptions&) const = default;
 };
 
 struct LoggingOptions {
@@ -46,6 +47,7 @@ struct StatsdDestination {
   std::uint16_t port = 0;  // kUdp
   std::string path;        // kUnix: the socket's absolute path
   std::string text;        // as configured; names the destination in logs and self-metrics
+  bool operator==(const StatsdDestination&) const = default;
 };
 
 // "host:port", "[ipv6]:port" or "unix:///absolute/path". The error message says what is wrong.
@@ -66,6 +68,7 @@ struct StatsdPushOptions {
   std::vector<std::pair<std::string, std::string>> global_tags;  // in config order
   StatsdSumAs sum_as = StatsdSumAs::kCounter;
   std::vector<StatsdDestination> destinations;
+  bool operator==(const StatsdPushOptions&) const = default;
 };
 
 struct Config {

@@ -2,8 +2,9 @@
 // threads. Each worker runs its own io_context, owns one SO_REUSEPORT socket per UDP listener and a
 // share of the TCP connections, decodes what it receives and hands it to its own EventSink. A
 // worker never waits for another thread: no lock on the packet path.
-// Thread-safety: Start/Stop/ports/stats may be called from one controlling thread; stats() may be
-// read from any thread while workers run.
+// Listeners can be added, re-bound and closed while the server runs (Reconfigure); the worker
+// threads stay. Thread-safety: Start, Stop, Reconfigure and RunOnWorkers are called from one
+// controlling thread; listeners() and ports() from any thread.
 #pragma once
 
 #include <chrono>
@@ -39,11 +40,29 @@ class IngestServer {
   bool RunOnWorkers(const std::function<void(std::size_t)>& task,
                     std::chrono::milliseconds timeout);
 
-  [[nodiscard]] const IngestOptions& options() const noexcept;
-  // The port each listener is bound to, in options().listeners order.
+  struct ReconfigureResult {
+    std::size_t kept = 0;    // unchanged: same sockets, same connections
+    std::size_t bound = 0;   // new, or re-bound with other settings
+    std::size_t closed = 0;  // removed, or replaced by a re-bound one
+  };
+  // Moves to `next`'s listeners. A listener whose settings did not change keeps its sockets and
+  // connections. A changed one is re-bound: its new sockets open before the old ones close
+  // (SO_REUSEPORT), the old ones are drained, its connections are closed after what they hold is
+  // read, and its counters carry on. Every new socket is bound before anything is closed: on error
+  // nothing changes. The number of workers cannot change (an error: it needs a restart).
+  Expected<ReconfigureResult> Reconfigure(const IngestOptions& next);
+
+  // A listener as it is now. `stats` has one entry per worker and stays valid while the server
+  // lives.
+  struct ListenerView {
+    ListenerOptions options;
+    std::uint16_t port = 0;
+    std::span<const ListenerStats> stats;
+  };
+  [[nodiscard]] std::vector<ListenerView> listeners() const;
+  // The port each listener is bound to, in listeners() order.
   [[nodiscard]] std::vector<std::uint16_t> ports() const;
-  // stats(listener, worker)
-  [[nodiscard]] const ListenerStats& stats(std::size_t listener, std::size_t worker) const;
+  [[nodiscard]] std::size_t workers() const noexcept;
 
   class Impl;
 

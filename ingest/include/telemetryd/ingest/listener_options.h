@@ -36,11 +36,13 @@ struct ListenerOptions {
 
   // Name used in logs and as the `listener` label: "<protocol>_<transport>".
   [[nodiscard]] std::string Name() const;
+  bool operator==(const ListenerOptions&) const = default;
 };
 
 struct IngestOptions {
   std::size_t workers = 2;  // threads; each owns one socket per UDP listener (SO_REUSEPORT)
   std::vector<ListenerOptions> listeners;
+  bool operator==(const IngestOptions&) const = default;
 };
 
 }  // namespace telemetryd::ingest
