@@ -256,9 +256,6 @@ class Server:
     def pid(self):
         return self.proc.pid
 
-    def supports(self, workload):
-        return True
-
     def log_tail(self, lines=20):
         try:
             with open(os.path.join(self.dir, "log"), errors="replace") as f:
@@ -370,9 +367,6 @@ class BareLoop(Server):
         if parse:
             self.name = "bare+parse"
 
-    def supports(self, workload):
-        return WORKLOADS[workload]["transport"] == "udp"
-
     def start(self, workload):
         w = WORKLOADS[workload]
         args = [BARE_RECV, "--port", "0", "--receive-buffer", str(self.receive_buffer),
@@ -406,10 +400,6 @@ class NpmStatsd(Server):
     def __init__(self, cpu=1, receive_buffer=64 << 20):
         super().__init__(cpu)
         self.receive_buffer = receive_buffer
-
-    def supports(self, workload):
-        w = WORKLOADS[workload]
-        return w["protocol"] == "statsd" and w["transport"] == "udp"
 
     def start(self, workload=None):
         if not os.path.exists(STATSD_JS):
@@ -486,10 +476,6 @@ class Collectd(Server):
         self.interval = interval
         self.write_csv = write_csv
         self.rmem_default = rmem_default
-
-    def supports(self, workload):
-        w = WORKLOADS[workload]
-        return w["protocol"] == "statsd" and w["transport"] == "udp"
 
     def start(self, workload=None):
         self.port = free_port("udp")
@@ -625,3 +611,14 @@ def make_server(name, cpu=1, receive_buffer=64 << 20, workers=1, for_memory=Fals
 
 
 SERVERS = ["telemetryd", "bare", "bare+parse", "npm-statsd", "collectd"]
+PEERS = ["npm-statsd", "collectd"]
+
+
+def supports(server_name, workload):
+    """The bare loop reads UDP only; the peers are StatsD servers (UDP here)."""
+    w = WORKLOADS[workload]
+    if server_name.startswith("bare"):
+        return w["transport"] == "udp"
+    if server_name in PEERS:
+        return w["protocol"] == "statsd" and w["transport"] == "udp"
+    return True
