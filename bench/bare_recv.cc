@@ -9,7 +9,6 @@
 //
 //   telemetryd-bare-recv --port 0 --receive-buffer 67108864 --protocol statsd --parse --cpu 1
 #include <netinet/in.h>
-#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -25,6 +24,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "pin_cpu.h"
 
 namespace {
 
@@ -173,15 +174,7 @@ int Bind(const Options& o, int& buffer) {
 int main(int argc, char** argv) {
   Options o;
   if (!ParseOptions(argc, argv, o)) return Usage();
-  if (o.cpu >= 0) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(static_cast<unsigned>(o.cpu), &set);
-    if (::sched_setaffinity(0, sizeof set, &set) != 0) {
-      std::fprintf(stderr, "telemetryd-bare-recv: cpu %d: %s\n", o.cpu, std::strerror(errno));
-      return 1;
-    }
-  }
+  if (o.cpu >= 0 && !telemetryd::bench::PinToCpu(o.cpu, "telemetryd-bare-recv")) return 1;
   int buffer = 0;
   const int fd = Bind(o, buffer);
   if (fd < 0) return 1;

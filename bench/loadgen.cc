@@ -14,7 +14,6 @@
 // and puts the series in a tag instead (`app.requests:1|c|#id:N,...`).
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <sched.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -31,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "pin_cpu.h"
 #include "telemetryd/wire/encoder.h"
 #include "vsr_event.h"
 
@@ -143,6 +143,14 @@ class Sender {
 
  protected:
   const std::string& At(std::size_t i) const { return payloads_[i % payloads_.size()]; }
+  // Points out[0..n) at the next n payloads, the first from byte `skip` on.
+  void Gather(std::size_t n, std::size_t skip, iovec* out) const {
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::string& d = At(cursor_ + i);
+      const std::size_t from = i == 0 ? skip : 0;
+      out[i] = {const_cast<char*>(d.data() + from), d.size() - from};
+    }
+  }
   static constexpr std::size_t kBatch = 64;
   int fd_;
   const std::vector<std::string>& payloads_;
@@ -156,9 +164,8 @@ class UdpSender final : public Sender {
   using Sender::Sender;
   std::size_t Send(std::size_t n) override {
     n = std::min(n, kBatch);
+    Gather(n, 0, iov_.data());
     for (std::size_t i = 0; i < n; ++i) {
-      const std::string& d = At(cursor_ + i);
-      iov_[i] = {const_cast<char*>(d.data()), d.size()};
       msgs_[i] = mmsghdr{};
       msgs_[i].msg_hdr.msg_iov = &iov_[i];
       msgs_[i].msg_hdr.msg_iovlen = 1;
@@ -187,11 +194,7 @@ class TcpSender final : public Sender {
   using Sender::Sender;
   std::size_t Send(std::size_t n) override {
     n = std::min(n, kBatch);
-    for (std::size_t i = 0; i < n; ++i) {
-      const std::string& d = At(cursor_ + i);
-      const std::size_t skip = i == 0 ? offset_ : 0;
-      iov_[i] = {const_cast<char*>(d.data() + skip), d.size() - skip};
-    }
+    Gather(n, offset_, iov_.data());
     const ssize_t r = ::writev(fd_, iov_.data(), static_cast<int>(n));
     failed_ = r < 0;
     if (failed_) {
@@ -201,15 +204,7 @@ class TcpSender final : public Sender {
     return Advance(static_cast<std::size_t>(r));
   }
   bool Finish(Clock::time_point deadline) override {
-    while (offset_ > 0 && Clock::now() < deadline) {
-      const std::string& d = At(cursor_);
-      const ssize_t r = ::write(fd_, d.data() + offset_, d.size() - offset_);
-      if (r < 0) {
-        offered_.CountError(errno);
-        continue;
-      }
-      offered_.writes += Advance(static_cast<std::size_t>(r));
-    }
+    while (offset_ > 0 && Clock::now() < deadline) offered_.writes += Send(1);
     return offset_ == 0;
   }
 
@@ -307,15 +302,7 @@ double CpuSeconds() {
 int main(int argc, char** argv) {
   Options o;
   if (!ParseOptions(argc, argv, o)) return Usage();
-  if (o.cpu >= 0) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(static_cast<unsigned>(o.cpu), &set);
-    if (::sched_setaffinity(0, sizeof set, &set) != 0) {
-      std::fprintf(stderr, "telemetryd-loadgen: cpu %d: %s\n", o.cpu, std::strerror(errno));
-      return 1;
-    }
-  }
+  if (o.cpu >= 0 && !telemetryd::bench::PinToCpu(o.cpu, "telemetryd-loadgen")) return 1;
   const int fd = Connect(o);
   if (fd < 0) return 1;
   const auto payloads = Payloads(o);
