@@ -31,7 +31,6 @@ sleep 1
 before=$(curl -s "127.0.0.1:$mport/metrics" | sed -n 's/^telemetryd_ingest_events_total{listener="native_udp"} //p')
 
 ( for i in $(seq 1 "$((seconds + 2))"); do
-    start=$(date +%s.%N)
     curl -s -o /dev/null -w '%{time_total} %{size_download}\n' "127.0.0.1:$mport/metrics" >> "$work/scrapes"
     sleep 1
   done ) &
@@ -44,9 +43,10 @@ metrics=$(curl -s "127.0.0.1:$mport/metrics")
 after=$(sed -n 's/^telemetryd_ingest_events_total{listener="native_udp"} //p' <<<"$metrics")
 drops=$(sed -n 's/^telemetryd_ingest_kernel_drops_total{listener="native_udp"} //p' <<<"$metrics")
 series_held=$(sed -n 's/^telemetryd_series //p' <<<"$metrics")
-offered=$(sed -n 's/^offered_events //p' "$work/offered")
+offered=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["events"])' < "$work/offered")
+offered_rate=$(python3 -c 'import json,sys; print(round(json.load(sys.stdin)["rate"]))' < "$work/offered")
 received=$(python3 -c "print(int(float('$after') - float('$before')))")
-echo "rate_offered $(sed -n 's/^rate //p' "$work/offered") events/s for $seconds s, series held $series_held"
+echo "rate_offered $offered_rate events/s for $seconds s, series held $series_held"
 echo "offered $offered received $received lost $((offered - received)) kernel_drops_total $drops"
 echo "scrapes (seconds bytes):"
 sort -n "$work/scrapes" | awk '{t[NR]=$1; b=$2} END {printf "  median %.3f s, max %.3f s, %d bytes, %d scrapes\n", t[int((NR+1)/2)], t[NR], b, NR}'
