@@ -328,6 +328,18 @@ class Shard::State {
   StringMap<std::uint64_t> unknown_;
   std::uint64_t unknown_other_ = 0;
   std::array<StatsdTagView, 80> tag_scratch_{};
+
+  // StatsD fast path: a direct-mapped cache from the hash of a sample's identity as sent (kind,
+  // name, tags in wire order) to its series, so that a repeated sample skips the mapping, the tag
+  // sort and the key build. Cleared whenever a shard series is erased (indexes are reused).
+  struct SampleSlot {
+    std::uint64_t hash = 0;  // 0: empty
+    std::uint32_t series = kNoSeries;
+  };
+  static constexpr std::size_t kSampleCacheSlots = 4096;
+  std::vector<SampleSlot> sample_cache_ = std::vector<SampleSlot>(kSampleCacheSlots);
+  static std::uint64_t SampleHash(const StatsdInput& sample) noexcept;
+  void Apply(ShardSeries* s, const CompiledMetric& m, const StatsdInput& sample) noexcept;
 };
 
 const Binding* Shard::State::Resolve(const wire::FrameInfo& frame,
@@ -757,6 +769,13 @@ void Shard::State::RecordStatsd(const StatsdInput& sample) noexcept {
     Drop(DropReason::kNegativeCounter);
     return;
   }
+  const std::uint64_t hash = SampleHash(sample);
+  SampleSlot& slot = sample_cache_[hash & (kSampleCacheSlots - 1)];
+  if (hash != 0 && slot.hash == hash) {
+    ShardSeries& s = series_.value(slot.series);
+    Apply(&s, engine_.metrics[s.metric], sample);
+    return;
+  }
   // Cache key: kind and name, so a type conflict is found once per shard.
   key_.clear();
   key_.push_back(static_cast<char>('0' + static_cast<int>(sample.kind)));
@@ -821,8 +840,36 @@ void Shard::State::RecordStatsd(const StatsdInput& sample) noexcept {
     key_.push_back('=');
     key_.append(tag_scratch_[i].value.empty() ? std::string_view("true") : tag_scratch_[i].value);
   }
-  ShardSeries* s = Series(id);
+  std::uint32_t index = kNoSeries;
+  ShardSeries* s = Series(id, &index);
   if (s == nullptr) return;
+  if (hash != 0) slot = SampleSlot{hash, index};
+  Apply(s, m, sample);
+}
+
+std::uint64_t Shard::State::SampleHash(const StatsdInput& sample) noexcept {
+  // The identity as one contiguous text, hashed once; 0 (not cached) when it does not fit.
+  std::array<char, 512> text;
+  std::size_t n = 0;
+  auto put = [&](std::string_view part, char end) {
+    if (n + part.size() + 1 > text.size()) return false;
+    std::memcpy(text.data() + n, part.data(), part.size());
+    n += part.size();
+    text[n++] = end;
+    return true;
+  };
+  text[n++] = static_cast<char>('0' + static_cast<int>(sample.kind));
+  if (!put(sample.name, kLabelSeparator)) return 0;
+  for (const auto& tag : sample.tags) {
+    if (!put(tag.key, '=') || !put(tag.value, kLabelSeparator)) return 0;
+  }
+  const std::uint64_t h = std::hash<std::string_view>{}(std::string_view(text.data(), n));
+  return h == 0 ? 1 : h;
+}
+
+void Shard::State::Apply(ShardSeries* series, const CompiledMetric& m,
+                         const StatsdInput& sample) noexcept {
+  ShardSeries* s = series;
   s->dirty = true;
   s->touched_ns = now_ns_;
   const double weight = 1.0 / sample.sample_rate;
@@ -998,11 +1045,15 @@ void Shard::State::Flush() {
   std::lock_guard lock(engine_.mutex);
   if (engine_.window_start_ns == 0) engine_.window_start_ns = now;
   engine_.RollWindows(now);
+  bool erased = false;
   for (std::uint32_t i = 0; i < series_.end(); ++i) {
     if (!series_.live(i)) continue;
     ShardSeries& s = series_.value(i);
     if (!s.dirty) {
-      if (ttl > 0 && s.open_refs == 0 && now - s.touched_ns > ttl) series_.Erase(i);
+      if (ttl > 0 && s.open_refs == 0 && now - s.touched_ns > ttl) {
+        series_.Erase(i);
+        erased = true;
+      }
       continue;
     }
     const CompiledMetric& m = engine_.metrics[s.metric];
@@ -1028,6 +1079,7 @@ void Shard::State::Flush() {
     merged.touched_ns = now;
     MergeInto(m, s, merged);
   }
+  if (erased) std::fill(sample_cache_.begin(), sample_cache_.end(), SampleSlot{});
   for (auto& [name, count] : unknown_) engine_.unknown_names[name] += count;
   unknown_.clear();
   engine_.unknown_other += unknown_other_;

@@ -548,3 +548,40 @@ TEST_CASE("frames from two decoders on one thread never share the shard's per-fr
   // Only policy.load.count misses its tag (`reason`); a mixed-up name would add the others.
   CHECK(shard->dropped(DropReason::kMissingTag) == 1);
 }
+
+TEST_CASE("StatsD: repeated samples reach their own series, also after idle series expire") {
+  EngineOptions options;
+  options.series_ttl = std::chrono::milliseconds(20);
+  auto engine = MakeEngine(options);
+  auto shard = engine->NewShard();
+  const StatsdTagView a[] = {{"host", "a"}};
+  const StatsdTagView b[] = {{"host", "b"}};
+  auto count = [&](std::string_view name, std::span<const StatsdTagView> tags, double n) {
+    shard->RecordStatsd(StatsdInput{name, StatsdKind::kCounter, n, {}, false, 1, tags});
+  };
+  auto value = [&](const std::string& host) {
+    const auto* s = Series(Find(engine->Collect(), "hits"), {{"host", host}});
+    return s == nullptr ? -1.0 : s->value;
+  };
+  for (int i = 0; i < 3; ++i) {
+    count("hits", a, 1);
+    count("hits", b, 10);
+  }
+  shard->RecordStatsd(StatsdInput{"hits", StatsdKind::kGauge, 5, {}, false, 1, a});  // conflict
+  shard->Flush();
+  CHECK(value("a") == 3);
+  CHECK(value("b") == 30);
+  CHECK(shard->dropped(DropReason::kStatsdTypeConflict) == 1);
+  // Both expire; then b comes back first and takes a freed entry: a must not land on it.
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  shard->Flush();
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  shard->Flush();
+  CHECK(engine->counters().series == 0);
+  count("hits", b, 100);
+  count("hits", a, 7);
+  count("hits", a, 7);
+  shard->Flush();
+  CHECK(value("a") == 14);
+  CHECK(value("b") == 100);
+}
