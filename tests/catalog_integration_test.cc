@@ -4,7 +4,6 @@
 #include <doctest/doctest.h>
 
 #include <map>
-#include <sstream>
 
 #include "support/catalog_events.h"
 #include "support/daemon_process.h"
@@ -18,26 +17,7 @@ using telemetryd::test::DaemonProcess;
 using telemetryd::test::Eventually;
 using telemetryd::test::HttpGet;
 using telemetryd::test::MetricValue;
-
-namespace {
-
-// Sum of the values of every sample of `name` (any labels) in an exposition; -1 when absent.
-double SumOf(const std::string& exposition, const std::string& name) {
-  std::istringstream in(exposition);
-  std::string line;
-  double sum = 0;
-  bool found = false;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    const std::size_t end = line.find_first_of("{ ");
-    if (line.compare(0, end, name) != 0 || end != name.size()) continue;
-    sum += std::stod(line.substr(line.rfind(' ') + 1));
-    found = true;
-  }
-  return found ? sum : -1;
-}
-
-}  // namespace
+using telemetryd::test::SumOf;
 
 TEST_CASE("every event of every built-in catalog yields its series") {
   const auto catalogs = config::LoadCatalogs({TELEMETRYD_CATALOG_DIR});

@@ -267,4 +267,19 @@ std::optional<double> MetricValue(const std::string& exposition, const std::stri
   return std::nullopt;
 }
 
+double SumOf(const std::string& exposition, const std::string& name) {
+  std::istringstream in(exposition);
+  std::string line;
+  double sum = 0;
+  bool found = false;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const std::size_t end = line.find_first_of("{ ");
+    if (line.compare(0, end, name) != 0 || end != name.size()) continue;
+    sum += std::stod(line.substr(line.rfind(' ') + 1));
+    found = true;
+  }
+  return found ? sum : -1;
+}
+
 }  // namespace telemetryd::test

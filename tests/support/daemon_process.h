@@ -114,6 +114,9 @@ class ChildProcess {
 // MetricValue(text, "telemetryd_ingest_events_total{listener=\"native_udp\"}").
 std::optional<double> MetricValue(const std::string& exposition, const std::string& series);
 
+// Sum of the values of every sample of `name` (any labels) in an exposition; -1 when absent.
+double SumOf(const std::string& exposition, const std::string& name);
+
 // Polls `probe` until it returns true or `timeout` passes.
 template <typename F>
 bool Eventually(F&& probe, std::chrono::milliseconds timeout = std::chrono::milliseconds(5000)) {
