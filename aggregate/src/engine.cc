@@ -853,7 +853,8 @@ std::uint64_t Shard::State::SampleHash(const StatsdInput& sample) noexcept {
   std::size_t n = 0;
   auto put = [&](std::string_view part, char end) {
     if (n + part.size() + 1 > text.size()) return false;
-    std::memcpy(text.data() + n, part.data(), part.size());
+    if (!part.empty())
+      std::memcpy(text.data() + n, part.data(), part.size());  // data() may be null
     n += part.size();
     text[n++] = end;
     return true;

@@ -560,7 +560,8 @@ TEST_CASE("StatsD: repeated samples reach their own series, also after idle seri
     shard->RecordStatsd(StatsdInput{name, StatsdKind::kCounter, n, {}, false, 1, tags});
   };
   auto value = [&](const std::string& host) {
-    const auto* s = Series(Find(engine->Collect(), "hits"), {{"host", host}});
+    const auto all = engine->Collect();
+    const auto* s = Series(Find(all, "hits"), {{"host", host}});
     return s == nullptr ? -1.0 : s->value;
   };
   for (int i = 0; i < 3; ++i) {
