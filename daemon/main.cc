@@ -317,39 +317,30 @@ Status Daemon::ApplyReload(config::Config next) {
   auto loaded = NewGeneration(next);  // catalogs are read again even if the config did not change
   if (!loaded) return loaded.error();
   std::shared_ptr<Generation> fresh = std::move(*loaded);
-  if (next.ingest.workers != cfg_.ingest.workers) {
-    return Error{"reload.workers", next.source +
-                                       ": ingest.workers: changing the number of workers (" +
-                                       std::to_string(cfg_.ingest.workers) + " to " +
-                                       std::to_string(next.ingest.workers) + ") needs a restart"};
-  }
   // The Prometheus endpoint: restarted with its new settings, or the old one comes back.
-  std::unique_ptr<exporters::PrometheusEndpoint> old_endpoint;
   const bool endpoint_changed = !(next.prometheus == cfg_.prometheus);
+  auto restore_endpoint = [&] {
+    endpoint_.reset();
+    if (!cfg_.prometheus.enabled) return;
+    if (auto restored = StartEndpoint(cfg_.prometheus)) endpoint_ = std::move(*restored);
+  };
   if (endpoint_changed) {
-    old_endpoint = std::move(endpoint_);
-    old_endpoint.reset();  // frees the port for a new endpoint on the same one
+    endpoint_.reset();  // frees the port for a new endpoint on the same one
     if (next.prometheus.enabled) {
       auto started = StartEndpoint(next.prometheus);
       if (!started) {
-        if (cfg_.prometheus.enabled) {
-          if (auto restored = StartEndpoint(cfg_.prometheus)) endpoint_ = std::move(*restored);
-        }
+        restore_endpoint();
         return started.error();
       }
       endpoint_ = std::move(*started);
     }
   }
-  // Listeners: only those whose settings changed are re-bound; on error none changed.
+  // Listeners: only those whose settings changed are re-bound; on error (a bind, or a change of
+  // ingest.workers, which needs a restart) none changed.
   if (!(next.ingest == cfg_.ingest)) {
     auto changed = server_->Reconfigure(next.ingest);
     if (!changed) {
-      if (endpoint_changed) {
-        endpoint_.reset();
-        if (cfg_.prometheus.enabled) {
-          if (auto restored = StartEndpoint(cfg_.prometheus)) endpoint_ = std::move(*restored);
-        }
-      }
+      if (endpoint_changed) restore_endpoint();
       return changed.error();
     }
     log::Write(log::Level::kInfo, "reload: listeners kept " + std::to_string(changed->kept) +
@@ -384,16 +375,16 @@ Status Daemon::ApplyReload(config::Config next) {
                                     std::to_string(adopted.series) + " series, " +
                                     std::to_string(adopted.changed) + " changed (reset), " +
                                     std::to_string(adopted.removed) + " removed");
-  if (!(next.statsd_push == cfg_.statsd_push)) {
+  const bool push_changed = !(next.statsd_push == cfg_.statsd_push);
+  if (push_changed) {
     push_timer_.cancel();
     pusher_.reset();
     if (next.statsd_push.enabled) {
       pusher_ = std::make_unique<exporters::StatsdPusher>(next.statsd_push);
     }
   }
-  const bool start_push = pusher_ && !(next.statsd_push == cfg_.statsd_push);
   cfg_ = std::move(next);
-  if (start_push) {
+  if (push_changed && pusher_) {
     // A fresh timer: the cancelled one's handler returns when it sees operation_aborted.
     boost::asio::post(io_, [this] { SchedulePush(); });
   }

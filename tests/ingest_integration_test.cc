@@ -20,6 +20,8 @@ using namespace telemetryd;
 using telemetryd::test::DaemonProcess;
 using telemetryd::test::Eventually;
 using telemetryd::test::HttpGet;
+using telemetryd::test::Metric;
+using telemetryd::test::MetricReaches;
 using telemetryd::test::MetricValue;
 using telemetryd::test::SendUdp;
 namespace asio = boost::asio;
@@ -38,14 +40,6 @@ listeners:
 prometheus: {port: 0}
 logging: {print_events: true}
 )";
-
-double Metric(const DaemonProcess& d, const std::string& series) {
-  return MetricValue(HttpGet(d.port("prometheus"), "/metrics"), series).value_or(-1);
-}
-
-bool MetricReaches(const DaemonProcess& d, const std::string& series, double value) {
-  return Eventually([&] { return Metric(d, series) == value; });
-}
 
 wire::EventRecord Prepare(std::int64_t op) {
   wire::EventRecord e;

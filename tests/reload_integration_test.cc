@@ -25,6 +25,8 @@ using namespace telemetryd;
 using telemetryd::test::DaemonProcess;
 using telemetryd::test::Eventually;
 using telemetryd::test::HttpGet;
+using telemetryd::test::Metric;
+using telemetryd::test::MetricReaches;
 using telemetryd::test::MetricValue;
 using telemetryd::test::NotifySocket;
 using telemetryd::test::SendUdp;
@@ -58,14 +60,6 @@ std::string Config(const std::string& catalog, const std::string& statsd, int wo
   return "listeners:\n  workers: " + std::to_string(workers) +
          "\n  native:\n    udp: {port: 0}\n    tcp: {port: 0}\n  statsd:\n" + statsd +
          "catalogs:\n  paths: [" + catalog + "]\nprometheus: {port: 0}\n" + extra;
-}
-
-double Metric(const DaemonProcess& d, const std::string& series) {
-  return MetricValue(HttpGet(d.port("prometheus"), "/metrics"), series).value_or(-1);
-}
-
-bool MetricReaches(const DaemonProcess& d, const std::string& series, double value) {
-  return Eventually([&] { return Metric(d, series) == value; });
 }
 
 wire::EventRecord Prepare() {

@@ -708,7 +708,6 @@ bool IngestServer::RunOnWorkers(const std::function<void(std::size_t)>& task,
 IngestServer::IngestServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 IngestServer::~IngestServer() { Stop(); }
 void IngestServer::Stop() { impl_->Stop(); }
-std::size_t IngestServer::workers() const noexcept { return impl_->workers.size(); }
 
 std::vector<IngestServer::ListenerView> IngestServer::listeners() const {
   std::lock_guard lock(impl_->mutex);
@@ -719,12 +718,6 @@ std::vector<IngestServer::ListenerView> IngestServer::listeners() const {
         ListenerView{state->options, state->port,
                      std::span<const ListenerStats>(state->stats.get(), impl_->workers.size())});
   }
-  return out;
-}
-
-std::vector<std::uint16_t> IngestServer::ports() const {
-  std::vector<std::uint16_t> out;
-  for (const auto& view : listeners()) out.push_back(view.port);
   return out;
 }
 

@@ -135,6 +135,14 @@ std::optional<int> DaemonProcess::Signal(int signo, std::chrono::milliseconds ti
   return std::nullopt;
 }
 
+double Metric(const DaemonProcess& d, const std::string& series) {
+  return MetricValue(HttpGet(d.port("prometheus"), "/metrics"), series).value_or(-1);
+}
+
+bool MetricReaches(const DaemonProcess& d, const std::string& series, double value) {
+  return Eventually([&] { return Metric(d, series) == value; });
+}
+
 void SendUdp(std::uint16_t port, const std::string& payload) {
   namespace asio = boost::asio;
   asio::io_context io;

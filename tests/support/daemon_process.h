@@ -117,6 +117,11 @@ std::optional<double> MetricValue(const std::string& exposition, const std::stri
 // Sum of the values of every sample of `name` (any labels) in an exposition; -1 when absent.
 double SumOf(const std::string& exposition, const std::string& name);
 
+// One sample of the daemon's /metrics right now; -1 when it is absent or the scrape failed.
+double Metric(const DaemonProcess& d, const std::string& series);
+// Whether that sample reaches exactly `value` within 5 s.
+bool MetricReaches(const DaemonProcess& d, const std::string& series, double value);
+
 // Polls `probe` until it returns true or `timeout` passes.
 template <typename F>
 bool Eventually(F&& probe, std::chrono::milliseconds timeout = std::chrono::milliseconds(5000)) {

@@ -4,7 +4,7 @@
 // worker never waits for another thread: no lock on the packet path.
 // Listeners can be added, re-bound and closed while the server runs (Reconfigure); the worker
 // threads stay. Thread-safety: Start, Stop, Reconfigure and RunOnWorkers are called from one
-// controlling thread; listeners() and ports() from any thread.
+// controlling thread; listeners() from any thread.
 #pragma once
 
 #include <chrono>
@@ -60,9 +60,6 @@ class IngestServer {
     std::span<const ListenerStats> stats;
   };
   [[nodiscard]] std::vector<ListenerView> listeners() const;
-  // The port each listener is bound to, in listeners() order.
-  [[nodiscard]] std::vector<std::uint16_t> ports() const;
-  [[nodiscard]] std::size_t workers() const noexcept;
 
   class Impl;
 
