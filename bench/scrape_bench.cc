@@ -92,6 +92,43 @@ BENCHMARK(BM_Scrape)
     ->Args({100'000, 1, 0})
     ->Args({100'000, 0, 1})
     ->Args({100'000, 1, 1})
+    ->Args({1'000'000, 0, 0})
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(2)
+    ->UseRealTime();
+
+// The stages of one scrape, timed apart: the snapshot under the store's lock (stage 0), the
+// conversion to metric families (1) and the text serialization (2).
+void BM_ScrapeStage(benchmark::State& state) {
+  const auto series = static_cast<std::size_t>(state.range(0));
+  const auto stage = state.range(1);
+  auto p = Populate(series, false);
+  for (auto _ : state) {
+    state.PauseTiming();
+    p.shard->Flush();
+    state.ResumeTiming();
+    auto points = p.engine->Collect();
+    if (stage == 0) {
+      state.PauseTiming();
+      points = {};
+      state.ResumeTiming();
+      continue;
+    }
+    auto families = exporters::ToFamilies(std::move(points));
+    if (stage == 1) {
+      state.PauseTiming();
+      families = {};
+      state.ResumeTiming();
+      continue;
+    }
+    std::ostringstream out;
+    prometheus::TextSerializer().Serialize(out, families);
+    benchmark::DoNotOptimize(out);
+  }
+}
+BENCHMARK(BM_ScrapeStage)
+    ->ArgNames({"series", "stages"})
+    ->ArgsProduct({{1'000'000}, {0, 1, 2}})
     ->Unit(benchmark::kMillisecond)
     ->MinTime(2)
     ->UseRealTime();

@@ -148,16 +148,21 @@ struct StoreExtra {
   std::unordered_set<std::string> set_members;
 };
 
+// 48 bytes: one of these per series, so every field counts.
 struct StoreSeries {
   std::int64_t isum = 0;  // counters and sums: integer part, exact
-  double fsum = 0;        // counters and sums: float part
-  double last = 0;        // last_value, span gauges (current level)
+  double value = 0;       // counters and sums: the float part; last values, span gauges: the level
   std::int64_t delta_isum = 0;
   double delta_fsum = 0;
-  std::int64_t touched_ns = 0;
-  bool delta_has_last = false;
+  std::int64_t touched_ns : 63 = 0;      // monotonic clock
+  std::uint64_t delta_has_last : 1 = 0;  // a last value was set since the previous push
   std::unique_ptr<StoreExtra> extra;
 };
+static_assert(sizeof(StoreSeries) == 48);
+
+void Touch(StoreSeries& s, std::int64_t now_ns) noexcept {
+  s.touched_ns = now_ns & ((std::int64_t{1} << 62) - 1);  // a monotonic clock: centuries of range
+}
 
 struct StoreMetric {
   detail::SeriesTable<StoreSeries> series;
@@ -263,6 +268,9 @@ struct ShardSeries {
   std::int64_t touched_ns = 0;
   bool dirty = false;
   bool has_last = false;
+  // Where Flush last merged this series in the store (checked against the key before use: the
+  // store may have expired and reused the entry).
+  std::uint32_t store_index = detail::SeriesTable<ShardSeries>::kNone;
   std::unique_ptr<ShardExtra> extra;
 
   ShardExtra& Extra() {
@@ -271,6 +279,7 @@ struct ShardSeries {
   }
 };
 
+static_assert(sizeof(ShardSeries) == 64);
 constexpr std::uint32_t kNoSeries = detail::SeriesTable<ShardSeries>::kNone;
 
 struct SpanSlot {
@@ -964,7 +973,7 @@ void MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t) {
     case MetricType::kCounter:
     case MetricType::kSum:
       t.isum += s.isum;
-      t.fsum += s.fsum;
+      t.value += s.fsum;
       t.delta_isum += s.isum;
       t.delta_fsum += s.fsum;
       break;
@@ -978,11 +987,11 @@ void MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t) {
           s.extra->members->clear();
         }
       } else if (s.has_last) {
-        t.last = s.last;
+        t.value = s.last;
       } else {
-        t.last += s.gauge_delta;
+        t.value += s.gauge_delta;
       }
-      t.delta_has_last = true;
+      t.delta_has_last = 1;
       break;
     case MetricType::kDistribution:
     case MetricType::kSummary: {
@@ -1060,8 +1069,14 @@ void Shard::State::Flush() {
     const CompiledMetric& m = engine_.metrics[s.metric];
     auto& table = engine_.store[s.metric].series;
     const std::string_view key = series_.key(i);
+    std::uint32_t t = s.store_index;
+    if (t < table.end() && table.live(t) && table.key(t) == key) {
+      MergeInto(m, s, table.value(t));
+      Touch(table.value(t), now);
+      continue;
+    }
     const std::uint64_t hash = series_.Hash(key);
-    std::uint32_t t = table.Find(key, hash);
+    t = table.Find(key, hash);
     if (t == table.kNone) {
       if (table.size() >= engine_.options.max_series_per_metric ||
           engine_.total_series >= engine_.options.max_series_total) {
@@ -1076,8 +1091,9 @@ void Shard::State::Flush() {
       t = table.Insert(key, hash);
       ++engine_.total_series;
     }
+    s.store_index = t;
     StoreSeries& merged = table.value(t);
-    merged.touched_ns = now;
+    Touch(merged, now);
     MergeInto(m, s, merged);
   }
   if (erased) std::fill(sample_cache_.begin(), sample_cache_.end(), SampleSlot{});
@@ -1275,7 +1291,7 @@ namespace {
 
 // Labels from a series key: "<id><sep>v1<sep>v2" with names from the metric's tags, or
 // "<id><sep>k=v<sep>..." for StatsD metrics.
-std::vector<std::pair<std::string, std::string>> Labels(const CompiledMetric& m,
+std::vector<std::pair<std::string, std::string>> Labels(const std::vector<std::string>& tag_labels,
                                                         std::string_view key) {
   std::vector<std::pair<std::string, std::string>> labels;
   std::size_t pos = key.find(kLabelSeparator);
@@ -1284,8 +1300,8 @@ std::vector<std::pair<std::string, std::string>> Labels(const CompiledMetric& m,
     const std::size_t next = key.find(kLabelSeparator, pos + 1);
     const std::string_view part = key.substr(
         pos + 1, next == std::string_view::npos ? std::string_view::npos : next - pos - 1);
-    if (tag < m.tags.size()) {
-      labels.emplace_back(m.tags[tag].label, std::string(part));
+    if (tag < tag_labels.size()) {
+      labels.emplace_back(tag_labels[tag], std::string(part));
     } else {
       const std::size_t eq = part.find('=');
       labels.emplace_back(std::string(part.substr(0, eq)), eq == std::string_view::npos
@@ -1298,17 +1314,17 @@ std::vector<std::pair<std::string, std::string>> Labels(const CompiledMetric& m,
   return labels;
 }
 
-SeriesPoint CumulativePoint(const CompiledMetric& m, std::string_view key, const StoreSeries& s) {
+// A series' cumulative values, without its labels.
+SeriesPoint CumulativePoint(const CompiledMetric& m, const StoreSeries& s) {
   SeriesPoint p;
-  p.labels = Labels(m, key);
   const StoreExtra* x = s.extra.get();
   switch (m.info.type) {
     case MetricType::kCounter:
     case MetricType::kSum:
-      p.value = static_cast<double>(s.isum) + s.fsum;
+      p.value = static_cast<double>(s.isum) + s.value;
       break;
     case MetricType::kLastValue:
-      p.value = m.info.statsd_set ? static_cast<double>(x ? x->set_members.size() : 0) : s.last;
+      p.value = m.info.statsd_set ? static_cast<double>(x ? x->set_members.size() : 0) : s.value;
       break;
     case MetricType::kDistribution:
       p.bucket_counts = x ? x->buckets : std::vector<std::uint64_t>{};
@@ -1333,76 +1349,129 @@ SeriesPoint CumulativePoint(const CompiledMetric& m, std::string_view key, const
 
 }  // namespace
 
-std::vector<MetricPoints> Engine::Collect() const {
-  std::lock_guard lock(impl_->mutex);
-  std::vector<MetricPoints> out;
-  for (std::size_t i = 0; i < impl_->store.size(); ++i) {
-    const CompiledMetric& m = impl_->metrics[i];
-    const auto& table = impl_->store[i].series;
-    MetricPoints points;
-    points.info = m.info;
-    points.series.reserve(table.size());
-    for (std::uint32_t t = 0; t < table.end(); ++t) {
-      if (table.live(t)) points.series.push_back(CumulativePoint(m, table.key(t), table.value(t)));
-    }
-    out.push_back(std::move(points));
+namespace {
+
+// Series keys copied under the store's lock and turned into labels after it is released, so
+// that an ingest worker flushing meanwhile waits for a copy, not for the conversion of every
+// series.
+class DeferredLabels {
+ public:
+  // Starts metric `m`'s points (append them in the order of Add).
+  void Begin(const CompiledMetric& m) {
+    Metric& metric = metrics_.emplace_back();
+    for (const auto& tag : m.tags) metric.tag_labels.push_back(tag.label);
   }
+  void Add(std::string_view key) {
+    Metric& metric = metrics_.back();
+    metric.keys.append(key);
+    metric.key_ends.push_back(static_cast<std::uint32_t>(metric.keys.size()));
+  }
+  void Apply(std::vector<MetricPoints>& out) const {
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      const Metric& metric = metrics_[i];
+      std::uint32_t begin = 0;
+      for (std::size_t j = 0; j < metric.key_ends.size(); ++j) {
+        const std::string_view key(metric.keys.data() + begin, metric.key_ends[j] - begin);
+        out[i].series[j].labels = Labels(metric.tag_labels, key);
+        begin = metric.key_ends[j];
+      }
+    }
+  }
+
+ private:
+  struct Metric {
+    std::vector<std::string> tag_labels;
+    std::string keys;
+    std::vector<std::uint32_t> key_ends;
+  };
+  std::vector<Metric> metrics_;
+};
+
+}  // namespace
+
+std::vector<MetricPoints> Engine::Collect() const {
+  std::vector<MetricPoints> out;
+  DeferredLabels labels;
+  {
+    std::lock_guard lock(impl_->mutex);
+    out.reserve(impl_->store.size());
+    for (std::size_t i = 0; i < impl_->store.size(); ++i) {
+      const CompiledMetric& m = impl_->metrics[i];
+      const auto& table = impl_->store[i].series;
+      MetricPoints& points = out.emplace_back();
+      points.info = m.info;
+      points.series.reserve(table.size());
+      labels.Begin(m);
+      for (std::uint32_t t = 0; t < table.end(); ++t) {
+        if (!table.live(t)) continue;
+        points.series.push_back(CumulativePoint(m, table.value(t)));
+        labels.Add(table.key(t));
+      }
+    }
+  }
+  labels.Apply(out);
   return out;
 }
 
 std::vector<MetricPoints> Engine::TakeDeltas() {
-  std::lock_guard lock(impl_->mutex);
   std::vector<MetricPoints> out;
-  for (std::size_t i = 0; i < impl_->store.size(); ++i) {
-    const CompiledMetric& m = impl_->metrics[i];
-    auto& table = impl_->store[i].series;
-    MetricPoints points;
-    points.info = m.info;
-    for (std::uint32_t t = 0; t < table.end(); ++t) {
-      if (!table.live(t)) continue;
-      StoreSeries& s = table.value(t);
-      StoreExtra* x = s.extra.get();
-      SeriesPoint p;
-      bool changed = false;
-      switch (m.info.type) {
-        case MetricType::kCounter:
-        case MetricType::kSum:
-          p.value = static_cast<double>(s.delta_isum) + s.delta_fsum;
-          changed = s.delta_isum != 0 || s.delta_fsum != 0;
-          s.delta_isum = 0;
-          s.delta_fsum = 0;
-          break;
-        case MetricType::kLastValue:
-          p.value = m.info.statsd_set ? static_cast<double>(x ? x->set_members.size() : 0) : s.last;
-          changed = s.delta_has_last;
-          s.delta_has_last = false;
-          if (m.info.statsd_set && x) x->set_members.clear();
-          break;
-        case MetricType::kDistribution:
-        case MetricType::kSummary:
-          if (x == nullptr) break;
-          p.count = x->delta_count;
-          p.sum = x->delta_sum;
-          changed = x->delta_count != 0;
-          if (m.info.type == MetricType::kDistribution) {
-            p.bucket_counts = x->delta_buckets;
-            std::fill(x->delta_buckets.begin(), x->delta_buckets.end(), 0);
-          } else if (x->summary) {
-            for (const double q : m.info.quantiles)
-              p.quantile_values.push_back(x->summary->delta.Quantile(q));
-            x->summary->delta.Clear();
-          }
-          x->delta_count = 0;
-          x->delta_sum = 0;
-          break;
-      }
-      if (changed) {
-        p.labels = Labels(m, table.key(t));
-        points.series.push_back(std::move(p));
+  DeferredLabels labels;
+  {
+    std::lock_guard lock(impl_->mutex);
+    out.reserve(impl_->store.size());
+    for (std::size_t i = 0; i < impl_->store.size(); ++i) {
+      const CompiledMetric& m = impl_->metrics[i];
+      auto& table = impl_->store[i].series;
+      MetricPoints& points = out.emplace_back();
+      points.info = m.info;
+      labels.Begin(m);
+      for (std::uint32_t t = 0; t < table.end(); ++t) {
+        if (!table.live(t)) continue;
+        StoreSeries& s = table.value(t);
+        StoreExtra* x = s.extra.get();
+        SeriesPoint p;
+        bool changed = false;
+        switch (m.info.type) {
+          case MetricType::kCounter:
+          case MetricType::kSum:
+            p.value = static_cast<double>(s.delta_isum) + s.delta_fsum;
+            changed = s.delta_isum != 0 || s.delta_fsum != 0;
+            s.delta_isum = 0;
+            s.delta_fsum = 0;
+            break;
+          case MetricType::kLastValue:
+            p.value =
+                m.info.statsd_set ? static_cast<double>(x ? x->set_members.size() : 0) : s.value;
+            changed = s.delta_has_last != 0;
+            s.delta_has_last = 0;
+            if (m.info.statsd_set && x) x->set_members.clear();
+            break;
+          case MetricType::kDistribution:
+          case MetricType::kSummary:
+            if (x == nullptr) break;
+            p.count = x->delta_count;
+            p.sum = x->delta_sum;
+            changed = x->delta_count != 0;
+            if (m.info.type == MetricType::kDistribution) {
+              p.bucket_counts = x->delta_buckets;
+              std::fill(x->delta_buckets.begin(), x->delta_buckets.end(), 0);
+            } else if (x->summary) {
+              for (const double q : m.info.quantiles)
+                p.quantile_values.push_back(x->summary->delta.Quantile(q));
+              x->summary->delta.Clear();
+            }
+            x->delta_count = 0;
+            x->delta_sum = 0;
+            break;
+        }
+        if (changed) {
+          points.series.push_back(std::move(p));
+          labels.Add(table.key(t));
+        }
       }
     }
-    out.push_back(std::move(points));
   }
+  labels.Apply(out);
   return out;
 }
 

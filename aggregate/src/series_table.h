@@ -1,12 +1,23 @@
 // Private: a compact hash table from series key to value, used by shards and by the store.
-// Entries live in one vector (stable indexes, reused through a free list); keys live in one string
-// arena; the probe table holds 32-bit entry indexes. Per entry this costs the value plus 16 bytes
-// and about 8 bytes of probe slots, instead of a node allocation per series.
+//
+// Entries live in chunks of kChunk (stable indexes, reused through a free list); keys live in an
+// arena of blocks, each key after its length (one byte below 128, else a varint); the probe table
+// holds 32-bit entry indexes. Per entry this costs the value plus 8 bytes (32 bits of the hash and
+// the key's position), the key and its length byte, and about 8 bytes of probe slots, instead of a
+// node allocation per series.
+//
+// Chunks and blocks instead of one growing vector and string: a large table grows by a chunk at a
+// time, so it neither copies everything it holds on the thread that records nor keeps up to twice
+// the memory it needs. The first chunk and the first blocks start small, so that the many small
+// tables (one per metric) stay small.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <functional>
-#include <string>
+#include <memory>
+#include <stdexcept>
 #include <string_view>
 #include <vector>
 
@@ -14,8 +25,15 @@ namespace telemetryd::aggregate::detail {
 
 template <typename V>
 class SeriesTable {
+  static constexpr unsigned kChunkBits = 12;  // 4,096 entries per chunk
+  static constexpr std::uint32_t kChunk = 1U << kChunkBits;
+  static constexpr unsigned kBlockBits = 20;  // arena blocks of up to 1 MiB, at most 4,095
+  static constexpr std::size_t kFirstBlock = 32;
+
  public:
   static constexpr std::uint32_t kNone = 0xFFFFFFFFu;
+  // Keys longer than this are refused (Insert throws std::length_error).
+  static constexpr std::size_t kMaxKey = (std::size_t{1} << kBlockBits) - 8;
 
   SeriesTable() { slots_.assign(16, 0); }
 
@@ -28,42 +46,42 @@ class SeriesTable {
     for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
       const std::uint32_t slot = slots_[i];
       if (slot == 0) return kNone;
-      const Entry& e = entries_[slot - 1];
-      if (e.hash == hash && Key(e) == key) return slot - 1;
+      const Entry& e = At(slot - 1);
+      if (e.hash == static_cast<std::uint32_t>(hash) && Key(e) == key) return slot - 1;
     }
   }
 
-  // `key` must not be in the table. May move values (vector growth): re-read after inserting.
+  // `key` must not be in the table. May move values (growth of the first chunk): re-read after
+  // inserting.
   std::uint32_t Insert(std::string_view key, std::uint64_t hash) {
+    if (key.size() > kMaxKey) throw std::length_error("series key too long");
     if ((live_ + 1) * 2 > slots_.size()) Rehash(slots_.size() * 2);
+    const std::uint32_t position = AppendKey(key);
     std::uint32_t index;
     if (!free_.empty()) {
       index = free_.back();
       free_.pop_back();
     } else {
-      index = static_cast<std::uint32_t>(entries_.size());
-      entries_.emplace_back();
+      index = AddEntry();
     }
-    Entry& e = entries_[index];
-    e.hash = hash;
-    e.key_offset = static_cast<std::uint32_t>(arena_.size());
-    e.key_length = static_cast<std::uint32_t>(key.size());
+    Entry& e = At(index);
+    e.hash = static_cast<std::uint32_t>(hash);
+    e.key_position = position;
     e.value = V{};
-    arena_.append(key);
     Place(index);
     ++live_;
     return index;
   }
 
   void Erase(std::uint32_t index) {
-    Entry& e = entries_[index];
+    Entry& e = At(index);
     const std::size_t mask = slots_.size() - 1;
     std::size_t i = e.hash & mask;
     while (slots_[i] != index + 1) i = (i + 1) & mask;
     slots_[i] = 0;
     // Backward shift: pull later members of the probe run into the hole.
     for (std::size_t j = (i + 1) & mask; slots_[j] != 0; j = (j + 1) & mask) {
-      const std::size_t home = entries_[slots_[j] - 1].hash & mask;
+      const std::size_t home = At(slots_[j] - 1).hash & mask;
       const bool between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
       if (!between) {
         slots_[i] = slots_[j];
@@ -71,73 +89,150 @@ class SeriesTable {
         i = j;
       }
     }
-    garbage_ += e.key_length;
-    e.key_length = kDead;
+    garbage_ += Stored(e);
+    e.key_position = kDead;
     e.value = V{};
     free_.push_back(index);
     --live_;
-    if (garbage_ > (1U << 20) && garbage_ * 2 > arena_.size()) CompactArena();
+    if (garbage_ > (1U << 20) && garbage_ * 2 > arena_bytes_) CompactArena();
   }
 
   [[nodiscard]] bool live(std::uint32_t index) const noexcept {
-    return entries_[index].key_length != kDead;
+    return At(index).key_position != kDead;
   }
-  [[nodiscard]] std::string_view key(std::uint32_t index) const noexcept {
-    return Key(entries_[index]);
-  }
-  V& value(std::uint32_t index) noexcept { return entries_[index].value; }
-  const V& value(std::uint32_t index) const noexcept { return entries_[index].value; }
+  [[nodiscard]] std::string_view key(std::uint32_t index) const noexcept { return Key(At(index)); }
+  V& value(std::uint32_t index) noexcept { return At(index).value; }
+  const V& value(std::uint32_t index) const noexcept { return At(index).value; }
   // Iterate indexes [0, end()) and skip those not live().
-  [[nodiscard]] std::uint32_t end() const noexcept {
-    return static_cast<std::uint32_t>(entries_.size());
-  }
+  [[nodiscard]] std::uint32_t end() const noexcept { return entries_; }
   [[nodiscard]] std::size_t size() const noexcept { return live_; }
 
  private:
   static constexpr std::uint32_t kDead = 0xFFFFFFFFu;
+
   struct Entry {
-    std::uint64_t hash = 0;
-    std::uint32_t key_offset = 0;
-    std::uint32_t key_length = kDead;
+    std::uint32_t hash = 0;              // the low 32 bits: enough for any table this size
+    std::uint32_t key_position = kDead;  // block << kBlockBits | offset in the block
     V value{};
   };
+  struct Block {
+    std::unique_ptr<char[]> data;
+    std::size_t used = 0;
+    std::size_t capacity = 0;
+  };
 
+  Entry& At(std::uint32_t index) noexcept {
+    return chunks_[index >> kChunkBits][index & (kChunk - 1)];
+  }
+  const Entry& At(std::uint32_t index) const noexcept {
+    return chunks_[index >> kChunkBits][index & (kChunk - 1)];
+  }
+
+  // A new entry at the end: the first chunk doubles up to kChunk, later ones are whole.
+  std::uint32_t AddEntry() {
+    const std::uint32_t index = entries_;
+    if (index < kChunk) {
+      if (chunks_.empty()) chunks_.emplace_back();
+      if (index == chunks_[0].size()) {
+        std::vector<Entry>& first = chunks_[0];
+        first.reserve(std::min<std::size_t>(kChunk, std::max<std::size_t>(1, first.size() * 2)));
+        first.resize(first.capacity());
+      }
+    } else if ((index & (kChunk - 1)) == 0) {
+      chunks_.emplace_back(kChunk);
+    }
+    ++entries_;
+    return index;
+  }
+
+  // Stores the key after its length and returns its position.
+  std::uint32_t AppendKey(std::string_view key) {
+    char length[8];
+    std::size_t n = 0;
+    for (std::size_t v = key.size();; v >>= 7) {
+      length[n++] = static_cast<char>((v & 0x7F) | (v >= 0x80 ? 0x80 : 0));
+      if (v < 0x80) break;
+    }
+    const std::size_t need = n + key.size();
+    if (blocks_.empty() || blocks_.back().capacity - blocks_.back().used < need) {
+      if (blocks_.size() >= (std::size_t{1} << (32 - kBlockBits)) - 1) {
+        throw std::length_error("series key arena full");
+      }
+      const std::size_t previous = blocks_.empty() ? kFirstBlock / 2 : blocks_.back().capacity;
+      Block block;
+      block.capacity = std::max(need, std::min(previous * 2, std::size_t{1} << kBlockBits));
+      block.data = std::make_unique_for_overwrite<char[]>(block.capacity);
+      blocks_.push_back(std::move(block));
+    }
+    Block& block = blocks_.back();
+    const auto position =
+        static_cast<std::uint32_t>(((blocks_.size() - 1) << kBlockBits) | block.used);
+    std::memcpy(block.data.get() + block.used, length, n);
+    if (!key.empty()) std::memcpy(block.data.get() + block.used + n, key.data(), key.size());
+    block.used += need;
+    arena_bytes_ += need;
+    return position;
+  }
+
+  [[nodiscard]] const char* KeyStart(std::uint32_t position) const noexcept {
+    return blocks_[position >> kBlockBits].data.get() + (position & ((1U << kBlockBits) - 1));
+  }
+  // The key stored at `p`, after its length.
+  static std::string_view DecodeKey(const char* p) noexcept {
+    if (static_cast<unsigned char>(*p) < 0x80) {
+      return std::string_view(p + 1, static_cast<unsigned char>(*p));
+    }
+    std::size_t n = 0;
+    for (unsigned shift = 0;; shift += 7) {
+      const auto byte = static_cast<unsigned char>(*p++);
+      n |= static_cast<std::size_t>(byte & 0x7F) << shift;
+      if (byte < 0x80) break;
+    }
+    return std::string_view(p, n);
+  }
   [[nodiscard]] std::string_view Key(const Entry& e) const noexcept {
-    return std::string_view(arena_.data() + e.key_offset, e.key_length);
+    return DecodeKey(KeyStart(e.key_position));
+  }
+  // Arena bytes an entry's key takes, its length included.
+  [[nodiscard]] std::size_t Stored(const Entry& e) const noexcept {
+    const std::string_view key = Key(e);
+    return static_cast<std::size_t>(key.data() + key.size() - KeyStart(e.key_position));
   }
 
   void Place(std::uint32_t index) noexcept {
     const std::size_t mask = slots_.size() - 1;
-    std::size_t i = entries_[index].hash & mask;
+    std::size_t i = At(index).hash & mask;
     while (slots_[i] != 0) i = (i + 1) & mask;
     slots_[i] = index + 1;
   }
 
   void Rehash(std::size_t size) {
     slots_.assign(size, 0);
-    for (std::uint32_t i = 0; i < entries_.size(); ++i) {
+    for (std::uint32_t i = 0; i < entries_; ++i) {
       if (live(i)) Place(i);
     }
   }
 
   void CompactArena() {
-    std::string fresh;
-    fresh.reserve(arena_.size() - garbage_);
-    for (Entry& e : entries_) {
-      if (e.key_length == kDead) continue;
-      const auto offset = static_cast<std::uint32_t>(fresh.size());
-      fresh.append(arena_, e.key_offset, e.key_length);
-      e.key_offset = offset;
-    }
-    arena_ = std::move(fresh);
+    std::vector<Block> old = std::move(blocks_);
+    blocks_.clear();
+    arena_bytes_ = 0;
     garbage_ = 0;
+    for (std::uint32_t i = 0; i < entries_; ++i) {
+      Entry& e = At(i);
+      if (e.key_position == kDead) continue;
+      e.key_position = AppendKey(DecodeKey(old[e.key_position >> kBlockBits].data.get() +
+                                           (e.key_position & ((1U << kBlockBits) - 1))));
+    }
   }
 
-  std::vector<Entry> entries_;
+  std::vector<std::vector<Entry>> chunks_;
+  std::uint32_t entries_ = 0;  // entries handed out, live or free
   std::vector<std::uint32_t> free_;
   std::vector<std::uint32_t> slots_;  // entry index + 1; 0 is empty
-  std::string arena_;
+  std::vector<Block> blocks_;
   std::size_t live_ = 0;
+  std::size_t arena_bytes_ = 0;
   std::size_t garbage_ = 0;
 };
 
