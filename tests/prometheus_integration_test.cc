@@ -10,7 +10,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 #include <utility>
@@ -242,4 +244,40 @@ TEST_CASE("a real Prometheus server scraping every second answers PromQL with wh
               "snakepit_pool_saturated_queue_size{pool=\"hpc_pool\"}") == 42);
   CHECK(Query(prom_port, "up{job=\"telemetryd\"}") == 1);
   std::filesystem::remove_all(dir);
+}
+
+// Scrapes yield to ingest: the thread that converts and serializes a scrape runs at nice 10, the
+// ingest workers keep the daemon's priority.
+TEST_CASE("a scrape runs at a lower priority than the ingest workers") {
+  DaemonProcess d(TELEMETRYD_BINARY, kDaemonConfig);
+  REQUIRE(d.ready());
+  REQUIRE(HttpRequest(d.port("prometheus"), "/metrics").status == 200);
+  std::map<std::string, int> nice_by_thread;  // "tid name" -> nice
+  const std::string task_dir = "/proc/" + std::to_string(d.pid()) + "/task";
+  for (const auto& task : std::filesystem::directory_iterator(task_dir)) {
+    std::ifstream comm_file(task.path() / "comm");
+    std::string comm;
+    std::getline(comm_file, comm);
+    std::ifstream stat_file(task.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+    // Fields after the command name's closing parenthesis: state is field 3, nice field 19.
+    std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+    std::string field;
+    for (int i = 3; i <= 19 && fields >> field; ++i) {
+    }
+    nice_by_thread[task.path().filename().string() + " " + comm] = std::stoi(field);
+  }
+  int ingest = 0;
+  int lowered = 0;
+  for (const auto& [thread, nice] : nice_by_thread) {
+    INFO(thread << " nice " << nice);
+    if (thread.find(" ingest/") != std::string::npos) {
+      ++ingest;
+      CHECK(nice == 0);
+    } else if (nice == 10) {
+      ++lowered;
+    }
+  }
+  CHECK(ingest >= 1);
+  CHECK(lowered >= 1);  // the civetweb thread that served the scrape
 }

@@ -1,6 +1,10 @@
 #include "telemetryd/exporters/prometheus_metrics.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <map>
 
@@ -11,6 +15,8 @@ namespace {
 
 using aggregate::MetricType;
 using aggregate::Unit;
+
+constexpr int kScrapeNice = 10;
 
 bool EndsWith(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
@@ -216,6 +222,18 @@ std::vector<prometheus::MetricFamily> ToFamilies(std::vector<aggregate::MetricPo
 }
 
 std::vector<prometheus::MetricFamily> AggregateCollector::Collect() const {
+  // Scrapes yield to ingest: this thread (a civetweb worker, which also serializes the response)
+  // runs at a lower priority, so that an ingest worker sharing its core is never starved by a
+  // large scrape. Linux applies nice values per thread.
+  thread_local const bool lowered = [] {
+    errno = 0;
+    const int current = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()));
+    if (errno == 0 && current < kScrapeNice) {
+      ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kScrapeNice);
+    }
+    return true;
+  }();
+  (void)lowered;
   const auto start = std::chrono::steady_clock::now();
   std::uint64_t clashes = 0;
   auto families = ToFamilies(snapshot_(), &clashes);

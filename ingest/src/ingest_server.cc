@@ -1,5 +1,7 @@
 #include "telemetryd/ingest/ingest_server.h"
 
+#include <pthread.h>
+
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -216,7 +218,12 @@ class Worker {
 
   void Run() {
     Sweep();
-    thread_ = std::thread([this] { io_.run(); });
+    thread_ = std::thread([this] {
+      // "ingest/N" in top -H, ps -L and /proc/PID/task/*/comm.
+      const std::string name = "ingest/" + std::to_string(index_);
+      ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
+      io_.run();
+    });
   }
 
   // On the worker's thread: start reading a listener's socket.

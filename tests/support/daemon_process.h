@@ -33,6 +33,7 @@ class DaemonProcess {
   // Replaces the config file's text (for a reload).
   bool RewriteConfig(const std::string& yaml) const;
   [[nodiscard]] const std::string& config_path() const { return config_path_; }
+  [[nodiscard]] pid_t pid() const { return pid_; }
   // Sends a signal and returns at once.
   void Kill(int signo) const;
   // Sends a signal and waits for the exit status (or kills it after `timeout`).
