@@ -239,7 +239,7 @@ std::optional<std::uint32_t> Engine::Impl::StatsdMetric(StatsdKind kind, std::st
   m.info.type = type;
   m.info.system = "statsd";
   m.info.statsd_set = kind == StatsdKind::kSet;
-  m.info.description = "StatsD metric " + std::string(name) + ".";
+  // No description: the exporters describe StatsD metrics by name (a string per name adds up).
   if (type == MetricType::kDistribution) m.info.buckets = options.statsd_buckets;
   if (kind == StatsdKind::kTimer) m.info.unit = Unit::kMillisecond;
   metrics.push_back(std::move(m));

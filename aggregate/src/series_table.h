@@ -28,7 +28,7 @@ class SeriesTable {
   static constexpr unsigned kChunkBits = 12;  // 4,096 entries per chunk
   static constexpr std::uint32_t kChunk = 1U << kChunkBits;
   static constexpr unsigned kBlockBits = 20;  // arena blocks of up to 1 MiB, at most 4,095
-  static constexpr std::size_t kFirstBlock = 32;
+  static constexpr std::size_t kFirstBlock = 16;
 
  public:
   static constexpr std::uint32_t kNone = 0xFFFFFFFFu;
@@ -122,24 +122,22 @@ class SeriesTable {
   };
 
   Entry& At(std::uint32_t index) noexcept {
-    return chunks_[index >> kChunkBits][index & (kChunk - 1)];
+    return index < kChunk ? first_[index] : more_[(index >> kChunkBits) - 1][index & (kChunk - 1)];
   }
   const Entry& At(std::uint32_t index) const noexcept {
-    return chunks_[index >> kChunkBits][index & (kChunk - 1)];
+    return index < kChunk ? first_[index] : more_[(index >> kChunkBits) - 1][index & (kChunk - 1)];
   }
 
   // A new entry at the end: the first chunk doubles up to kChunk, later ones are whole.
   std::uint32_t AddEntry() {
     const std::uint32_t index = entries_;
     if (index < kChunk) {
-      if (chunks_.empty()) chunks_.emplace_back();
-      if (index == chunks_[0].size()) {
-        std::vector<Entry>& first = chunks_[0];
-        first.reserve(std::min<std::size_t>(kChunk, std::max<std::size_t>(1, first.size() * 2)));
-        first.resize(first.capacity());
+      if (index == first_.size()) {
+        first_.reserve(std::min<std::size_t>(kChunk, std::max<std::size_t>(1, first_.size() * 2)));
+        first_.resize(first_.capacity());
       }
     } else if ((index & (kChunk - 1)) == 0) {
-      chunks_.emplace_back(kChunk);
+      more_.push_back(std::make_unique<Entry[]>(kChunk));
     }
     ++entries_;
     return index;
@@ -226,8 +224,9 @@ class SeriesTable {
     }
   }
 
-  std::vector<std::vector<Entry>> chunks_;
-  std::uint32_t entries_ = 0;  // entries handed out, live or free
+  std::vector<Entry> first_;                    // entries [0, kChunk)
+  std::vector<std::unique_ptr<Entry[]>> more_;  // then kChunk at a time
+  std::uint32_t entries_ = 0;                   // entries handed out, live or free
   std::vector<std::uint32_t> free_;
   std::vector<std::uint32_t> slots_;  // entry index + 1; 0 is empty
   std::vector<Block> blocks_;

@@ -165,7 +165,13 @@ std::vector<prometheus::MetricFamily> ToFamilies(std::vector<aggregate::MetricPo
     }
     prometheus::MetricFamily family;
     family.name = p.name;
-    family.help = m.info.description.empty() ? m.info.name : m.info.description;
+    if (!m.info.description.empty()) {
+      family.help = m.info.description;
+    } else if (m.info.system == "statsd") {
+      family.help = "StatsD metric " + m.info.name + ".";
+    } else {
+      family.help = m.info.name;
+    }
     family.type = p.type;
     family.metric.reserve(m.series.size());
     // Label names repeat in every series of a metric: sanitize each once.
