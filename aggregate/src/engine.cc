@@ -83,6 +83,9 @@ struct CompiledMetric {
   Unit unit_from = Unit::kNone;
   Unit unit_to = Unit::kNone;
   bool pair_duration = false;  // a span stop/exception metric on `duration`
+  // Engine::Impl::key_indexes of each tag's metadata key and of the measurement.
+  std::vector<std::uint32_t> tag_keys;
+  std::uint32_t measurement_key = 0;
 };
 
 // Whether series recorded under `a` mean the same under `b`: everything that shapes a value or a
@@ -177,6 +180,9 @@ class Engine::Impl {
   std::vector<CompiledMetric> metrics;  // grows with StatsD metrics, under mutex
   StringMap<Binding> bindings;
   StringMap<std::uint32_t> catalog_metrics;  // name -> id, catalog metrics and span gauges
+  // Every metadata key a tag reads and every measurement a metric reads, numbered, so that shards
+  // find them in events by string reference (Shard::State::KeyIndex) instead of by text.
+  StringMap<std::uint32_t> key_indexes;
   std::vector<std::string> span_prefixes;
 
   mutable std::mutex mutex;  // guards everything below and metrics growth
@@ -309,6 +315,12 @@ class Shard::State {
   void RecordMetric(const CompiledMetric& m, std::uint32_t tag_group, const wire::FrameInfo& frame,
                     const wire::Event& event, const double* paired_duration) noexcept;
   bool BuildLabels(const CompiledMetric& m, const wire::Event& event, DropReason& why) noexcept;
+  // The key index of a key of the current frame with reference `ref` and text `text`.
+  std::uint32_t KeyIndex(std::uint32_t ref, std::string_view text) noexcept;
+  // The first metadata field or measurement of `event` whose key has index `key`, or nullptr:
+  // Event::FindMetadata and FindMeasurement, comparing cached numbers instead of text.
+  const wire::MetadataField* FindMetadata(const wire::Event& event, std::uint32_t key) noexcept;
+  const wire::Measurement* FindMeasurement(const wire::Event& event, std::uint32_t key) noexcept;
   // The shard series of metric `metric` with the labels BuildLabels found; see Series.
   ShardSeries* LabelsSeries(std::uint32_t metric, std::uint32_t* index = nullptr) noexcept;
   // The shard series for key_, created if new; nullptr (counted) over the limit.
@@ -347,6 +359,15 @@ class Shard::State {
   DropReason labels_drop_ = DropReason::kMissingTag;
   // Per-frame cache of name reference -> binding.
   std::uint64_t cached_sequence_ = ~0ULL;
+  // Per-frame cache of key reference -> Engine::Impl::key_indexes (kNoKey: no metric reads it).
+  // Entries of other frames are stale: frame sequences are unique per thread.
+  static constexpr std::uint32_t kNoKey = ~0U;
+  struct KeySlot {
+    std::uint64_t frame = ~0ULL;
+    std::uint32_t ref = 0;
+    std::uint32_t key = kNoKey;
+  };
+  std::array<KeySlot, 64> key_cache_{};
   std::array<std::pair<std::uint32_t, const Binding*>, 64> name_cache_{};
   std::int64_t now_ns_ = 0;
   std::vector<SpanSlot> spans_;
@@ -435,6 +456,31 @@ bool Shard::State::Passes(const CompiledMetric& m, const wire::Event& event) con
   return true;
 }
 
+std::uint32_t Shard::State::KeyIndex(std::uint32_t ref, std::string_view text) noexcept {
+  KeySlot& slot = key_cache_[ref & (key_cache_.size() - 1)];
+  if (slot.frame != cached_sequence_ || slot.ref != ref) {
+    const auto it = engine_.key_indexes.find(text);
+    slot = {cached_sequence_, ref, it == engine_.key_indexes.end() ? kNoKey : it->second};
+  }
+  return slot.key;
+}
+
+const wire::MetadataField* Shard::State::FindMetadata(const wire::Event& event,
+                                                      std::uint32_t key) noexcept {
+  for (const auto& f : event.metadata) {
+    if (KeyIndex(f.key_ref, f.key) == key) return &f;
+  }
+  return nullptr;
+}
+
+const wire::Measurement* Shard::State::FindMeasurement(const wire::Event& event,
+                                                       std::uint32_t key) noexcept {
+  for (const auto& m : event.measurements) {
+    if (KeyIndex(m.key_ref, m.key) == key) return &m;
+  }
+  return nullptr;
+}
+
 // Finds the label values of `m`'s tags in `event` (labels_) and hashes "<sep>value<sep>value...".
 // False, with the reason, when a tag is missing without a default or holds a value that cannot be
 // a label.
@@ -444,7 +490,7 @@ bool Shard::State::BuildLabels(const CompiledMetric& m, const wire::Event& event
   label_count_ = 0;
   labels_length_ = 0;
   for (const auto& tag : m.tags) {
-    const auto* field = event.FindMetadata(tag.key);
+    const auto* field = FindMetadata(event, m.tag_keys[label_count_]);
     std::string_view text;
     auto& buf = number_text_[label_count_];
     if (field == nullptr || field->value.kind == wire::ValueKind::kNil) {
@@ -578,7 +624,7 @@ void Shard::State::RecordMetric(const CompiledMetric& m, std::uint32_t tag_group
   std::int64_t int_value = 1;
   bool is_int = true;
   if (m.info.type != MetricType::kCounter) {
-    const auto* meas = event.FindMeasurement(m.measurement);
+    const auto* meas = FindMeasurement(event, m.measurement_key);
     const bool zero = meas == nullptr || (meas->value.is_float ? meas->value.float_value == 0
                                                                : meas->value.int_value == 0);
     if (m.pair_duration && zero && paired_duration != nullptr) {
@@ -1361,6 +1407,14 @@ Expected<std::unique_ptr<Engine>> Engine::Create(const std::vector<CatalogSpec>&
       if (auto status = add_metric(std::move(m), g.position); !status) return status.error();
       impl->bindings[g.span + ".start"].span_gauges.push_back(impl->metrics.back().info.id);
     }
+  }
+  auto key_index = [&](const std::string& key) {
+    return impl->key_indexes.emplace(key, static_cast<std::uint32_t>(impl->key_indexes.size()))
+        .first->second;
+  };
+  for (auto& m : impl->metrics) {
+    for (const auto& tag : m.tags) m.tag_keys.push_back(key_index(tag.key));
+    m.measurement_key = key_index(m.measurement);
   }
   for (auto& [name, b] : impl->bindings) {
     for (std::size_t i = 0; i < b.metrics.size(); ++i) {

@@ -650,3 +650,41 @@ TEST_CASE("metrics of one event with the same tags share label values but keep t
   CHECK(shard->dropped(DropReason::kMissingTag) == 2 + 5);
   CHECK(shard->recorded() == 6 * 5 - 2);
 }
+
+TEST_CASE("metadata keys are found by their string reference in each frame, never a stale one") {
+  CatalogSpec c;
+  c.system = "db";
+  c.events = {Event("db.query", {{"rows", Unit::kNone}},
+                    {{"table", MetadataType::kString}, {"shard", MetadataType::kInteger}})};
+  c.metrics = {Metric(MetricType::kSum, "db.query.rows", "db.query", "rows", {"table", "shard"})};
+  auto engine = Engine::Create({c}, {});
+  REQUIRE(engine.has_value());
+  auto shard = (*engine)->NewShard();
+  // Two decoders on one thread, as two listeners of one worker. The frames' string tables list
+  // the keys in the order the events use them: "table" and "shard" swap references between
+  // frames, and "rows" moves.
+  Feeder udp(*shard);
+  Feeder tcp(*shard);
+  auto query = [](std::int64_t rows, std::vector<std::pair<std::string, Term>> meta) {
+    return Ev("db.query", {{"rows", Number::Int(rows)}}, std::move(meta));
+  };
+  udp.Send({query(1, {{"table", Term::String("users")}, {"shard", Term::Int(3)}})});
+  udp.Send({query(2, {{"shard", Term::Int(4)}, {"table", Term::String("orders")}})});
+  tcp.Send({Ev("db.query", {{"rows", Number::Int(4)}},
+               {{"x", Term::Atom("rows")}, {"shard", Term::Int(5)}, {"table", Term::Atom("a")}})});
+  udp.Send({query(8, {{"table", Term::String("users")}, {"shard", Term::Int(3)}})});
+  shard->Flush();
+  const auto all = (*engine)->Collect();
+  const auto& rows = Find(all, "db.query.rows");
+  auto value = [&](const std::string& table, const std::string& shard_id) {
+    const auto* s = Series(rows, {{"table", table}, {"shard", shard_id}});
+    REQUIRE_MESSAGE(s != nullptr, table << " " << shard_id);
+    return s->value;
+  };
+  CHECK(rows.series.size() == 3);
+  CHECK(value("users", "3") == 9);
+  CHECK(value("orders", "4") == 2);
+  CHECK(value("a", "5") == 4);
+  CHECK(shard->dropped(DropReason::kMissingTag) == 0);
+  CHECK(shard->dropped(DropReason::kMissingMeasurement) == 0);
+}
