@@ -546,9 +546,8 @@ bool Shard::State::BuildLabels(const CompiledMetric& m, const wire::Event& event
 // Looks the labels up where they lie: no key is put together unless the series is new. A stored
 // key of the metric is its id, then the labels part.
 ShardSeries* Shard::State::LabelsSeries(std::uint32_t metric, std::uint32_t* index) noexcept {
-  char id[16];
-  const auto id_length =
-      static_cast<std::size_t>(std::to_chars(id, id + sizeof id, metric).ptr - id);
+  std::size_t id_length = 1;
+  for (std::uint32_t rest = metric; rest >= 10; rest /= 10) ++id_length;
   const std::uint64_t hash = SeriesHash(metric, labels_hash_);
   const std::uint32_t i = series_.FindIf(hash, [&](std::uint32_t candidate) {
     std::string_view key = series_.key(candidate);
@@ -571,7 +570,8 @@ ShardSeries* Shard::State::LabelsSeries(std::uint32_t metric, std::uint32_t* ind
     return &series_.value(i);
   }
   try {
-    key_.assign(id, id_length);
+    char id[16];
+    key_.assign(id, static_cast<std::size_t>(std::to_chars(id, id + sizeof id, metric).ptr - id));
     for (std::size_t t = 0; t < label_count_; ++t) {
       key_.push_back(kLabelSeparator);
       key_.append(labels_[t]);
