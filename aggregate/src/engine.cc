@@ -367,7 +367,7 @@ class Shard::State {
     std::uint32_t ref = 0;
     std::uint32_t key = kNoKey;
   };
-  std::array<KeySlot, 64> key_cache_{};
+  std::array<KeySlot, 128> key_cache_{};  // the static strings and 64 frame strings apart
   std::array<std::pair<std::uint32_t, const Binding*>, 64> name_cache_{};
   std::int64_t now_ns_ = 0;
   std::vector<SpanSlot> spans_;
