@@ -811,8 +811,8 @@ void Shard::State::Record(const wire::FrameInfo& frame, const wire::Event& event
         std::size_t n = 0;
         for (const std::uint32_t gauge : b->span_gauges) {
           const CompiledMetric& gm = engine_.metrics[gauge];
-          DropReason why{};
           if (n >= slot->gauges.size()) continue;
+          DropReason why{};
           if (!BuildLabels(gm, event, why)) {
             Drop(why);
             continue;
