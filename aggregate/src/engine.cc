@@ -83,6 +83,9 @@ struct CompiledMetric {
   Unit unit_from = Unit::kNone;
   Unit unit_to = Unit::kNone;
   bool pair_duration = false;  // a span stop/exception metric on `duration`
+  // Engine::Impl::key_indexes of each tag's metadata key and of the measurement.
+  std::vector<std::uint32_t> tag_keys;
+  std::uint32_t measurement_key = 0;
 };
 
 // Whether series recorded under `a` mean the same under `b`: everything that shapes a value or a
@@ -121,6 +124,9 @@ std::string Rekey(std::string_view key, std::uint32_t id) {
 
 struct Binding {
   std::vector<std::uint32_t> metrics;
+  // Per entry of `metrics`: the position in `metrics` of the first metric with the same tags. An
+  // event builds the label values of each such group once, for all of the group's metrics.
+  std::vector<std::uint32_t> tag_groups;
   SpanRole span = SpanRole::kNone;
   std::uint32_t span_prefix = 0;           // index of the span ("vsr.leadership")
   std::vector<std::uint32_t> span_gauges;  // gauge metric ids fed by this span
@@ -179,6 +185,9 @@ class Engine::Impl {
   std::vector<CompiledMetric> metrics;  // grows with StatsD metrics, under mutex
   StringMap<Binding> bindings;
   StringMap<std::uint32_t> catalog_metrics;  // name -> id, catalog metrics and span gauges
+  // Every metadata key a tag reads and every measurement a metric reads, numbered, so that shards
+  // find them in events by string reference (Shard::State::KeyIndex) instead of by text.
+  StringMap<std::uint32_t> key_indexes;
   std::vector<std::string> span_prefixes;
 
   mutable std::mutex mutex;  // guards everything below and metrics growth
@@ -299,6 +308,10 @@ class Shard::State {
     while (capacity < engine.options.max_open_spans * 2) capacity *= 2;
     spans_.resize(capacity);
     key_.reserve(256);
+    std::size_t max_tags = 0;
+    for (const auto& m : engine.metrics) max_tags = std::max(max_tags, m.tags.size());
+    labels_.resize(max_tags);
+    number_text_.resize(max_tags);
   }
 
   void Record(const wire::FrameInfo& frame, const wire::Event& event) noexcept;
@@ -308,11 +321,26 @@ class Shard::State {
 
  private:
   const Binding* Resolve(const wire::FrameInfo& frame, const wire::Event& event) noexcept;
-  void RecordMetric(const CompiledMetric& m, const wire::FrameInfo& frame, const wire::Event& event,
-                    const double* paired_duration) noexcept;
-  bool BuildKey(const CompiledMetric& m, const wire::Event& event) noexcept;
+  void RecordMetric(const CompiledMetric& m, std::uint32_t tag_group, const wire::FrameInfo& frame,
+                    const wire::Event& event, const double* paired_duration) noexcept;
+  bool BuildLabels(const CompiledMetric& m, const wire::Event& event, DropReason& why) noexcept;
+  // The key index of a key of the current frame with reference `ref` and text `text`.
+  std::uint32_t KeyIndex(std::uint32_t ref, std::string_view text) noexcept;
+  // The first metadata field or measurement of `event` whose key has index `key`, or nullptr:
+  // Event::FindMetadata and FindMeasurement, comparing cached numbers instead of text.
+  const wire::MetadataField* FindMetadata(const wire::Event& event, std::uint32_t key) noexcept;
+  const wire::Measurement* FindMeasurement(const wire::Event& event, std::uint32_t key) noexcept;
+  // The shard series of metric `metric` with the labels BuildLabels found; see Series.
+  ShardSeries* LabelsSeries(std::uint32_t metric, std::uint32_t* index = nullptr) noexcept;
   // The shard series for key_, created if new; nullptr (counted) over the limit.
   ShardSeries* Series(std::uint32_t metric, std::uint32_t* index = nullptr) noexcept;
+  // Creates the series for key_ with `hash` (not in the table yet).
+  ShardSeries* NewSeries(std::uint32_t metric, std::uint64_t hash, std::uint32_t* index) noexcept;
+  // The shard table's hash of key "<metric id><labels>": the labels part, hashed once per event,
+  // combined with each metric's id.
+  static std::uint64_t SeriesHash(std::uint32_t metric, std::uint64_t labels_hash) noexcept {
+    return detail::MixBits(labels_hash + (metric + 1ULL) * 0x9E3779B97F4A7C15ULL);
+  }
   bool Passes(const CompiledMetric& m, const wire::Event& event) const noexcept;
   void Drop(DropReason reason) noexcept { owner_.drops_[static_cast<std::size_t>(reason)].Add(); }
   // Span table (open addressing, linear probing, backward-shift deletion).
@@ -326,8 +354,29 @@ class Shard::State {
   Shard& owner_;
   detail::SeriesTable<ShardSeries> series_;
   std::string key_;  // scratch: the series key being looked up
+  // The label values of the event being recorded (where they lie: in the frame, the catalog, or
+  // number_text_), the length and hash of the key's labels part "<sep>v1<sep>v2...", and the tag
+  // group (Binding::tag_groups) they were built for; a failure is kept to be counted per metric.
+  static constexpr std::uint32_t kNoGroup = ~0U;
+  std::vector<std::string_view> labels_;  // one per tag of the metric with the most tags
+  std::vector<std::array<char, 32>> number_text_;
+  std::size_t label_count_ = 0;
+  std::size_t labels_length_ = 0;
+  std::uint64_t labels_hash_ = 0;
+  std::uint32_t labels_group_ = kNoGroup;
+  bool labels_ok_ = false;
+  DropReason labels_drop_ = DropReason::kMissingTag;
   // Per-frame cache of name reference -> binding.
   std::uint64_t cached_sequence_ = ~0ULL;
+  // Per-frame cache of key reference -> Engine::Impl::key_indexes (kNoKey: no metric reads it).
+  // Entries of other frames are stale: frame sequences are unique per thread.
+  static constexpr std::uint32_t kNoKey = ~0U;
+  struct KeySlot {
+    std::uint64_t frame = ~0ULL;
+    std::uint32_t ref = 0;
+    std::uint32_t key = kNoKey;
+  };
+  std::array<KeySlot, 128> key_cache_{};  // the static strings and 64 frame strings apart
   std::array<std::pair<std::uint32_t, const Binding*>, 64> name_cache_{};
   std::int64_t now_ns_ = 0;
   std::vector<SpanSlot> spans_;
@@ -416,22 +465,47 @@ bool Shard::State::Passes(const CompiledMetric& m, const wire::Event& event) con
   return true;
 }
 
-// Builds "<metric id><sep>value<sep>value..." into key_. False (and counted) when a tag is missing
-// without a default or holds a value that cannot be a label.
-bool Shard::State::BuildKey(const CompiledMetric& m, const wire::Event& event) noexcept {
-  key_.clear();
-  char id[16];
-  const auto r = std::to_chars(id, id + sizeof id, m.info.id);
-  key_.append(id, static_cast<std::size_t>(r.ptr - id));
+std::uint32_t Shard::State::KeyIndex(std::uint32_t ref, std::string_view text) noexcept {
+  KeySlot& slot = key_cache_[ref & (key_cache_.size() - 1)];
+  if (slot.frame != cached_sequence_ || slot.ref != ref) {
+    const auto it = engine_.key_indexes.find(text);
+    slot = {cached_sequence_, ref, it == engine_.key_indexes.end() ? kNoKey : it->second};
+  }
+  return slot.key;
+}
+
+const wire::MetadataField* Shard::State::FindMetadata(const wire::Event& event,
+                                                      std::uint32_t key) noexcept {
+  for (const auto& f : event.metadata) {
+    if (KeyIndex(f.key_ref, f.key) == key) return &f;
+  }
+  return nullptr;
+}
+
+const wire::Measurement* Shard::State::FindMeasurement(const wire::Event& event,
+                                                       std::uint32_t key) noexcept {
+  for (const auto& m : event.measurements) {
+    if (KeyIndex(m.key_ref, m.key) == key) return &m;
+  }
+  return nullptr;
+}
+
+// Finds the label values of `m`'s tags in `event` (labels_) and hashes "<sep>value<sep>value...".
+// False, with the reason, when a tag is missing without a default or holds a value that cannot be
+// a label.
+bool Shard::State::BuildLabels(const CompiledMetric& m, const wire::Event& event,
+                               DropReason& why) noexcept {
+  detail::KeyHasher hasher;
+  label_count_ = 0;
+  labels_length_ = 0;
   for (const auto& tag : m.tags) {
-    key_.push_back(kLabelSeparator);
-    const auto* field = event.FindMetadata(tag.key);
+    const auto* field = FindMetadata(event, m.tag_keys[label_count_]);
     std::string_view text;
-    char buf[32];
+    auto& buf = number_text_[label_count_];
     if (field == nullptr || field->value.kind == wire::ValueKind::kNil) {
       if (!tag.has_default) {
         if (field == nullptr) {
-          Drop(DropReason::kMissingTag);
+          why = DropReason::kMissingTag;
           return false;
         }
         text = "nil";
@@ -446,20 +520,20 @@ bool Shard::State::BuildKey(const CompiledMetric& m, const wire::Event& event) n
           text = v.text;
           break;
         case wire::ValueKind::kInt: {
-          const auto n = std::to_chars(buf, buf + sizeof buf, v.int_value);
-          text = std::string_view(buf, static_cast<std::size_t>(n.ptr - buf));
+          const auto n = std::to_chars(buf.data(), buf.data() + buf.size(), v.int_value);
+          text = std::string_view(buf.data(), static_cast<std::size_t>(n.ptr - buf.data()));
           break;
         }
         case wire::ValueKind::kFloat: {
-          const auto n = std::to_chars(buf, buf + sizeof buf, v.float_value);
-          text = std::string_view(buf, static_cast<std::size_t>(n.ptr - buf));
+          const auto n = std::to_chars(buf.data(), buf.data() + buf.size(), v.float_value);
+          text = std::string_view(buf.data(), static_cast<std::size_t>(n.ptr - buf.data()));
           break;
         }
         case wire::ValueKind::kBool:
           text = v.bool_value ? "true" : "false";
           break;
         default:
-          Drop(DropReason::kBadTagValue);
+          why = DropReason::kBadTagValue;
           return false;
       }
     }
@@ -469,33 +543,86 @@ bool Shard::State::BuildKey(const CompiledMetric& m, const wire::Event& event) n
           [](const auto& pair, std::string_view t) { return std::string_view(pair.first) < t; });
       if (it != tag.values.end() && it->first == text) text = it->second;
     }
-    key_.append(text);
+    hasher.Add(kLabelSeparator);
+    hasher.Add(text);
+    labels_[label_count_++] = text;
+    labels_length_ += 1 + text.size();
   }
+  labels_hash_ = hasher.Finish();
   return true;
 }
 
-ShardSeries* Shard::State::Series(std::uint32_t metric, std::uint32_t* index) noexcept {
-  const std::uint64_t hash = series_.Hash(key_);
-  std::uint32_t i = series_.Find(key_, hash);
-  if (i == series_.kNone) {
-    if (series_.size() >= engine_.options.max_series_total) {
-      Drop(DropReason::kSeriesOverflow);
-      return nullptr;
+// Looks the labels up where they lie: no key is put together unless the series is new. A stored
+// key of the metric is its id, then the labels part.
+ShardSeries* Shard::State::LabelsSeries(std::uint32_t metric, std::uint32_t* index) noexcept {
+  std::size_t id_length = 1;
+  for (std::uint32_t rest = metric; rest >= 10; rest /= 10) ++id_length;
+  const std::uint64_t hash = SeriesHash(metric, labels_hash_);
+  const std::uint32_t i = series_.FindIf(hash, [&](std::uint32_t candidate) {
+    std::string_view key = series_.key(candidate);
+    if (series_.value(candidate).metric != metric || key.size() != id_length + labels_length_) {
+      return false;
     }
-    try {
-      i = series_.Insert(key_, hash);
-    } catch (...) {
-      Drop(DropReason::kSeriesOverflow);
-      return nullptr;
+    key.remove_prefix(id_length);
+    for (std::size_t t = 0; t < label_count_; ++t) {
+      const std::string_view text = labels_[t];
+      if (key[0] != kLabelSeparator ||
+          !detail::SameBytes(key.data() + 1, text.data(), text.size())) {
+        return false;
+      }
+      key.remove_prefix(1 + text.size());
     }
-    series_.value(i).metric = metric;
+    return true;
+  });
+  if (i != series_.kNone) {
+    if (index != nullptr) *index = i;
+    return &series_.value(i);
   }
+  try {
+    char id[16];
+    key_.assign(id, static_cast<std::size_t>(std::to_chars(id, id + sizeof id, metric).ptr - id));
+    for (std::size_t t = 0; t < label_count_; ++t) {
+      key_.push_back(kLabelSeparator);
+      key_.append(labels_[t]);
+    }
+  } catch (...) {
+    Drop(DropReason::kSeriesOverflow);
+    return nullptr;
+  }
+  return NewSeries(metric, hash, index);
+}
+
+ShardSeries* Shard::State::Series(std::uint32_t metric, std::uint32_t* index) noexcept {
+  const std::size_t labels = std::min(key_.find(kLabelSeparator), key_.size());
+  const std::uint64_t hash =
+      SeriesHash(metric, detail::HashKey(std::string_view(key_).substr(labels)));
+  const std::uint32_t i = series_.Find(key_, hash);
+  if (i == series_.kNone) return NewSeries(metric, hash, index);
   if (index != nullptr) *index = i;
   return &series_.value(i);
 }
 
-void Shard::State::RecordMetric(const CompiledMetric& m, const wire::FrameInfo& frame,
-                                const wire::Event& event, const double* paired_duration) noexcept {
+ShardSeries* Shard::State::NewSeries(std::uint32_t metric, std::uint64_t hash,
+                                     std::uint32_t* index) noexcept {
+  if (series_.size() >= engine_.options.max_series_total) {
+    Drop(DropReason::kSeriesOverflow);
+    return nullptr;
+  }
+  std::uint32_t i = 0;
+  try {
+    i = series_.Insert(key_, hash);
+  } catch (...) {
+    Drop(DropReason::kSeriesOverflow);
+    return nullptr;
+  }
+  series_.value(i).metric = metric;
+  if (index != nullptr) *index = i;
+  return &series_.value(i);
+}
+
+void Shard::State::RecordMetric(const CompiledMetric& m, std::uint32_t tag_group,
+                                const wire::FrameInfo& frame, const wire::Event& event,
+                                const double* paired_duration) noexcept {
   if (!m.keep.empty() || !m.drop.empty()) {
     if (!Passes(m, event)) {
       owner_.filtered_.Add();
@@ -506,7 +633,7 @@ void Shard::State::RecordMetric(const CompiledMetric& m, const wire::FrameInfo& 
   std::int64_t int_value = 1;
   bool is_int = true;
   if (m.info.type != MetricType::kCounter) {
-    const auto* meas = event.FindMeasurement(m.measurement);
+    const auto* meas = FindMeasurement(event, m.measurement_key);
     const bool zero = meas == nullptr || (meas->value.is_float ? meas->value.float_value == 0
                                                                : meas->value.int_value == 0);
     if (m.pair_duration && zero && paired_duration != nullptr) {
@@ -529,8 +656,15 @@ void Shard::State::RecordMetric(const CompiledMetric& m, const wire::FrameInfo& 
       is_int = false;
     }
   }
-  if (!BuildKey(m, event)) return;
-  ShardSeries* s = Series(m.info.id);
+  if (labels_group_ != tag_group) {
+    labels_group_ = tag_group;
+    labels_ok_ = BuildLabels(m, event, labels_drop_);
+  }
+  if (!labels_ok_) {
+    Drop(labels_drop_);
+    return;
+  }
+  ShardSeries* s = LabelsSeries(m.info.id);
   if (s == nullptr) return;
   s->dirty = true;
   s->touched_ns = now_ns_;
@@ -686,9 +820,14 @@ void Shard::State::Record(const wire::FrameInfo& frame, const wire::Event& event
         std::size_t n = 0;
         for (const std::uint32_t gauge : b->span_gauges) {
           const CompiledMetric& gm = engine_.metrics[gauge];
-          if (n >= slot->gauges.size() || !BuildKey(gm, event)) continue;
+          if (n >= slot->gauges.size()) continue;
+          DropReason why{};
+          if (!BuildLabels(gm, event, why)) {
+            Drop(why);
+            continue;
+          }
           std::uint32_t index = kNoSeries;
-          ShardSeries* s = Series(gm.info.id, &index);
+          ShardSeries* s = LabelsSeries(gm.info.id, &index);
           if (s == nullptr) continue;
           s->gauge_delta += 1;
           s->dirty = true;
@@ -712,8 +851,9 @@ void Shard::State::Record(const wire::FrameInfo& frame, const wire::Event& event
       }
     }
   }
-  for (const std::uint32_t id : b->metrics) {
-    RecordMetric(engine_.metrics[id], frame, event, paired_ptr);
+  labels_group_ = kNoGroup;
+  for (std::size_t i = 0; i < b->metrics.size(); ++i) {
+    RecordMetric(engine_.metrics[b->metrics[i]], b->tag_groups[i], frame, event, paired_ptr);
   }
 }
 
@@ -1282,6 +1422,21 @@ Expected<std::unique_ptr<Engine>> Engine::Create(const std::vector<CatalogSpec>&
       m.tags = compile_tags(g.tags);
       if (auto status = add_metric(std::move(m), g.position); !status) return status.error();
       impl->bindings[g.span + ".start"].span_gauges.push_back(impl->metrics.back().info.id);
+    }
+  }
+  auto key_index = [&](const std::string& key) {
+    return impl->key_indexes.emplace(key, static_cast<std::uint32_t>(impl->key_indexes.size()))
+        .first->second;
+  };
+  for (auto& m : impl->metrics) {
+    for (const auto& tag : m.tags) m.tag_keys.push_back(key_index(tag.key));
+    m.measurement_key = key_index(m.measurement);
+  }
+  for (auto& [name, b] : impl->bindings) {
+    for (std::size_t i = 0; i < b.metrics.size(); ++i) {
+      std::size_t first = 0;
+      while (impl->metrics[b.metrics[first]].tags != impl->metrics[b.metrics[i]].tags) ++first;
+      b.tag_groups.push_back(static_cast<std::uint32_t>(first));
     }
   }
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));

@@ -15,13 +15,116 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string_view>
 #include <vector>
 
 namespace telemetryd::aggregate::detail {
+
+// Spreads the bits of `x` over the whole word (xor-shift, multiply, xor-shift).
+inline std::uint64_t MixBits(std::uint64_t x) noexcept {
+  x ^= x >> 32;
+  x *= 0xD6E8FEB86659FD93ULL;
+  x ^= x >> 32;
+  x *= 0xD6E8FEB86659FD93ULL;
+  x ^= x >> 32;
+  return x;
+}
+
+// The first `n` (at most 8) bytes at `p` as the low bytes of a word, the rest zero. No byte loop:
+// 4 to 8 bytes are two overlapping 4-byte loads, 1 to 3 bytes the first, middle and last byte.
+inline std::uint64_t LoadWord(const char* p, std::size_t n) noexcept {
+  std::uint32_t lo = 0;
+  std::uint32_t hi = 0;
+  if (n == 8) {
+    std::uint64_t w = 0;
+    std::memcpy(&w, p, 8);
+    return w;
+  }
+  if (n >= 4) {
+    std::memcpy(&lo, p, 4);
+    std::memcpy(&hi, p + n - 4, 4);
+    return lo | static_cast<std::uint64_t>(hi) << (8 * (n - 4));
+  }
+  if (n == 0) return 0;
+  auto byte = [&](std::size_t i) {
+    return static_cast<std::uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
+  };
+  return byte(0) | byte(n / 2) | byte(n - 1);
+}
+
+// Whether `n` bytes at `a` and `b` are equal; inline for the short texts labels usually are.
+inline bool SameBytes(const char* a, const char* b, std::size_t n) noexcept {
+  if (n <= 8) return LoadWord(a, n) == LoadWord(b, n);
+  if (n <= 16) {
+    return LoadWord(a, 8) == LoadWord(b, 8) && LoadWord(a + n - 8, 8) == LoadWord(b + n - 8, 8);
+  }
+  return std::memcmp(a, b, n) == 0;
+}
+
+// Hashes a byte string given in pieces, with one multiply-mix per 8-byte word. The result depends
+// only on the bytes in order, not on where the pieces split them, so a series key can be hashed
+// from its parts where they lie instead of after copying them together (reading freshly written
+// bytes back as words would also stall on store forwarding).
+class KeyHasher {
+ public:
+  void Add(std::string_view s) noexcept {
+    const char* p = s.data();
+    std::size_t n = s.size();
+    length_ += n;
+    for (; n >= 8; n -= 8, p += 8) Push(LoadWord(p, 8), 8);
+    if (n > 0) Push(LoadWord(p, n), static_cast<unsigned>(n));
+  }
+  void Add(char c) noexcept {
+    ++length_;
+    Push(static_cast<unsigned char>(c), 1);
+  }
+  [[nodiscard]] std::uint64_t Finish() const noexcept {
+    std::uint64_t h = h_;
+    if (pending_bytes_ > 0) h = Step(h, pending_);
+    return MixBits(h ^ (length_ * kOdd));
+  }
+
+ private:
+  static constexpr std::uint64_t kOdd = 0x9E3779B97F4A7C15ULL;
+  static std::uint64_t Step(std::uint64_t h, std::uint64_t word) noexcept {
+    h = (h ^ word) * kOdd;
+    return h ^ (h >> 31);
+  }
+  // Appends `bytes` (1 to 8) bytes held in the low bytes of `word` (the others zero).
+  void Push(std::uint64_t word, unsigned bytes) noexcept {
+    if (pending_bytes_ == 0) {
+      if (bytes == 8) {
+        h_ = Step(h_, word);
+      } else {
+        pending_ = word;
+        pending_bytes_ = bytes;
+      }
+      return;
+    }
+    pending_ |= word << (8 * pending_bytes_);
+    const unsigned total = pending_bytes_ + bytes;
+    if (total < 8) {
+      pending_bytes_ = total;
+      return;
+    }
+    h_ = Step(h_, pending_);
+    pending_bytes_ = total - 8;
+    pending_ = pending_bytes_ == 0 ? 0 : word >> (8 * (8 - (total - bytes)));
+  }
+
+  std::uint64_t h_ = 0;
+  std::uint64_t pending_ = 0;  // the bytes of an unfinished word, low first
+  unsigned pending_bytes_ = 0;
+  std::uint64_t length_ = 0;
+};
+
+inline std::uint64_t HashKey(std::string_view s) noexcept {
+  KeyHasher h;
+  h.Add(s);
+  return h.Finish();
+}
 
 template <typename V>
 class SeriesTable {
@@ -37,17 +140,20 @@ class SeriesTable {
 
   SeriesTable() { slots_.assign(16, 0); }
 
-  static std::uint64_t Hash(std::string_view key) noexcept {
-    return std::hash<std::string_view>{}(key);
-  }
+  static std::uint64_t Hash(std::string_view key) noexcept { return HashKey(key); }
 
   [[nodiscard]] std::uint32_t Find(std::string_view key, std::uint64_t hash) const noexcept {
+    return FindIf(hash, [&](std::uint32_t index) { return this->key(index) == key; });
+  }
+
+  // The entry with `hash` for which `equal(index)` holds (it may read key() and value()), or kNone.
+  template <typename Equal>
+  [[nodiscard]] std::uint32_t FindIf(std::uint64_t hash, Equal&& equal) const noexcept {
     const std::size_t mask = slots_.size() - 1;
     for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
       const std::uint32_t slot = slots_[i];
       if (slot == 0) return kNone;
-      const Entry& e = At(slot - 1);
-      if (e.hash == static_cast<std::uint32_t>(hash) && Key(e) == key) return slot - 1;
+      if (At(slot - 1).hash == static_cast<std::uint32_t>(hash) && equal(slot - 1)) return slot - 1;
     }
   }
 

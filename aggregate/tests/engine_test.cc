@@ -586,3 +586,105 @@ TEST_CASE("StatsD: repeated samples reach their own series, also after idle seri
   CHECK(value("a") == 14);
   CHECK(value("b") == 100);
 }
+
+TEST_CASE("metrics of one event with the same tags share label values but keep their own series") {
+  CatalogSpec c;
+  c.system = "db";
+  c.events = {Event("db.query", {{"rows", Unit::kNone}},
+                    {{"table", MetadataType::kString}, {"shard", MetadataType::kInteger}})};
+  c.metrics = {
+      Metric(MetricType::kCounter, "db.query.count", "db.query", "", {"table"}),
+      Metric(MetricType::kSum, "db.query.rows", "db.query", "rows", {"table"}),
+      Metric(MetricType::kCounter, "db.query.by_shard", "db.query", "", {"table", "shard"}),
+      Metric(MetricType::kSum, "db.query.rows_by_shard", "db.query", "rows", {"table", "shard"})};
+  auto mapped = Metric(MetricType::kCounter, "db.query.mapped", "db.query", "");
+  mapped.tags = {TagSpec{"table", "table", std::nullopt, {{"users", "u"}}}};
+  c.metrics.push_back(mapped);
+  auto engine = Engine::Create({c}, {});
+  REQUIRE(engine.has_value());
+  auto shard = (*engine)->NewShard();
+  Feeder feed(*shard);
+  const std::string long_name = "orders_archive_2024_first_quarter";
+  auto query = [](std::int64_t rows, std::vector<std::pair<std::string, Term>> meta) {
+    return Ev("db.query", {{"rows", Number::Int(rows)}}, std::move(meta));
+  };
+  feed.Send({query(5, {{"table", Term::String("users")}, {"shard", Term::Int(3)}}),
+             // An integer and a string with the same text are one label value.
+             query(2, {{"shard", Term::String("3")}, {"table", Term::String("users")}}),
+             query(1, {{"table", Term::String(long_name)}, {"shard", Term::Int(12)}}),
+             // No shard: only the two metrics tagged by it drop the event.
+             query(4, {{"table", Term::String("users")}}),
+             // A prefix of another value, and a value ending in it, are other series.
+             query(1, {{"table", Term::String("user")}, {"shard", Term::Int(3)}}),
+             query(1, {{"table", Term::String("users")}, {"shard", Term::Int(31)}}),
+             // No table: every metric drops it.
+             query(9, {{"shard", Term::Int(3)}})});
+  shard->Flush();
+  const auto all = (*engine)->Collect();
+  using Labels = std::vector<std::pair<std::string, std::string>>;
+  auto value = [&](const std::string& metric, const Labels& labels) {
+    const auto* s = Series(Find(all, metric), labels);
+    REQUIRE_MESSAGE(s != nullptr, metric);
+    return s->value;
+  };
+  CHECK(value("db.query.count", {{"table", "users"}}) == 4);
+  CHECK(value("db.query.count", {{"table", long_name}}) == 1);
+  CHECK(value("db.query.count", {{"table", "user"}}) == 1);
+  CHECK(Find(all, "db.query.count").series.size() == 3);
+  CHECK(value("db.query.rows", {{"table", "users"}}) == 12);
+  CHECK(value("db.query.rows", {{"table", long_name}}) == 1);
+  CHECK(value("db.query.rows", {{"table", "user"}}) == 1);
+  CHECK(Find(all, "db.query.rows").series.size() == 3);
+  CHECK(value("db.query.by_shard", {{"table", "users"}, {"shard", "3"}}) == 2);
+  CHECK(value("db.query.by_shard", {{"table", "users"}, {"shard", "31"}}) == 1);
+  CHECK(value("db.query.by_shard", {{"table", long_name}, {"shard", "12"}}) == 1);
+  CHECK(value("db.query.by_shard", {{"table", "user"}, {"shard", "3"}}) == 1);
+  CHECK(Find(all, "db.query.by_shard").series.size() == 4);
+  CHECK(value("db.query.rows_by_shard", {{"table", "users"}, {"shard", "3"}}) == 7);
+  CHECK(value("db.query.rows_by_shard", {{"table", "users"}, {"shard", "31"}}) == 1);
+  CHECK(value("db.query.rows_by_shard", {{"table", long_name}, {"shard", "12"}}) == 1);
+  CHECK(Find(all, "db.query.rows_by_shard").series.size() == 4);
+  CHECK(value("db.query.mapped", {{"table", "u"}}) == 4);
+  CHECK(value("db.query.mapped", {{"table", "user"}}) == 1);
+  CHECK(Find(all, "db.query.mapped").series.size() == 3);
+  CHECK(shard->dropped(DropReason::kMissingTag) == 2 + 5);
+  CHECK(shard->recorded() == 6 * 5 - 2);
+}
+
+TEST_CASE("metadata keys are found by their string reference in each frame, never a stale one") {
+  CatalogSpec c;
+  c.system = "db";
+  c.events = {Event("db.query", {{"rows", Unit::kNone}},
+                    {{"table", MetadataType::kString}, {"shard", MetadataType::kInteger}})};
+  c.metrics = {Metric(MetricType::kSum, "db.query.rows", "db.query", "rows", {"table", "shard"})};
+  auto engine = Engine::Create({c}, {});
+  REQUIRE(engine.has_value());
+  auto shard = (*engine)->NewShard();
+  // Two decoders on one thread, as two listeners of one worker. The frames' string tables list
+  // the keys in the order the events use them: "table" and "shard" swap references between
+  // frames, and "rows" moves.
+  Feeder udp(*shard);
+  Feeder tcp(*shard);
+  auto query = [](std::int64_t rows, std::vector<std::pair<std::string, Term>> meta) {
+    return Ev("db.query", {{"rows", Number::Int(rows)}}, std::move(meta));
+  };
+  udp.Send({query(1, {{"table", Term::String("users")}, {"shard", Term::Int(3)}})});
+  udp.Send({query(2, {{"shard", Term::Int(4)}, {"table", Term::String("orders")}})});
+  tcp.Send({Ev("db.query", {{"rows", Number::Int(4)}},
+               {{"x", Term::Atom("rows")}, {"shard", Term::Int(5)}, {"table", Term::Atom("a")}})});
+  udp.Send({query(8, {{"table", Term::String("users")}, {"shard", Term::Int(3)}})});
+  shard->Flush();
+  const auto all = (*engine)->Collect();
+  const auto& rows = Find(all, "db.query.rows");
+  auto value = [&](const std::string& table, const std::string& shard_id) {
+    const auto* s = Series(rows, {{"table", table}, {"shard", shard_id}});
+    REQUIRE_MESSAGE(s != nullptr, table << " " << shard_id);
+    return s->value;
+  };
+  CHECK(rows.series.size() == 3);
+  CHECK(value("users", "3") == 9);
+  CHECK(value("orders", "4") == 2);
+  CHECK(value("a", "5") == 4);
+  CHECK(shard->dropped(DropReason::kMissingTag) == 0);
+  CHECK(shard->dropped(DropReason::kMissingMeasurement) == 0);
+}

@@ -209,6 +209,7 @@ class EventReader {
       Measurement& m = measurements_[i];
       if (!varint(n)) return false;
       if (!Key(n >> 1, m.key, error)) return false;
+      m.key_ref = static_cast<std::uint32_t>(n >> 1);
       if ((n & 1) == 0) {
         std::uint64_t raw = 0;
         if (!varint(raw)) return false;
@@ -233,6 +234,7 @@ class EventReader {
       MetadataField& f = metadata_[i];
       if (!varint(n)) return false;
       if (!Key(n, f.key, error)) return false;
+      f.key_ref = static_cast<std::uint32_t>(n);
       if (!detail::ReadValue(in, strings_, 0, f.value, error)) return false;
     }
     if (!in.empty()) {

@@ -88,11 +88,13 @@ class ValueReader {
 struct Measurement {
   std::string_view key;
   Number value;
+  std::uint32_t key_ref = 0;  // the key's string reference: equal refs, equal keys, per frame
 };
 
 struct MetadataField {
   std::string_view key;
   Value value;
+  std::uint32_t key_ref = 0;  // the key's string reference: equal refs, equal keys, per frame
 };
 
 // What a frame says about all of its events.
