@@ -3,9 +3,7 @@
 // Thread-safety: one sink per worker thread.
 #pragma once
 
-#include <array>
 #include <cstdio>
-#include <span>
 
 #include "telemetryd/aggregate/engine.h"
 #include "telemetryd/ingest/sinks.h"
@@ -42,15 +40,9 @@ class AggregatingSink final : public ingest::EventSink {
     if (print_) debug_.OnEvent(frame, event);
   }
   void OnStatsd(const ingest::StatsdSample& sample) noexcept override {
-    std::size_t n = 0;
-    for (const auto& tag : sample.tags) {
-      if (n == tags_.size()) break;
-      tags_[n++] = aggregate::StatsdTagView{tag.key, tag.value};
-    }
     shard_->RecordStatsd(aggregate::StatsdInput{
         sample.name, static_cast<aggregate::StatsdKind>(sample.type), sample.value,
-        sample.set_member, sample.gauge_delta, sample.sample_rate,
-        std::span<const aggregate::StatsdTagView>(tags_.data(), n)});
+        sample.set_member, sample.gauge_delta, sample.sample_rate, sample.tags, sample.tag_text});
     if (print_) debug_.OnStatsd(sample);
   }
 
@@ -58,7 +50,6 @@ class AggregatingSink final : public ingest::EventSink {
   aggregate::Shard* shard_;
   ingest::DebugSink debug_;
   bool print_;
-  std::array<aggregate::StatsdTagView, ingest::kStatsdMaxTags> tags_{};
 };
 
 }  // namespace telemetryd

@@ -217,6 +217,8 @@ class LineParser {
     if (!type_ok) return Fail(StatsdError::kBadType);
 
     std::size_t tag_count = 0;
+    const char* tags_begin = nullptr;
+    const char* tags_end = nullptr;
     for (const char* section = type_end; section != end;) {
       const char* const body = section + 1;
       if (body == end || *body == '|') return Fail(StatsdError::kBadType);
@@ -235,6 +237,8 @@ class LineParser {
           if (!ParseTags(body + 1, end, tags_, tag_count, next)) {
             return Fail(StatsdError::kBadTags);
           }
+          if (tags_begin == nullptr) tags_begin = body + 1;
+          tags_end = next;
           break;
         case 'c':
           // "c:<container id>" (DogStatsD origin detection): accepted, not used.
@@ -250,6 +254,7 @@ class LineParser {
       section = next;
     }
     sample.tags = std::span<const StatsdTag>(tags_.data(), tag_count);
+    if (tags_begin != nullptr) sample.tag_text = View(tags_begin, tags_end);
 
     if (sample.type == StatsdType::kSet) {
       sample.set_member = View(values, pipe);

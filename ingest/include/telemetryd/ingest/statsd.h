@@ -9,6 +9,8 @@
 #include <span>
 #include <string_view>
 
+#include "telemetryd/common/tag.h"
+
 namespace telemetryd::ingest {
 
 enum class StatsdType : std::uint8_t {
@@ -20,10 +22,7 @@ enum class StatsdType : std::uint8_t {
   kSet,           // s
 };
 
-struct StatsdTag {
-  std::string_view key;
-  std::string_view value;  // empty for a bare tag such as "canary"
-};
+using StatsdTag = TagView;  // value empty for a bare tag such as "canary"
 
 // One value of one line, as a view into the packet: valid only during the visitor call.
 struct StatsdSample {
@@ -34,6 +33,10 @@ struct StatsdSample {
   bool gauge_delta = false;     // kGauge with an explicit '+' or '-' sign: add, don't set
   double sample_rate = 1.0;     // (0, 1]; counters are scaled by 1/rate downstream
   std::span<const StatsdTag> tags;
+  // The line's tag section as sent, without its '#' ("env:prod,canary"); when a line has several
+  // sections, the text from the first section's start to the last one's end ("a:1|@0.5|#b:2").
+  // Equal texts always give equal `tags`, so it can stand for them as a key. Empty without tags.
+  std::string_view tag_text;
 };
 
 enum class StatsdError : std::uint8_t {
