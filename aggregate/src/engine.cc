@@ -329,8 +329,8 @@ class Shard::State {
   std::uint64_t unknown_other_ = 0;
   std::array<StatsdTagView, 80> tag_scratch_{};
 
-  // StatsD fast path: a direct-mapped cache from the hash of a sample's identity as sent (kind,
-  // name, and the tag text as sent or else the tags in wire order) to its series, so that a
+  // StatsD fast path: a two-way set-associative cache from the hash of a sample's identity as sent
+  // (kind, name, and the tag text as sent or else the tags in wire order) to its series, so that a
   // repeated sample skips the mapping, the tag sort and the key build. Cleared whenever a shard
   // series is erased (indexes are reused). A hit needs the hash and the identity's length to match.
   struct SampleIdentity {
@@ -817,11 +817,14 @@ void Shard::State::RecordStatsd(const StatsdInput& sample) noexcept {
     return;
   }
   const SampleIdentity identity = Identify(sample);
-  SampleSlot& slot = sample_cache_[identity.hash & (kSampleCacheSlots - 1)];
-  if (slot.identity.hash == identity.hash && slot.identity.length == identity.length) {
-    ShardSeries& s = series_.value(slot.series);
-    Apply(&s, engine_.metrics[s.metric], sample);
-    return;
+  // The two ways of a set are neighbours in memory.
+  SampleSlot* const set = &sample_cache_[identity.hash & (kSampleCacheSlots - 2)];
+  for (std::size_t way = 0; way < 2; ++way) {
+    if (set[way].identity.hash == identity.hash && set[way].identity.length == identity.length) {
+      ShardSeries& s = series_.value(set[way].series);
+      Apply(&s, engine_.metrics[s.metric], sample);
+      return;
+    }
   }
   // Cache key: kind and name, so a type conflict is found once per shard.
   key_.clear();
@@ -890,7 +893,12 @@ void Shard::State::RecordStatsd(const StatsdInput& sample) noexcept {
   std::uint32_t index = kNoSeries;
   ShardSeries* s = Series(id, &index);
   if (s == nullptr) return;
-  slot = SampleSlot{identity, index};
+  // Fill an empty way, else evict one picked by a hash bit the set index does not use.
+  const std::size_t way = set[0].identity.hash == 0 ? 0
+                          : set[1].identity.hash == 0
+                              ? 1
+                              : static_cast<std::size_t>(identity.hash >> 63);
+  set[way] = SampleSlot{identity, index};
   Apply(s, m, sample);
 }
 
