@@ -3,7 +3,10 @@
 // Thread-safety: one sink per worker thread.
 #pragma once
 
+#include <array>
 #include <cstdio>
+#include <span>
+#include <string_view>
 
 #include "telemetryd/aggregate/engine.h"
 #include "telemetryd/ingest/sinks.h"
@@ -40,16 +43,32 @@ class AggregatingSink final : public ingest::EventSink {
     if (print_) debug_.OnEvent(frame, event);
   }
   void OnStatsd(const ingest::StatsdSample& sample) noexcept override {
-    shard_->RecordStatsd(aggregate::StatsdInput{
-        sample.name, static_cast<aggregate::StatsdKind>(sample.type), sample.value,
-        sample.set_member, sample.gauge_delta, sample.sample_rate, sample.tags, sample.tag_text});
+    // The engine asks for the tags only for a sample its cache has not seen.
+    split_text_ = sample.tag_text;
+    shard_->RecordStatsd(aggregate::StatsdInput{sample.name,
+                                                static_cast<aggregate::StatsdKind>(sample.type),
+                                                sample.value,
+                                                sample.set_member,
+                                                sample.gauge_delta,
+                                                sample.sample_rate,
+                                                {},
+                                                sample.tag_text,
+                                                &AggregatingSink::SplitTags,
+                                                this});
     if (print_) debug_.OnStatsd(sample);
   }
 
  private:
+  static std::span<const aggregate::StatsdTagView> SplitTags(const void* self) noexcept {
+    const auto* sink = static_cast<const AggregatingSink*>(self);
+    return ingest::SplitStatsdTags(sink->split_text_, sink->tags_);
+  }
+
   aggregate::Shard* shard_;
   ingest::DebugSink debug_;
   bool print_;
+  std::string_view split_text_;
+  mutable std::array<ingest::StatsdTag, ingest::kStatsdMaxTags> tags_{};  // scratch
 };
 
 }  // namespace telemetryd

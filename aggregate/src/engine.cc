@@ -867,7 +867,9 @@ void Shard::State::RecordStatsd(const StatsdInput& sample) noexcept {
 
   // Series key: mapped labels, then the tags sorted by key (tag order on the wire varies).
   std::size_t n = 0;
-  for (const auto& t : sample.tags) {
+  const auto tags =
+      sample.split_tags != nullptr ? sample.split_tags(sample.split_context) : sample.tags;
+  for (const auto& t : tags) {
     if (n == tag_scratch_.size()) break;
     tag_scratch_[n++] = t;
   }

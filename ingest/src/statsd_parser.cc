@@ -25,8 +25,6 @@ constexpr std::size_t kFastDecimalDigits = 15;
 constexpr std::array<double, kFastDecimalDigits + 1> kPow10 = {
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
 
-using Tags = std::array<StatsdTag, kStatsdMaxTags>;
-
 // memchr over [begin, end), returning `end` when `c` is absent. An empty range may come from an
 // empty string_view whose data() is null, which memchr must not see.
 const char* Find(const char* begin, const char* end, char c) noexcept {
@@ -185,23 +183,15 @@ bool ParseType(const char* begin, const char* end, StatsdType& type) noexcept {
   return false;
 }
 
-// Appends the tags of the "#k:v,k2" section that starts at `p` to the `count` already found on
-// the line, and sets `section_end` to the '|' or end of line after it.
-bool ParseTags(const char* p, const char* end, Tags& tags, std::size_t& count,
+// Checks the "#k:v,k2" section that starts at `p` (every key non-empty, at most kStatsdMaxTags
+// tags on the line with the `count` already found), and sets `section_end` to the '|' or end of
+// line after it. SplitStatsdTags splits what this accepted.
+bool CheckTags(const char* p, const char* end, std::size_t& count,
                const char*& section_end) noexcept {
   for (;;) {
-    const char* const key_end = ScanTo<':', ',', '|'>(p, end);
-    if (key_end == p || count == tags.size()) return false;
-    StatsdTag& tag = tags[count++];
-    tag.key = View(p, key_end);
-    p = key_end;
-    if (p != end && *p == ':') {
-      // Only the first ':' splits, so values such as URLs keep their own.
-      p = ScanTo<',', '|'>(p + 1, end);
-      tag.value = View(key_end + 1, p);
-    } else {
-      tag.value = {};
-    }
+    if (p == end || *p == ':' || *p == ',' || *p == '|' || count == kStatsdMaxTags) return false;
+    ++count;
+    p = ScanTo<',', '|'>(p + 1, end);
     if (p == end || *p == '|') break;
     ++p;  // past the ','
   }
@@ -212,9 +202,8 @@ bool ParseTags(const char* p, const char* end, Tags& tags, std::size_t& count,
 class LineParser {
  public:
   // `readable`: the end of the packet, at or after the end of the line.
-  LineParser(std::string_view line, const char* readable, Tags& tags,
-             StatsdVisitor& visitor) noexcept
-      : line_(line), readable_(readable), tags_(tags), visitor_(visitor) {}
+  LineParser(std::string_view line, const char* readable, StatsdVisitor& visitor) noexcept
+      : line_(line), readable_(readable), visitor_(visitor) {}
 
   // Returns the number of samples delivered; a rejected line is reported and delivers none.
   std::size_t Parse() noexcept {
@@ -276,7 +265,7 @@ class LineParser {
           break;
         }
         case '#':
-          if (!ParseTags(body + 1, end, tags_, tag_count, next)) {
+          if (!CheckTags(body + 1, end, tag_count, next)) {
             return Fail(StatsdError::kBadTags);
           }
           if (tags_begin == nullptr) tags_begin = body + 1;
@@ -295,7 +284,6 @@ class LineParser {
       }
       section = next;
     }
-    sample.tags = std::span<const StatsdTag>(tags_.data(), tag_count);
     if (tags_begin != nullptr) sample.tag_text = View(tags_begin, tags_end);
 
     if (sample.type == StatsdType::kSet) {
@@ -341,7 +329,6 @@ class LineParser {
 
   std::string_view line_;
   const char* readable_;
-  Tags& tags_;
   StatsdVisitor& visitor_;
 };
 
@@ -352,6 +339,34 @@ std::string_view StatsdErrorName(StatsdError error) noexcept {
   return index < kErrorNames.size() ? kErrorNames[index] : "unknown";
 }
 
+std::span<const StatsdTag> SplitStatsdTags(std::string_view tag_text,
+                                           std::span<StatsdTag, kStatsdMaxTags> out) noexcept {
+  const char* p = tag_text.data();
+  const char* const end = p + tag_text.size();
+  std::size_t count = 0;
+  while (p != end && count != out.size()) {
+    StatsdTag& tag = out[count++];
+    const char* const key_end = ScanTo<':', ',', '|'>(p, end);
+    tag.key = View(p, key_end);
+    p = key_end;
+    if (p != end && *p == ':') {
+      // Only the first ':' splits, so values such as URLs keep their own.
+      p = ScanTo<',', '|'>(p + 1, end);
+      tag.value = View(key_end + 1, p);
+    } else {
+      tag.value = {};
+    }
+    if (p != end && *p == ',') {
+      ++p;
+      continue;
+    }
+    // A '|' ends the section: skip any other sections up to the next "|#".
+    while (p != end && p + 1 != end && p[1] != '#') p = ScanTo<'|'>(p + 1, end);
+    if (p != end) p = p + 1 == end ? end : p + 2;
+  }
+  return out.first(count);
+}
+
 std::size_t StatsdLineParser::Parse(std::string_view packet, StatsdVisitor& visitor) noexcept {
   const char* p = packet.data();
   const char* const end = p + packet.size();
@@ -360,7 +375,7 @@ std::size_t StatsdLineParser::Parse(std::string_view packet, StatsdVisitor& visi
     const char* const newline = Find(p, end, '\n');
     const char* line_end = newline;
     if (line_end != p && line_end[-1] == '\r') --line_end;
-    if (line_end != p) samples += LineParser(View(p, line_end), end, tags_, visitor).Parse();
+    if (line_end != p) samples += LineParser(View(p, line_end), end, visitor).Parse();
     p = newline == end ? end : newline + 1;
   }
   return samples;

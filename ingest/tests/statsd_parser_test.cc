@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -41,7 +42,8 @@ class Recorder final : public StatsdVisitor {
     s.set_member = std::string(sample.set_member);
     s.gauge_delta = sample.gauge_delta;
     s.sample_rate = sample.sample_rate;
-    for (const StatsdTag& tag : sample.tags) {
+    std::array<StatsdTag, kStatsdMaxTags> scratch;
+    for (const StatsdTag& tag : SplitStatsdTags(sample.tag_text, scratch)) {
       s.tags.emplace_back(std::string(tag.key), std::string(tag.value));
     }
     s.tag_text = std::string(sample.tag_text);
@@ -262,6 +264,9 @@ TEST_CASE("the tag text as sent stands for the tags") {
   Sample twice = One("a:1|c|#a:1|@0.5|#b:2|T1700000000");
   CHECK(twice.tag_text == "a:1|@0.5|#b:2");
   CHECK(twice.tags == Tags{{"a", "1"}, {"b", "2"}});
+  Sample between = One("a:1|c|#a:1,x|c:abc#d|T1|#b:2,y:|#z");
+  CHECK(between.tag_text == "a:1,x|c:abc#d|T1|#b:2,y:|#z");
+  CHECK(between.tags == Tags{{"a", "1"}, {"x", ""}, {"b", "2"}, {"y", ""}, {"z", ""}});
   // Every value of a multi-value line carries it; the next line does not.
   Recorder rec = Parse("h:1:2|h|#k:v\nb:2|c\n");
   REQUIRE(rec.samples.size() == 3);

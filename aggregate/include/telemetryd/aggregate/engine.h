@@ -86,10 +86,13 @@ struct StatsdInput {
   bool gauge_delta = false;
   double sample_rate = 1;
   std::span<const StatsdTagView> tags;  // in wire order
-  // Optional: the tags as sent, a text that always splits into the same `tags` (see
-  // ingest::StatsdSample::tag_text). When set, the shard's sample cache keys on it instead of on
-  // `tags`, which it then only reads for a sample it has not seen yet.
+  // Optional: the tags as sent, a text that always splits into the same tags (see
+  // ingest::StatsdSample::tag_text). When set, the shard's sample cache keys on it, and only a
+  // sample it has not seen yet needs its tags: from `split_tags(split_context)` when given, else
+  // from `tags`.
   std::string_view tag_text;
+  std::span<const StatsdTagView> (*split_tags)(const void* context) noexcept = nullptr;
+  const void* split_context = nullptr;
 };
 
 // A metric as the exporters see it.
