@@ -15,6 +15,7 @@ using telemetryd::ingest::kStatsdErrorCount;
 using telemetryd::ingest::kStatsdMaxLineBytes;
 using telemetryd::ingest::kStatsdMaxNameBytes;
 using telemetryd::ingest::kStatsdMaxTags;
+using telemetryd::ingest::SplitStatsdTags;
 using telemetryd::ingest::StatsdError;
 using telemetryd::ingest::StatsdErrorName;
 using telemetryd::ingest::StatsdLineParser;
@@ -42,6 +43,7 @@ class TouchingVisitor final : public StatsdVisitor {
     }
     Check(!sample.gauge_delta || sample.type == StatsdType::kGauge);
     // The checked tag text splits into tags with non-empty keys.
+    Touch(sample.tag_text);
     std::array<StatsdTag, kStatsdMaxTags> scratch;
     for (const StatsdTag& tag : SplitStatsdTags(sample.tag_text, scratch)) {
       Check(!tag.key.empty());
