@@ -7,8 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "aggregating_sink.h"
 #include "telemetryd/aggregate/engine.h"
 #include "telemetryd/config/catalog_loader.h"
+#include "telemetryd/ingest/statsd.h"
 #include "telemetryd/wire/decoder.h"
 #include "telemetryd/wire/encoder.h"
 #include "vsr_event.h"
@@ -89,6 +91,34 @@ void BM_RecordStatsdCounter(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
 }
 BENCHMARK(BM_RecordStatsdCounter);
+
+// One 25-line StatsD datagram parsed and recorded through the daemon's sink into existing series,
+// as the end-to-end load generator sends it: "app.requests.K:1|c|#env:prod,host:web-J".
+void BM_StatsdDatagramToShard(benchmark::State& state) {
+  const bool tags = state.range(0) != 0;
+  std::string datagram;
+  for (int i = 0; i < 25; ++i) {
+    datagram += "app.requests." + std::to_string(i) + ":1|c";
+    if (tags) datagram += "|#env:prod,host:web-" + std::to_string(i % 16);
+    datagram += '\n';
+  }
+  auto engine = BuiltinEngine();
+  auto shard = engine->NewShard();
+  AggregatingSink sink(*shard, false);
+  ingest::StatsdLineParser parser;
+  struct Visitor final : ingest::StatsdVisitor {
+    AggregatingSink* sink = nullptr;
+    void OnSample(const ingest::StatsdSample& sample) noexcept override { sink->OnStatsd(sample); }
+    void OnError(ingest::StatsdError, std::string_view) noexcept override {}
+  } visitor;
+  visitor.sink = &sink;
+  parser.Parse(datagram, visitor);  // series exist from here
+  for (auto _ : state) parser.Parse(datagram, visitor);
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * 25);
+  const auto lines = static_cast<std::uint64_t>(state.iterations() + 1) * 25;
+  if (shard->recorded() != lines) state.SkipWithError("not every line was recorded");
+}
+BENCHMARK(BM_StatsdDatagramToShard)->Arg(0)->Arg(1)->ArgNames({"tags"});
 
 // Heap bytes per counter series (shard entry + merged store entry), label strings included,
 // measured with mallinfo2 around creating N series.

@@ -26,7 +26,7 @@ class TouchVisitor final : public wire::FrameVisitor, public ingest::StatsdVisit
     ++checksum;
   }
   void OnSample(const ingest::StatsdSample& s) noexcept override {
-    checksum += s.name.size() + s.tags.size() + static_cast<std::uint64_t>(s.value);
+    checksum += s.name.size() + s.tag_text.size() + static_cast<std::uint64_t>(s.value);
   }
   void OnError(ingest::StatsdError /*error*/, std::string_view /*line*/) noexcept override {
     ++checksum;

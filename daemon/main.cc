@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "aggregating_sink.h"
 #include "telemetryd/aggregate/engine.h"
 #include "telemetryd/common/log.h"
 #include "telemetryd/config/catalog_loader.h"
@@ -49,54 +50,6 @@ constexpr const char* kUsage =
     "  --print-config   print the effective configuration (every default written out)\n"
     "  --version        print the version\n"
     "  --help           print this help\n";
-
-// The sink converts StatsD types by value: the two enums must stay in step.
-static_assert(static_cast<int>(ingest::StatsdType::kCounter) ==
-                  static_cast<int>(aggregate::StatsdKind::kCounter) &&
-              static_cast<int>(ingest::StatsdType::kGauge) ==
-                  static_cast<int>(aggregate::StatsdKind::kGauge) &&
-              static_cast<int>(ingest::StatsdType::kTimer) ==
-                  static_cast<int>(aggregate::StatsdKind::kTimer) &&
-              static_cast<int>(ingest::StatsdType::kHistogram) ==
-                  static_cast<int>(aggregate::StatsdKind::kHistogram) &&
-              static_cast<int>(ingest::StatsdType::kDistribution) ==
-                  static_cast<int>(aggregate::StatsdKind::kDistribution) &&
-              static_cast<int>(ingest::StatsdType::kSet) ==
-                  static_cast<int>(aggregate::StatsdKind::kSet));
-
-// What each worker hands its input to: its aggregation shard, and stderr when asked to print.
-// A reload points it at another shard, on the worker's own thread.
-class AggregatingSink final : public ingest::EventSink {
- public:
-  AggregatingSink(aggregate::Shard& shard, bool print)
-      : shard_(&shard), debug_(stderr), print_(print) {}
-  void Use(aggregate::Shard& shard, bool print) noexcept {
-    shard_ = &shard;
-    print_ = print;
-  }
-  void OnEvent(const wire::FrameInfo& frame, const wire::Event& event) noexcept override {
-    shard_->Record(frame, event);
-    if (print_) debug_.OnEvent(frame, event);
-  }
-  void OnStatsd(const ingest::StatsdSample& sample) noexcept override {
-    std::size_t n = 0;
-    for (const auto& tag : sample.tags) {
-      if (n == tags_.size()) break;
-      tags_[n++] = aggregate::StatsdTagView{tag.key, tag.value};
-    }
-    shard_->RecordStatsd(aggregate::StatsdInput{
-        sample.name, static_cast<aggregate::StatsdKind>(sample.type), sample.value,
-        sample.set_member, sample.gauge_delta, sample.sample_rate,
-        std::span<const aggregate::StatsdTagView>(tags_.data(), n)});
-    if (print_) debug_.OnStatsd(sample);
-  }
-
- private:
-  aggregate::Shard* shard_;
-  ingest::DebugSink debug_;
-  bool print_;
-  std::array<aggregate::StatsdTagView, ingest::kStatsdMaxTags> tags_{};
-};
 
 // Loads the catalogs the config names and compiles them. Errors say file, line and field.
 Expected<std::unique_ptr<aggregate::Engine>> BuildEngine(const config::Config& cfg) {

@@ -387,16 +387,21 @@ class Shard::State {
   std::uint64_t unknown_other_ = 0;
   std::array<StatsdTagView, 80> tag_scratch_{};
 
-  // StatsD fast path: a direct-mapped cache from the hash of a sample's identity as sent (kind,
-  // name, tags in wire order) to its series, so that a repeated sample skips the mapping, the tag
-  // sort and the key build. Cleared whenever a shard series is erased (indexes are reused).
+  // StatsD fast path: a two-way set-associative cache from the hash of a sample's identity as sent
+  // (kind, name, and the tag text as sent or else the tags in wire order) to its series, so that a
+  // repeated sample skips the mapping, the tag sort and the key build. Cleared whenever a shard
+  // series is erased (indexes are reused). A hit needs the hash and the identity's length to match.
+  struct SampleIdentity {
+    std::uint64_t hash = 0;  // 0: empty slot
+    std::uint32_t length = 0;
+  };
   struct SampleSlot {
-    std::uint64_t hash = 0;  // 0: empty
+    SampleIdentity identity;
     std::uint32_t series = kNoSeries;
   };
   static constexpr std::size_t kSampleCacheSlots = 4096;
   std::vector<SampleSlot> sample_cache_ = std::vector<SampleSlot>(kSampleCacheSlots);
-  static std::uint64_t SampleHash(const StatsdInput& sample) noexcept;
+  static SampleIdentity Identify(const StatsdInput& sample) noexcept;
   void Apply(ShardSeries* s, const CompiledMetric& m, const StatsdInput& sample) noexcept;
 };
 
@@ -905,6 +910,48 @@ std::string Expand(std::string_view templ, const std::vector<std::string_view>& 
   return out;
 }
 
+// A fast 64-bit hash over the pieces of a StatsD sample's identity, 8 bytes a step: each step
+// multiplies into 128 bits and folds the halves together. Each piece's length goes into its last
+// step, so ("ab", "c") and ("a", "bc") hash apart.
+class IdentityHash {
+ public:
+  explicit IdentityHash(std::uint64_t seed) noexcept : h_(seed ^ kSeed) {}
+  // Returns the piece's length.
+  std::size_t Add(std::string_view piece) noexcept {
+    const char* p = piece.data();
+    std::size_t n = piece.size();
+    for (; n >= 8; p += 8, n -= 8) Step(Load<std::uint64_t>(p));
+    std::uint64_t tail = 0;
+    if (n >= 4) {
+      tail = (std::uint64_t{Load<std::uint32_t>(p)} << 32) | Load<std::uint32_t>(p + n - 4);
+    } else if (n > 0) {
+      tail =
+          (std::uint64_t{Byte(p[0])} << 16) | (std::uint64_t{Byte(p[n / 2])} << 8) | Byte(p[n - 1]);
+    }
+    h_ += piece.size();
+    Step(tail);
+    return piece.size();
+  }
+  [[nodiscard]] std::uint64_t Get() const noexcept { return h_; }
+
+ private:
+  static constexpr std::uint64_t kSeed = 0x243f6a8885a308d3ULL;
+  static constexpr std::uint64_t kMultiplier = 0x9e3779b97f4a7c15ULL;
+  template <typename T>
+  static T Load(const char* p) noexcept {
+    T v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+  static std::uint64_t Byte(char c) noexcept { return static_cast<unsigned char>(c); }
+  __extension__ using Wide = unsigned __int128;
+  void Step(std::uint64_t word) noexcept {
+    const Wide product = static_cast<Wide>(h_ ^ word) * kMultiplier;
+    h_ = static_cast<std::uint64_t>(product) ^ static_cast<std::uint64_t>(product >> 64);
+  }
+  std::uint64_t h_;
+};
+
 }  // namespace
 
 void Shard::State::RecordStatsd(const StatsdInput& sample) noexcept {
@@ -918,12 +965,15 @@ void Shard::State::RecordStatsd(const StatsdInput& sample) noexcept {
     Drop(DropReason::kNegativeCounter);
     return;
   }
-  const std::uint64_t hash = SampleHash(sample);
-  SampleSlot& slot = sample_cache_[hash & (kSampleCacheSlots - 1)];
-  if (hash != 0 && slot.hash == hash) {
-    ShardSeries& s = series_.value(slot.series);
-    Apply(&s, engine_.metrics[s.metric], sample);
-    return;
+  const SampleIdentity identity = Identify(sample);
+  // The two ways of a set are neighbours in memory.
+  SampleSlot* const set = &sample_cache_[identity.hash & (kSampleCacheSlots - 2)];
+  for (std::size_t way = 0; way < 2; ++way) {
+    if (set[way].identity.hash == identity.hash && set[way].identity.length == identity.length) {
+      ShardSeries& s = series_.value(set[way].series);
+      Apply(&s, engine_.metrics[s.metric], sample);
+      return;
+    }
   }
   // Cache key: kind and name, so a type conflict is found once per shard.
   key_.clear();
@@ -966,7 +1016,9 @@ void Shard::State::RecordStatsd(const StatsdInput& sample) noexcept {
 
   // Series key: mapped labels, then the tags sorted by key (tag order on the wire varies).
   std::size_t n = 0;
-  for (const auto& t : sample.tags) {
+  const auto tags =
+      sample.split_tags != nullptr ? sample.split_tags(sample.split_context) : sample.tags;
+  for (const auto& t : tags) {
     if (n == tag_scratch_.size()) break;
     tag_scratch_[n++] = t;
   }
@@ -992,29 +1044,25 @@ void Shard::State::RecordStatsd(const StatsdInput& sample) noexcept {
   std::uint32_t index = kNoSeries;
   ShardSeries* s = Series(id, &index);
   if (s == nullptr) return;
-  if (hash != 0) slot = SampleSlot{hash, index};
+  // Fill an empty way, else evict one picked by a hash bit the set index does not use.
+  const std::size_t way = set[0].identity.hash == 0 ? 0
+                          : set[1].identity.hash == 0
+                              ? 1
+                              : static_cast<std::size_t>(identity.hash >> 63);
+  set[way] = SampleSlot{identity, index};
   Apply(s, m, sample);
 }
 
-std::uint64_t Shard::State::SampleHash(const StatsdInput& sample) noexcept {
-  // The identity as one contiguous text, hashed once; 0 (not cached) when it does not fit.
-  std::array<char, 512> text;
-  std::size_t n = 0;
-  auto put = [&](std::string_view part, char end) {
-    if (n + part.size() + 1 > text.size()) return false;
-    if (!part.empty())
-      std::memcpy(text.data() + n, part.data(), part.size());  // data() may be null
-    n += part.size();
-    text[n++] = end;
-    return true;
-  };
-  text[n++] = static_cast<char>('0' + static_cast<int>(sample.kind));
-  if (!put(sample.name, kLabelSeparator)) return 0;
-  for (const auto& tag : sample.tags) {
-    if (!put(tag.key, '=') || !put(tag.value, kLabelSeparator)) return 0;
+Shard::State::SampleIdentity Shard::State::Identify(const StatsdInput& sample) noexcept {
+  IdentityHash h(static_cast<std::uint64_t>(sample.kind));
+  std::size_t length = h.Add(sample.name);
+  if (!sample.tag_text.empty()) {
+    length += h.Add(sample.tag_text);
+  } else {
+    for (const auto& tag : sample.tags) length += h.Add(tag.key) + h.Add(tag.value);
   }
-  const std::uint64_t h = std::hash<std::string_view>{}(std::string_view(text.data(), n));
-  return h == 0 ? 1 : h;
+  const std::uint64_t hash = h.Get();
+  return {hash == 0 ? 1 : hash, static_cast<std::uint32_t>(length)};
 }
 
 void Shard::State::Apply(ShardSeries* series, const CompiledMetric& m,

@@ -2,6 +2,7 @@
 // library, so the shard sees exactly what it sees in the daemon.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -687,4 +688,83 @@ TEST_CASE("metadata keys are found by their string reference in each frame, neve
   CHECK(value("a", "5") == 4);
   CHECK(shard->dropped(DropReason::kMissingTag) == 0);
   CHECK(shard->dropped(DropReason::kMissingMeasurement) == 0);
+}
+
+TEST_CASE("StatsD: the sample cache keys on the tag text as sent") {
+  EngineOptions options;
+  options.series_ttl = std::chrono::milliseconds(20);
+  options.max_series_per_metric = 10'000;
+  auto engine = MakeEngine(options);
+  auto shard = engine->NewShard();
+  const StatsdTagView env_host[] = {{"env", "prod"}, {"host", "a"}};
+  const StatsdTagView host_env[] = {{"host", "a"}, {"env", "prod"}};
+  const StatsdTagView env_host_b[] = {{"env", "prod"}, {"host", "b"}};
+  auto count = [&](std::string_view name, std::span<const StatsdTagView> tags,
+                   std::string_view text, double n) {
+    shard->RecordStatsd(StatsdInput{name, StatsdKind::kCounter, n, {}, false, 1, tags, text});
+  };
+  auto value = [&](const std::string& name, const std::string& host) {
+    const auto all = engine->Collect();
+    const auto* s = Series(Find(all, name), {{"env", "prod"}, {"host", host}});
+    return s == nullptr ? -1.0 : s->value;
+  };
+  // The same text again, the tags in another order, and the tags without a text all reach one
+  // series; another host has its own.
+  count("hits", env_host, "env:prod,host:a", 1);
+  count("hits", env_host, "env:prod,host:a", 2);
+  count("hits", host_env, "host:a,env:prod", 4);
+  count("hits", env_host, {}, 8);
+  count("hits", env_host_b, "env:prod,host:b", 100);
+  count("hits", env_host_b, "env:prod,host:b", 100);
+  // Same text, other name or type: not the same series.
+  count("misses", env_host, "env:prod,host:a", 1000);
+  shard->RecordStatsd(StatsdInput{"hits",
+                                  StatsdKind::kGauge,
+                                  5,
+                                  {},
+                                  false,
+                                  1,
+                                  env_host,
+                                  "env:prod,host:a"});  // a type conflict, every time
+  shard->RecordStatsd(
+      StatsdInput{"hits", StatsdKind::kGauge, 5, {}, false, 1, env_host, "env:prod,host:a"});
+  shard->Flush();
+  CHECK(value("hits", "a") == 15);
+  CHECK(value("hits", "b") == 200);
+  CHECK(value("misses", "a") == 1000);
+  CHECK(engine->counters().series == 3);
+  CHECK(shard->dropped(DropReason::kStatsdTypeConflict) == 2);
+
+  // Far more identities than cache slots, each sent twice in a row and then all again: every
+  // sample lands on its own series whichever entries were evicted.
+  constexpr int kHosts = 6000;
+  std::vector<std::string> hosts;
+  for (int i = 0; i < kHosts; ++i) hosts.push_back(std::to_string(i));
+  for (int round = 0; round < 2; ++round) {
+    for (const auto& host : hosts) {
+      const StatsdTagView tags[] = {{"env", "prod"}, {"host", host}};
+      const std::string text = "env:prod,host:" + host;
+      count("many", tags, text, 1);
+      count("many", tags, text, 1);
+    }
+  }
+  shard->Flush();
+  const auto all = engine->Collect();
+  const auto& many = Find(all, "many");
+  CHECK(many.series.size() == kHosts);
+  CHECK(std::all_of(many.series.begin(), many.series.end(),
+                    [](const SeriesPoint& s) { return s.value == 4; }));
+
+  // After idle series expire (their indexes are reused), a cached text must not reach a stale one.
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  shard->Flush();
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  shard->Flush();
+  CHECK(engine->counters().series == 0);
+  count("hits", env_host_b, "env:prod,host:b", 3);
+  count("hits", env_host, "env:prod,host:a", 7);
+  count("hits", env_host, "env:prod,host:a", 7);
+  shard->Flush();
+  CHECK(value("hits", "a") == 14);
+  CHECK(value("hits", "b") == 3);
 }

@@ -1,6 +1,7 @@
 // libFuzzer target for StatsdLineParser. The visitor reads every byte of every view it is given,
 // so ASan reports any view that points outside the input, and it traps on results the header
 // promises cannot happen.
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -14,6 +15,7 @@ using telemetryd::ingest::kStatsdErrorCount;
 using telemetryd::ingest::kStatsdMaxLineBytes;
 using telemetryd::ingest::kStatsdMaxNameBytes;
 using telemetryd::ingest::kStatsdMaxTags;
+using telemetryd::ingest::SplitStatsdTags;
 using telemetryd::ingest::StatsdError;
 using telemetryd::ingest::StatsdErrorName;
 using telemetryd::ingest::StatsdLineParser;
@@ -32,7 +34,6 @@ class TouchingVisitor final : public StatsdVisitor {
     Touch(sample.name);
     Check(static_cast<std::uint8_t>(sample.type) <= static_cast<std::uint8_t>(StatsdType::kSet));
     Check(sample.sample_rate > 0.0 && sample.sample_rate <= 1.0);
-    Check(sample.tags.size() <= kStatsdMaxTags);
     if (sample.type == StatsdType::kSet) {
       Check(!sample.set_member.empty());
       Touch(sample.set_member);
@@ -41,7 +42,10 @@ class TouchingVisitor final : public StatsdVisitor {
       Check(sample.set_member.empty());
     }
     Check(!sample.gauge_delta || sample.type == StatsdType::kGauge);
-    for (const StatsdTag& tag : sample.tags) {
+    // The checked tag text splits into tags with non-empty keys.
+    Touch(sample.tag_text);
+    std::array<StatsdTag, kStatsdMaxTags> scratch;
+    for (const StatsdTag& tag : SplitStatsdTags(sample.tag_text, scratch)) {
       Check(!tag.key.empty());
       Touch(tag.key);
       Touch(tag.value);

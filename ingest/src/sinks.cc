@@ -1,5 +1,6 @@
 #include "telemetryd/ingest/sinks.h"
 
+#include <array>
 #include <charconv>
 
 #include "telemetryd/wire/term.h"
@@ -61,14 +62,16 @@ std::string FormatSample(const StatsdSample& sample) {
     out += "|@";
     AppendNumber(out, sample.sample_rate);
   }
-  if (!sample.tags.empty()) {
+  std::array<StatsdTag, kStatsdMaxTags> scratch;
+  const auto tags = SplitStatsdTags(sample.tag_text, scratch);
+  if (!tags.empty()) {
     out += "|#";
-    for (std::size_t i = 0; i < sample.tags.size(); ++i) {
+    for (std::size_t i = 0; i < tags.size(); ++i) {
       if (i != 0) out += ',';
-      out += sample.tags[i].key;
-      if (!sample.tags[i].value.empty()) {
+      out += tags[i].key;
+      if (!tags[i].value.empty()) {
         out += ':';
-        out += sample.tags[i].value;
+        out += tags[i].value;
       }
     }
   }

@@ -1,4 +1,5 @@
 #include <array>
+#include <bit>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -24,8 +25,6 @@ constexpr std::size_t kFastDecimalDigits = 15;
 constexpr std::array<double, kFastDecimalDigits + 1> kPow10 = {
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
 
-using Tags = std::array<StatsdTag, kStatsdMaxTags>;
-
 // memchr over [begin, end), returning `end` when `c` is absent. An empty range may come from an
 // empty string_view whose data() is null, which memchr must not see.
 const char* Find(const char* begin, const char* end, char c) noexcept {
@@ -40,9 +39,21 @@ std::string_view View(const char* begin, const char* end) noexcept {
 
 bool IsDigit(char c) noexcept { return static_cast<unsigned char>(c - '0') <= 9; }
 
+// The slow path of ParseNumber, past the sign: exponents, long numbers.
+[[gnu::noinline]] bool ParseLongNumber(const char* p, const char* end, bool negative,
+                                       double& value) noexcept {
+  // from_chars would take "inf", "nan" and a second '-', none of which is a decimal number.
+  if (!IsDigit(*p) && *p != '.') return false;
+  double magnitude = 0.0;
+  const auto [ptr, ec] = std::from_chars(p, end, magnitude, std::chars_format::general);
+  if (ec != std::errc{} || ptr != end || !std::isfinite(magnitude)) return false;
+  value = negative ? -magnitude : magnitude;
+  return true;
+}
+
 // A finite decimal number with an optional sign. `is_signed` tells whether the sign was written,
 // since a written sign turns a gauge into a delta.
-bool ParseNumber(const char* p, const char* end, double& value, bool& is_signed) noexcept {
+inline bool ParseNumber(const char* p, const char* end, double& value, bool& is_signed) noexcept {
   bool negative = false;
   is_signed = false;
   if (p != end && (*p == '+' || *p == '-')) {
@@ -71,13 +82,7 @@ bool ParseNumber(const char* p, const char* end, double& value, bool& is_signed)
     }
   }
 
-  // from_chars would take "inf", "nan" and a second '-', none of which is a decimal number.
-  if (!IsDigit(*p) && *p != '.') return false;
-  double magnitude = 0.0;
-  const auto [ptr, ec] = std::from_chars(p, end, magnitude, std::chars_format::general);
-  if (ec != std::errc{} || ptr != end || !std::isfinite(magnitude)) return false;
-  value = negative ? -magnitude : magnitude;
-  return true;
+  return ParseLongNumber(p, end, negative, value);
 }
 
 // Byte classes for the single pass that finds the end of the name and checks it.
@@ -93,11 +98,59 @@ constexpr std::array<std::uint8_t, 256> kNameClass = [] {
   return table;
 }();
 
-// Byte loop rather than memchr: the fields of a line are a few bytes long, shorter than what a
-// call to memchr costs.
-const char* ScanTo(const char* p, const char* end, char c) noexcept {
-  while (p != end && *p != c) ++p;
+// Word-at-a-time scanning: the fields of a line are a few bytes long, shorter than what a call to
+// memchr costs, so the scans test 8 bytes per step in a register. A scan may read past the end of
+// its field up to `readable` (the end of the packet); hits past the field's end are ignored.
+static_assert(std::endian::native == std::endian::little,
+              "the word scans number bytes from the low end");
+constexpr std::uint64_t kOnes = 0x0101010101010101ULL;
+constexpr std::uint64_t kHighBits = 0x8080808080808080ULL;
+
+constexpr std::uint64_t Broadcast(unsigned char c) noexcept { return kOnes * c; }
+
+std::uint64_t LoadWord(const char* p) noexcept {
+  std::uint64_t word;
+  std::memcpy(&word, p, sizeof word);
+  return word;
+}
+
+// The high bit of each byte of `word` that is below `n` (n <= 128). Above the lowest hit, bits
+// may be set wrongly by the borrow; the scans only use the lowest.
+std::uint64_t BytesBelow(std::uint64_t word, unsigned char n) noexcept {
+  return (word - Broadcast(n)) & ~word & kHighBits;
+}
+
+template <char... kStops>
+std::uint64_t BytesEqual(std::uint64_t word) noexcept {
+  return (BytesBelow(word ^ Broadcast(static_cast<unsigned char>(kStops)), 1) | ...);
+}
+
+// The first byte in [p, end) for which `hits` (over a word) or `is_hit` (over a byte) is true,
+// or `end`.
+template <typename WordHits, typename ByteHit>
+const char* Scan(const char* p, const char* end, const char* readable, WordHits hits,
+                 ByteHit is_hit) noexcept {
+  for (; readable - p >= 8; p += 8) {
+    if (const std::uint64_t h = hits(LoadWord(p)); h != 0) {
+      const char* const hit = p + std::countr_zero(h) / 8;
+      return hit < end ? hit : end;
+    }
+    if (end - p <= 8) return end;
+  }
+  while (p < end && !is_hit(*p)) ++p;
+  return p < end ? p : end;
+}
+
+// Byte loop: values, types and tags are mostly shorter than a word.
+template <char... kStops>
+const char* ScanTo(const char* p, const char* end) noexcept {
+  while (p != end && ((*p != kStops) && ...)) ++p;
   return p;
+}
+
+// The bytes of a name word that are not kPlain.
+std::uint64_t NameStops(std::uint64_t word) noexcept {
+  return (word & kHighBits) | BytesBelow(word, 0x20) | BytesEqual<':', '|', '\x7f'>(word);
 }
 
 bool ParseType(const char* begin, const char* end, StatsdType& type) noexcept {
@@ -130,39 +183,15 @@ bool ParseType(const char* begin, const char* end, StatsdType& type) noexcept {
   return false;
 }
 
-// Bytes that end a tag key (kEndsKey) or a whole tag (kEndsTag).
-enum TagClass : std::uint8_t { kEndsKey = 1, kEndsTag = 2 };
-
-constexpr std::array<std::uint8_t, 256> kTagClass = [] {
-  std::array<std::uint8_t, 256> table{};
-  table[':'] = kEndsKey;
-  table[','] = kEndsKey | kEndsTag;
-  table['|'] = kEndsKey | kEndsTag;
-  return table;
-}();
-
-const char* ScanTag(const char* p, const char* end, std::uint8_t stop) noexcept {
-  while (p != end && (kTagClass[static_cast<unsigned char>(*p)] & stop) == 0) ++p;
-  return p;
-}
-
-// Appends the tags of the "#k:v,k2" section that starts at `p` to the `count` already found on
-// the line, and sets `section_end` to the '|' or end of line after it.
-bool ParseTags(const char* p, const char* end, Tags& tags, std::size_t& count,
+// Checks the "#k:v,k2" section that starts at `p` (every key non-empty, at most kStatsdMaxTags
+// tags on the line with the `count` already found), and sets `section_end` to the '|' or end of
+// line after it. SplitStatsdTags splits what this accepted.
+bool CheckTags(const char* p, const char* end, std::size_t& count,
                const char*& section_end) noexcept {
   for (;;) {
-    const char* const key_end = ScanTag(p, end, kEndsKey);
-    if (key_end == p || count == tags.size()) return false;
-    StatsdTag& tag = tags[count++];
-    tag.key = View(p, key_end);
-    p = key_end;
-    if (p != end && *p == ':') {
-      // Only the first ':' splits, so values such as URLs keep their own.
-      p = ScanTag(p + 1, end, kEndsTag);
-      tag.value = View(key_end + 1, p);
-    } else {
-      tag.value = {};
-    }
+    if (p == end || *p == ':' || *p == ',' || *p == '|' || count == kStatsdMaxTags) return false;
+    ++count;
+    p = ScanTo<',', '|'>(p + 1, end);
     if (p == end || *p == '|') break;
     ++p;  // past the ','
   }
@@ -172,8 +201,9 @@ bool ParseTags(const char* p, const char* end, Tags& tags, std::size_t& count,
 
 class LineParser {
  public:
-  LineParser(std::string_view line, Tags& tags, StatsdVisitor& visitor) noexcept
-      : line_(line), tags_(tags), visitor_(visitor) {}
+  // `readable`: the end of the packet, at or after the end of the line.
+  LineParser(std::string_view line, const char* readable, StatsdVisitor& visitor) noexcept
+      : line_(line), readable_(readable), visitor_(visitor) {}
 
   // Returns the number of samples delivered; a rejected line is reported and delivers none.
   std::size_t Parse() noexcept {
@@ -189,7 +219,8 @@ class LineParser {
     const char* colon = begin;
     std::uint8_t name_flags = 0;
     for (;;) {
-      while (colon != end && kNameClass[static_cast<unsigned char>(*colon)] == kPlain) ++colon;
+      colon = Scan(colon, end, readable_, NameStops,
+                   [](char c) { return kNameClass[static_cast<unsigned char>(c)] != kPlain; });
       if (colon == end) break;
       const std::uint8_t cls = kNameClass[static_cast<unsigned char>(*colon)];
       if (cls == kStop) break;
@@ -207,8 +238,8 @@ class LineParser {
     }
 
     const char* const values = colon + 1;
-    const char* const pipe = ScanTo(values, end, '|');
-    const char* const type_end = pipe == end ? end : ScanTo(pipe + 1, end, '|');
+    const char* const pipe = ScanTo<'|'>(values, end);
+    const char* const type_end = pipe == end ? end : ScanTo<'|'>(pipe + 1, end);
     const bool type_ok = pipe != end && ParseType(pipe + 1, type_end, sample.type);
     if (values == pipe) {
       const bool is_set = type_ok && sample.type == StatsdType::kSet;
@@ -217,13 +248,15 @@ class LineParser {
     if (!type_ok) return Fail(StatsdError::kBadType);
 
     std::size_t tag_count = 0;
+    const char* tags_begin = nullptr;
+    const char* tags_end = nullptr;
     for (const char* section = type_end; section != end;) {
       const char* const body = section + 1;
       if (body == end || *body == '|') return Fail(StatsdError::kBadType);
       const char* next = end;
       switch (*body) {
         case '@': {
-          next = ScanTo(body + 1, end, '|');
+          next = ScanTo<'|'>(body + 1, end);
           bool is_signed = false;
           if (!ParseNumber(body + 1, next, sample.sample_rate, is_signed) ||
               !(sample.sample_rate > 0.0 && sample.sample_rate <= 1.0)) {
@@ -232,9 +265,11 @@ class LineParser {
           break;
         }
         case '#':
-          if (!ParseTags(body + 1, end, tags_, tag_count, next)) {
+          if (!CheckTags(body + 1, end, tag_count, next)) {
             return Fail(StatsdError::kBadTags);
           }
+          if (tags_begin == nullptr) tags_begin = body + 1;
+          tags_end = next;
           break;
         case 'c':
           // "c:<container id>" (DogStatsD origin detection): accepted, not used.
@@ -242,14 +277,14 @@ class LineParser {
           next = Find(body, end, '|');
           break;
         case 'T':  // DogStatsD client timestamp: accepted, not used.
-          next = ScanTo(body, end, '|');
+          next = ScanTo<'|'>(body, end);
           break;
         default:
           return Fail(StatsdError::kBadType);
       }
       section = next;
     }
-    sample.tags = std::span<const StatsdTag>(tags_.data(), tag_count);
+    if (tags_begin != nullptr) sample.tag_text = View(tags_begin, tags_end);
 
     if (sample.type == StatsdType::kSet) {
       sample.set_member = View(values, pipe);
@@ -260,7 +295,7 @@ class LineParser {
     // Validate every value before delivering any, so a line is either taken whole or rejected.
     std::size_t count = 0;
     for (const char* v = values;;) {
-      const char* const v_end = ScanTo(v, pipe, ':');
+      const char* const v_end = ScanTo<':'>(v, pipe);
       if (v == v_end) return Fail(StatsdError::kMissingValue);
       bool is_signed = false;
       if (!ParseNumber(v, v_end, sample.value, is_signed)) return Fail(StatsdError::kBadValue);
@@ -275,7 +310,7 @@ class LineParser {
     }
     // Multi-value lines are rare: parsing the values again beats keeping a buffer for them.
     for (const char* v = values;;) {
-      const char* const v_end = ScanTo(v, pipe, ':');
+      const char* const v_end = ScanTo<':'>(v, pipe);
       bool is_signed = false;
       ParseNumber(v, v_end, sample.value, is_signed);
       sample.gauge_delta = is_signed && sample.type == StatsdType::kGauge;
@@ -293,7 +328,7 @@ class LineParser {
   }
 
   std::string_view line_;
-  Tags& tags_;
+  const char* readable_;
   StatsdVisitor& visitor_;
 };
 
@@ -304,6 +339,34 @@ std::string_view StatsdErrorName(StatsdError error) noexcept {
   return index < kErrorNames.size() ? kErrorNames[index] : "unknown";
 }
 
+std::span<const StatsdTag> SplitStatsdTags(std::string_view tag_text,
+                                           std::span<StatsdTag, kStatsdMaxTags> out) noexcept {
+  const char* p = tag_text.data();
+  const char* const end = p + tag_text.size();
+  std::size_t count = 0;
+  while (p != end && count != out.size()) {
+    StatsdTag& tag = out[count++];
+    const char* const key_end = ScanTo<':', ',', '|'>(p, end);
+    tag.key = View(p, key_end);
+    p = key_end;
+    if (p != end && *p == ':') {
+      // Only the first ':' splits, so values such as URLs keep their own.
+      p = ScanTo<',', '|'>(p + 1, end);
+      tag.value = View(key_end + 1, p);
+    } else {
+      tag.value = {};
+    }
+    if (p != end && *p == ',') {
+      ++p;
+      continue;
+    }
+    // A '|' ends the section: skip any other sections up to the next "|#".
+    while (p != end && p + 1 != end && p[1] != '#') p = ScanTo<'|'>(p + 1, end);
+    if (p != end) p = p + 1 == end ? end : p + 2;
+  }
+  return out.first(count);
+}
+
 std::size_t StatsdLineParser::Parse(std::string_view packet, StatsdVisitor& visitor) noexcept {
   const char* p = packet.data();
   const char* const end = p + packet.size();
@@ -312,7 +375,7 @@ std::size_t StatsdLineParser::Parse(std::string_view packet, StatsdVisitor& visi
     const char* const newline = Find(p, end, '\n');
     const char* line_end = newline;
     if (line_end != p && line_end[-1] == '\r') --line_end;
-    if (line_end != p) samples += LineParser(View(p, line_end), tags_, visitor).Parse();
+    if (line_end != p) samples += LineParser(View(p, line_end), end, visitor).Parse();
     p = newline == end ? end : newline + 1;
   }
   return samples;

@@ -1,5 +1,7 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -22,6 +24,7 @@ struct Sample {
   bool gauge_delta = false;
   double sample_rate = 1.0;
   std::vector<std::pair<std::string, std::string>> tags;
+  std::string tag_text;
 };
 
 struct Error {
@@ -39,9 +42,11 @@ class Recorder final : public StatsdVisitor {
     s.set_member = std::string(sample.set_member);
     s.gauge_delta = sample.gauge_delta;
     s.sample_rate = sample.sample_rate;
-    for (const StatsdTag& tag : sample.tags) {
+    std::array<StatsdTag, kStatsdMaxTags> scratch;
+    for (const StatsdTag& tag : SplitStatsdTags(sample.tag_text, scratch)) {
       s.tags.emplace_back(std::string(tag.key), std::string(tag.value));
     }
+    s.tag_text = std::string(sample.tag_text);
     samples.push_back(std::move(s));
   }
   void OnError(StatsdError error, std::string_view line) noexcept override {
@@ -248,6 +253,64 @@ TEST_CASE("gauge deltas need an explicit sign") {
   Sample timer = One("t:+5|ms");
   CHECK(timer.value == 5.0);
   CHECK_FALSE(timer.gauge_delta);
+}
+
+TEST_CASE("the tag text as sent stands for the tags") {
+  CHECK(One("a:1|c|#env:prod,canary").tag_text == "env:prod,canary");
+  CHECK(One("a:1|c|@0.5|#env:prod").tag_text == "env:prod");
+  CHECK(One("a:1|c").tag_text.empty());
+  CHECK(One("a:1|c|@0.5").tag_text.empty());
+  // Several sections: from the first one's start to the last one's end.
+  Sample twice = One("a:1|c|#a:1|@0.5|#b:2|T1700000000");
+  CHECK(twice.tag_text == "a:1|@0.5|#b:2");
+  CHECK(twice.tags == Tags{{"a", "1"}, {"b", "2"}});
+  Sample between = One("a:1|c|#a:1,x|c:abc#d|T1|#b:2,y:|#z");
+  CHECK(between.tag_text == "a:1,x|c:abc#d|T1|#b:2,y:|#z");
+  CHECK(between.tags == Tags{{"a", "1"}, {"x", ""}, {"b", "2"}, {"y", ""}, {"z", ""}});
+  // Every value of a multi-value line carries it; the next line does not.
+  Recorder rec = Parse("h:1:2|h|#k:v\nb:2|c\n");
+  REQUIRE(rec.samples.size() == 3);
+  CHECK(rec.samples[0].tag_text == "k:v");
+  CHECK(rec.samples[1].tag_text == "k:v");
+  CHECK(rec.samples[2].tag_text.empty());
+  // A bad section after a good line with the same name and tags is still rejected.
+  Recorder bad = Parse("a:1|c|#env:prod\na:1|c|#env:prod,\na:1|c|#env:prod,:x\n");
+  CHECK(bad.samples.size() == 1);
+  REQUIRE(bad.errors.size() == 2);
+  CHECK(bad.errors[0].reason == StatsdError::kBadTags);
+  CHECK(bad.errors[1].reason == StatsdError::kBadTags);
+}
+
+TEST_CASE("names are checked in every byte, wherever it falls in the 8-byte scan steps") {
+  // A bad byte at each position of a 20-byte name, with the line at the packet's end and with
+  // more lines after it (the scan may then read past the line).
+  for (std::size_t at = 0; at < 20; ++at) {
+    CAPTURE(at);
+    for (const char bad : {'\x01', '\x1f', '\x7f', '|'}) {
+      std::string name(20, 'n');
+      name[at] = bad;
+      const std::string line = name + ":1|c";
+      for (const std::string& packet : {line, line + "\nok:1|c\n"}) {
+        Recorder rec = Parse(packet);
+        REQUIRE(rec.errors.size() == 1);
+        CHECK(rec.errors[0].reason ==
+              (bad == '|' ? StatsdError::kMissingValue : StatsdError::kInvalidName));
+      }
+    }
+    // The first ':' ends the name, however long it is.
+    if (at != 0) CHECK(One(std::string(at, 'n') + ":1|c|#k:v").name == std::string(at, 'n'));
+    // Valid UTF-8 passes, a lone continuation byte does not.
+    std::string utf8(20, 'n');
+    utf8.replace(std::min<std::size_t>(at, 18), 2, "\xc3\xa9");
+    CHECK(One(utf8 + ":1|c").name == utf8);
+    std::string broken(20, 'n');
+    broken[at] = '\xa9';
+    CHECK(Reject(broken + ":1|c") == StatsdError::kInvalidName);
+  }
+  // A name that ends within the last word of the packet, and one longer than any word.
+  CHECK(One("abc:1|c").name == "abc");
+  CHECK(One(std::string(255, 'x') + ":1|c").name.size() == 255);
+  CHECK(Reject(std::string(256, 'x') + ":1|c") == StatsdError::kInvalidName);
 }
 
 TEST_CASE("DogStatsD tags") {

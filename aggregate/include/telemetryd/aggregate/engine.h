@@ -20,6 +20,7 @@
 #include "telemetryd/aggregate/catalog.h"
 #include "telemetryd/common/counter.h"
 #include "telemetryd/common/expected.h"
+#include "telemetryd/common/tag.h"
 #include "telemetryd/wire/event.h"
 
 namespace telemetryd::aggregate {
@@ -75,10 +76,7 @@ std::string_view DropReasonName(DropReason reason) noexcept;
 
 enum class StatsdKind : std::uint8_t { kCounter, kGauge, kTimer, kHistogram, kDistribution, kSet };
 
-struct StatsdTagView {
-  std::string_view key;
-  std::string_view value;
-};
+using StatsdTagView = TagView;
 
 struct StatsdInput {
   std::string_view name;
@@ -87,7 +85,14 @@ struct StatsdInput {
   std::string_view set_member;
   bool gauge_delta = false;
   double sample_rate = 1;
-  std::span<const StatsdTagView> tags;
+  std::span<const StatsdTagView> tags;  // in wire order
+  // Optional: the tags as sent, a text that always splits into the same tags (see
+  // ingest::StatsdSample::tag_text). When set, the shard's sample cache keys on it, and only a
+  // sample it has not seen yet needs its tags: from `split_tags(split_context)` when given, else
+  // from `tags`.
+  std::string_view tag_text;
+  std::span<const StatsdTagView> (*split_tags)(const void* context) noexcept = nullptr;
+  const void* split_context = nullptr;
 };
 
 // A metric as the exporters see it.

@@ -1,13 +1,15 @@
 // StatsdLineParser turns StatsD and DogStatsD text into StatsdSample views (docs/statsd.md).
-// It never throws and never allocates after construction; every rejected line is reported with a
-// reason. Thread-safety: one parser per thread (it keeps scratch space for tags).
+// It never throws and never allocates; every rejected line is reported with a reason. Tags are
+// checked on every line but split only on request (SplitStatsdTags), so a consumer that keys on
+// the tag text as sent does not pay for it. Thread-safety: one parser per thread.
 #pragma once
 
-#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string_view>
+
+#include "telemetryd/common/tag.h"
 
 namespace telemetryd::ingest {
 
@@ -20,10 +22,7 @@ enum class StatsdType : std::uint8_t {
   kSet,           // s
 };
 
-struct StatsdTag {
-  std::string_view key;
-  std::string_view value;  // empty for a bare tag such as "canary"
-};
+using StatsdTag = TagView;  // value empty for a bare tag such as "canary"
 
 // One value of one line, as a view into the packet: valid only during the visitor call.
 struct StatsdSample {
@@ -33,7 +32,11 @@ struct StatsdSample {
   std::string_view set_member;  // kSet: the member, as sent
   bool gauge_delta = false;     // kGauge with an explicit '+' or '-' sign: add, don't set
   double sample_rate = 1.0;     // (0, 1]; counters are scaled by 1/rate downstream
-  std::span<const StatsdTag> tags;
+  // The line's tags as sent, without the '#' ("env:prod,canary"), checked but not split (see
+  // SplitStatsdTags); with several tag sections, the text from the first one's start to the last
+  // one's end ("a:1|@0.5|#b:2"). Equal texts always split into equal tags, so the text can stand
+  // for them as a key. Empty without tags.
+  std::string_view tag_text;
 };
 
 enum class StatsdError : std::uint8_t {
@@ -60,8 +63,13 @@ class StatsdVisitor {
 };
 
 inline constexpr std::size_t kStatsdMaxTags = 64;
+
 inline constexpr std::size_t kStatsdMaxLineBytes = 8192;
 inline constexpr std::size_t kStatsdMaxNameBytes = 255;
+
+// Splits the tag text of a delivered sample into `out`, in wire order; returns the tags.
+std::span<const StatsdTag> SplitStatsdTags(std::string_view tag_text,
+                                           std::span<StatsdTag, kStatsdMaxTags> out) noexcept;
 
 class StatsdLineParser {
  public:
@@ -73,9 +81,6 @@ class StatsdLineParser {
   // calls the visitor once per value (a DogStatsD line "a:1:2:3|h" gives three samples) or once
   // per rejected line. Returns the number of samples delivered.
   std::size_t Parse(std::string_view packet, StatsdVisitor& visitor) noexcept;
-
- private:
-  std::array<StatsdTag, kStatsdMaxTags> tags_{};
 };
 
 }  // namespace telemetryd::ingest

@@ -1,0 +1,74 @@
+// AggregatingSink: what each ingest worker hands its input to (its aggregation shard, and stderr
+// when asked to print). Header-only so that the benchmarks measure the daemon's own sink.
+// Thread-safety: one sink per worker thread.
+#pragma once
+
+#include <array>
+#include <cstdio>
+#include <span>
+#include <string_view>
+
+#include "telemetryd/aggregate/engine.h"
+#include "telemetryd/ingest/sinks.h"
+#include "telemetryd/ingest/statsd.h"
+
+namespace telemetryd {
+
+// The sink converts StatsD types by value: the two enums must stay in step.
+static_assert(static_cast<int>(ingest::StatsdType::kCounter) ==
+                  static_cast<int>(aggregate::StatsdKind::kCounter) &&
+              static_cast<int>(ingest::StatsdType::kGauge) ==
+                  static_cast<int>(aggregate::StatsdKind::kGauge) &&
+              static_cast<int>(ingest::StatsdType::kTimer) ==
+                  static_cast<int>(aggregate::StatsdKind::kTimer) &&
+              static_cast<int>(ingest::StatsdType::kHistogram) ==
+                  static_cast<int>(aggregate::StatsdKind::kHistogram) &&
+              static_cast<int>(ingest::StatsdType::kDistribution) ==
+                  static_cast<int>(aggregate::StatsdKind::kDistribution) &&
+              static_cast<int>(ingest::StatsdType::kSet) ==
+                  static_cast<int>(aggregate::StatsdKind::kSet));
+
+// What each worker hands its input to: its aggregation shard, and stderr when asked to print.
+// A reload points it at another shard, on the worker's own thread.
+class AggregatingSink final : public ingest::EventSink {
+ public:
+  AggregatingSink(aggregate::Shard& shard, bool print)
+      : shard_(&shard), debug_(stderr), print_(print) {}
+  void Use(aggregate::Shard& shard, bool print) noexcept {
+    shard_ = &shard;
+    print_ = print;
+  }
+  void OnEvent(const wire::FrameInfo& frame, const wire::Event& event) noexcept override {
+    shard_->Record(frame, event);
+    if (print_) debug_.OnEvent(frame, event);
+  }
+  void OnStatsd(const ingest::StatsdSample& sample) noexcept override {
+    // The engine asks for the tags only for a sample its cache has not seen.
+    split_text_ = sample.tag_text;
+    shard_->RecordStatsd(aggregate::StatsdInput{sample.name,
+                                                static_cast<aggregate::StatsdKind>(sample.type),
+                                                sample.value,
+                                                sample.set_member,
+                                                sample.gauge_delta,
+                                                sample.sample_rate,
+                                                {},
+                                                sample.tag_text,
+                                                &AggregatingSink::SplitTags,
+                                                this});
+    if (print_) debug_.OnStatsd(sample);
+  }
+
+ private:
+  static std::span<const aggregate::StatsdTagView> SplitTags(const void* self) noexcept {
+    const auto* sink = static_cast<const AggregatingSink*>(self);
+    return ingest::SplitStatsdTags(sink->split_text_, sink->tags_);
+  }
+
+  aggregate::Shard* shard_;
+  ingest::DebugSink debug_;
+  bool print_;
+  std::string_view split_text_;
+  mutable std::array<ingest::StatsdTag, ingest::kStatsdMaxTags> tags_{};  // scratch
+};
+
+}  // namespace telemetryd
