@@ -912,7 +912,8 @@ std::string Expand(std::string_view templ, const std::vector<std::string_view>& 
 
 // A fast 64-bit hash over the pieces of a StatsD sample's identity, 8 bytes a step: each step
 // multiplies into 128 bits and folds the halves together. Each piece's length goes into its last
-// step, so ("ab", "c") and ("a", "bc") hash apart.
+// step, so ("ab", "c") and ("a", "bc") hash apart. Not detail::KeyHasher: series keys need a hash
+// that ignores where pieces split, which costs this path a third of its time.
 class IdentityHash {
  public:
   explicit IdentityHash(std::uint64_t seed) noexcept : h_(seed ^ kSeed) {}
