@@ -7,6 +7,7 @@
 #include <cstring>
 #include <ctime>
 #include <mutex>
+#include <span>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -326,10 +327,15 @@ class Shard::State {
   bool BuildLabels(const CompiledMetric& m, const wire::Event& event, DropReason& why) noexcept;
   // The key index of a key of the current frame with reference `ref` and text `text`.
   std::uint32_t KeyIndex(std::uint32_t ref, std::string_view text) noexcept;
-  // The first metadata field or measurement of `event` whose key has index `key`, or nullptr:
+  // The first of an event's metadata fields or measurements whose key has index `key`, or nullptr:
   // Event::FindMetadata and FindMeasurement, comparing cached numbers instead of text.
-  const wire::MetadataField* FindMetadata(const wire::Event& event, std::uint32_t key) noexcept;
-  const wire::Measurement* FindMeasurement(const wire::Event& event, std::uint32_t key) noexcept;
+  template <typename Item>
+  const Item* FindByKey(std::span<const Item> items, std::uint32_t key) noexcept {
+    for (const Item& item : items) {
+      if (KeyIndex(item.key_ref, item.key) == key) return &item;
+    }
+    return nullptr;
+  }
   // The shard series of metric `metric` with the labels BuildLabels found; see Series.
   ShardSeries* LabelsSeries(std::uint32_t metric, std::uint32_t* index = nullptr) noexcept;
   // The shard series for key_, created if new; nullptr (counted) over the limit.
@@ -479,22 +485,6 @@ std::uint32_t Shard::State::KeyIndex(std::uint32_t ref, std::string_view text) n
   return slot.key;
 }
 
-const wire::MetadataField* Shard::State::FindMetadata(const wire::Event& event,
-                                                      std::uint32_t key) noexcept {
-  for (const auto& f : event.metadata) {
-    if (KeyIndex(f.key_ref, f.key) == key) return &f;
-  }
-  return nullptr;
-}
-
-const wire::Measurement* Shard::State::FindMeasurement(const wire::Event& event,
-                                                       std::uint32_t key) noexcept {
-  for (const auto& m : event.measurements) {
-    if (KeyIndex(m.key_ref, m.key) == key) return &m;
-  }
-  return nullptr;
-}
-
 // Finds the label values of `m`'s tags in `event` (labels_) and hashes "<sep>value<sep>value...".
 // False, with the reason, when a tag is missing without a default or holds a value that cannot be
 // a label.
@@ -504,7 +494,7 @@ bool Shard::State::BuildLabels(const CompiledMetric& m, const wire::Event& event
   label_count_ = 0;
   labels_length_ = 0;
   for (const auto& tag : m.tags) {
-    const auto* field = FindMetadata(event, m.tag_keys[label_count_]);
+    const auto* field = FindByKey(event.metadata, m.tag_keys[label_count_]);
     std::string_view text;
     auto& buf = number_text_[label_count_];
     if (field == nullptr || field->value.kind == wire::ValueKind::kNil) {
@@ -638,7 +628,7 @@ void Shard::State::RecordMetric(const CompiledMetric& m, std::uint32_t tag_group
   std::int64_t int_value = 1;
   bool is_int = true;
   if (m.info.type != MetricType::kCounter) {
-    const auto* meas = FindMeasurement(event, m.measurement_key);
+    const auto* meas = FindByKey(event.measurements, m.measurement_key);
     const bool zero = meas == nullptr || (meas->value.is_float ? meas->value.float_value == 0
                                                                : meas->value.int_value == 0);
     if (m.pair_duration && zero && paired_duration != nullptr) {
@@ -1259,28 +1249,25 @@ void Shard::State::Flush() {
     auto& table = engine_.store[s.metric].series;
     const std::string_view key = series_.key(i);
     std::uint32_t t = s.store_index;
-    if (t < table.end() && table.live(t) && table.key(t) == key) {
-      MergeInto(m, s, table.value(t));
-      Touch(table.value(t), now);
-      continue;
-    }
-    const std::uint64_t hash = series_.Hash(key);
-    t = table.Find(key, hash);
-    if (t == table.kNone) {
-      if (table.size() >= engine_.options.max_series_per_metric ||
-          engine_.total_series >= engine_.options.max_series_total) {
-        const std::uint64_t lost = std::max<std::uint64_t>(
-            1, static_cast<std::uint64_t>(s.isum) + (s.extra ? s.extra->count : 0));
-        engine_.store[s.metric].overflow += lost;
-        owner_.drops_[static_cast<std::size_t>(DropReason::kSeriesOverflow)].Add(lost);
-        StoreSeries scratch;
-        MergeInto(m, s, scratch);  // clears the shard series
-        continue;
+    if (t >= table.end() || !table.live(t) || table.key(t) != key) {
+      const std::uint64_t hash = series_.Hash(key);
+      t = table.Find(key, hash);
+      if (t == table.kNone) {
+        if (table.size() >= engine_.options.max_series_per_metric ||
+            engine_.total_series >= engine_.options.max_series_total) {
+          const std::uint64_t lost = std::max<std::uint64_t>(
+              1, static_cast<std::uint64_t>(s.isum) + (s.extra ? s.extra->count : 0));
+          engine_.store[s.metric].overflow += lost;
+          owner_.drops_[static_cast<std::size_t>(DropReason::kSeriesOverflow)].Add(lost);
+          StoreSeries scratch;
+          MergeInto(m, s, scratch);  // clears the shard series
+          continue;
+        }
+        t = table.Insert(key, hash);
+        ++engine_.total_series;
       }
-      t = table.Insert(key, hash);
-      ++engine_.total_series;
+      s.store_index = t;
     }
-    s.store_index = t;
     StoreSeries& merged = table.value(t);
     Touch(merged, now);
     MergeInto(m, s, merged);
