@@ -428,7 +428,7 @@ int Daemon::Run() {
   aggregated_ = std::make_shared<exporters::AggregateCollector>([this] {
     std::lock_guard lock(mutex_);
     FlushLocked();
-    return generation_->engine->Collect();
+    return generation_->engine->CollectSnapshot();
   });
   if (cfg_.prometheus.enabled) {
     auto started = StartEndpoint(cfg_.prometheus);

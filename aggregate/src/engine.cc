@@ -1480,11 +1480,11 @@ Expected<std::unique_ptr<Engine>> Engine::Create(const std::vector<CatalogSpec>&
 
 namespace {
 
-// Labels from a series key: "<id><sep>v1<sep>v2" with names from the metric's tags, or
-// "<id><sep>k=v<sep>..." for StatsD metrics.
-std::vector<std::pair<std::string, std::string>> Labels(const std::vector<std::string>& tag_labels,
-                                                        std::string_view key) {
-  std::vector<std::pair<std::string, std::string>> labels;
+// Splits a series key into labels: "<id><sep>v1<sep>v2" with names from the metric's tags, or
+// "<id><sep>k=v<sep>..." for StatsD metrics. The labels view `key` and `tag_labels`.
+void SplitLabels(std::span<const std::string> tag_labels, std::string_view key,
+                 std::vector<LabelRef>& out) {
+  out.clear();
   std::size_t pos = key.find(kLabelSeparator);
   std::size_t tag = 0;
   while (pos != std::string_view::npos) {
@@ -1492,17 +1492,35 @@ std::vector<std::pair<std::string, std::string>> Labels(const std::vector<std::s
     const std::string_view part = key.substr(
         pos + 1, next == std::string_view::npos ? std::string_view::npos : next - pos - 1);
     if (tag < tag_labels.size()) {
-      labels.emplace_back(tag_labels[tag], std::string(part));
+      out.push_back({tag_labels[tag], part});
     } else {
       const std::size_t eq = part.find('=');
-      labels.emplace_back(std::string(part.substr(0, eq)), eq == std::string_view::npos
-                                                               ? std::string()
-                                                               : std::string(part.substr(eq + 1)));
+      out.push_back({part.substr(0, eq),
+                     eq == std::string_view::npos ? std::string_view() : part.substr(eq + 1)});
     }
     ++tag;
     pos = next;
   }
-  return labels;
+}
+
+std::vector<std::pair<std::string, std::string>> CopyLabels(std::span<const LabelRef> labels) {
+  std::vector<std::pair<std::string, std::string>> out;
+  out.reserve(labels.size());
+  for (const auto& l : labels) out.emplace_back(l.name, l.value);
+  return out;
+}
+
+bool IsScalar(MetricType type) noexcept {
+  return type == MetricType::kCounter || type == MetricType::kSum || type == MetricType::kLastValue;
+}
+
+// A counter, sum or last value series' cumulative value.
+double CumulativeValue(const CompiledMetric& m, const StoreSeries& s) {
+  if (m.info.type == MetricType::kLastValue) {
+    const StoreExtra* x = s.extra.get();
+    return m.info.statsd_set ? static_cast<double>(x ? x->set_members.size() : 0) : s.value;
+  }
+  return static_cast<double>(s.isum) + s.value;
 }
 
 // A series' cumulative values, without its labels.
@@ -1512,10 +1530,8 @@ SeriesPoint CumulativePoint(const CompiledMetric& m, const StoreSeries& s) {
   switch (m.info.type) {
     case MetricType::kCounter:
     case MetricType::kSum:
-      p.value = static_cast<double>(s.isum) + s.value;
-      break;
     case MetricType::kLastValue:
-      p.value = m.info.statsd_set ? static_cast<double>(x ? x->set_members.size() : 0) : s.value;
+      p.value = CumulativeValue(m, s);
       break;
     case MetricType::kDistribution:
       p.bucket_counts = x ? x->buckets : std::vector<std::uint64_t>{};
@@ -1558,12 +1574,14 @@ class DeferredLabels {
     metric.key_ends.push_back(static_cast<std::uint32_t>(metric.keys.size()));
   }
   void Apply(std::vector<MetricPoints>& out) const {
+    std::vector<LabelRef> refs;
     for (std::size_t i = 0; i < out.size(); ++i) {
       const Metric& metric = metrics_[i];
       std::uint32_t begin = 0;
       for (std::size_t j = 0; j < metric.key_ends.size(); ++j) {
         const std::string_view key(metric.keys.data() + begin, metric.key_ends[j] - begin);
-        out[i].series[j].labels = Labels(metric.tag_labels, key);
+        SplitLabels(metric.tag_labels, key, refs);
+        out[i].series[j].labels = CopyLabels(refs);
         begin = metric.key_ends[j];
       }
     }
@@ -1580,29 +1598,82 @@ class DeferredLabels {
 
 }  // namespace
 
-std::vector<MetricPoints> Engine::Collect() const {
-  std::vector<MetricPoints> out;
-  DeferredLabels labels;
-  {
-    std::lock_guard lock(impl_->mutex);
-    out.reserve(impl_->store.size());
-    for (std::size_t i = 0; i < impl_->store.size(); ++i) {
-      const CompiledMetric& m = impl_->metrics[i];
-      const auto& table = impl_->store[i].series;
-      MetricPoints& points = out.emplace_back();
-      points.info = m.info;
-      points.series.reserve(table.size());
-      labels.Begin(m);
-      for (std::uint32_t t = 0; t < table.end(); ++t) {
-        if (!table.live(t)) continue;
-        points.series.push_back(CumulativePoint(m, table.value(t)));
-        labels.Add(table.key(t));
+Snapshot Engine::CollectSnapshot() const {
+  Snapshot out;
+  std::lock_guard lock(impl_->mutex);
+  std::size_t series = 0;
+  for (const auto& metric : impl_->store) series += metric.series.size();
+  out.metrics_.reserve(impl_->store.size());
+  out.key_ends_.reserve(series);
+  out.values_.reserve(series);
+  for (std::size_t i = 0; i < impl_->store.size(); ++i) {
+    const CompiledMetric& m = impl_->metrics[i];
+    const auto& table = impl_->store[i].series;
+    Snapshot::Metric& sm = out.metrics_.emplace_back();
+    sm.info = m.info;
+    sm.first_label = static_cast<std::uint32_t>(out.labels_.size());
+    sm.tags = static_cast<std::uint32_t>(m.tags.size());
+    for (const auto& tag : m.tags) out.labels_.push_back(tag.label);
+    sm.first = out.key_ends_.size();
+    sm.first_point = out.points_.size();
+    const bool scalar = IsScalar(m.info.type);
+    for (std::uint32_t t = 0; t < table.end(); ++t) {
+      if (!table.live(t)) continue;
+      out.keys_.append(table.key(t));
+      out.key_ends_.push_back(out.keys_.size());
+      if (scalar) {
+        out.values_.push_back(CumulativeValue(m, table.value(t)));
+      } else {
+        out.values_.push_back(0);
+        out.points_.push_back(CumulativePoint(m, table.value(t)));
+      }
+    }
+    sm.count = out.key_ends_.size() - sm.first;
+  }
+  return out;
+}
+
+void Snapshot::Visit(SnapshotVisitor& visitor) const {
+  std::vector<LabelRef> labels;
+  SeriesPoint scalar;
+  for (const Metric& m : metrics_) {
+    visitor.Metric(m.info, m.count);
+    const std::span<const std::string> names(labels_.data() + m.first_label, m.tags);
+    const bool is_scalar = IsScalar(m.info.type);
+    for (std::size_t j = 0; j < m.count; ++j) {
+      const std::size_t i = m.first + j;
+      const std::size_t begin = i == 0 ? 0 : key_ends_[i - 1];
+      SplitLabels(names, std::string_view(keys_).substr(begin, key_ends_[i] - begin), labels);
+      if (is_scalar) {
+        scalar.value = values_[i];
+        visitor.Series(labels, scalar);
+      } else {
+        visitor.Series(labels, points_[m.first_point + j]);
       }
     }
   }
-  labels.Apply(out);
-  return out;
 }
+
+std::vector<MetricPoints> Snapshot::Points() const {
+  class Copy final : public SnapshotVisitor {
+   public:
+    void Metric(const MetricInfo& info, std::size_t series) override {
+      MetricPoints& m = out.emplace_back();
+      m.info = info;
+      m.series.reserve(series);
+    }
+    void Series(std::span<const LabelRef> labels, const SeriesPoint& point) override {
+      SeriesPoint& p = out.back().series.emplace_back(point);
+      p.labels = CopyLabels(labels);
+    }
+    std::vector<MetricPoints> out;
+  } copy;
+  copy.out.reserve(metrics_.size());
+  Visit(copy);
+  return std::move(copy.out);
+}
+
+std::vector<MetricPoints> Engine::Collect() const { return CollectSnapshot().Points(); }
 
 std::vector<MetricPoints> Engine::TakeDeltas() {
   std::vector<MetricPoints> out;

@@ -768,3 +768,56 @@ TEST_CASE("StatsD: the sample cache keys on the tag text as sent") {
   CHECK(value("hits", "a") == 14);
   CHECK(value("hits", "b") == 3);
 }
+
+TEST_CASE("a snapshot keeps the values of its moment and outlives its engine") {
+  auto engine = MakeEngine();
+  auto shard = engine->NewShard();
+  Feeder feed(*shard);
+  const std::vector<std::pair<std::string, Term>> n1 = {{"node_id", Term::String("n1")},
+                                                        {"status", Term::Atom("normal")}};
+  feed.Send({Ev("vsr.protocol.prepare.sent", {{"count", Number::Int(2)}}, n1),
+             Ev("op.stop", {{"duration", Number::Int(5'000'000)}}, n1)});
+  const StatsdTagView tags[] = {{"env", "prod"}, {"canary", ""}};
+  shard->RecordStatsd(StatsdInput{"hits", StatsdKind::kCounter, 3, {}, false, 1, tags});
+  shard->Flush();
+  const Snapshot snapshot = engine->CollectSnapshot();
+  CHECK(snapshot.series() == engine->counters().series);
+  // Later records do not reach the snapshot; the engine goes away before it is read.
+  feed.Send({Ev("vsr.protocol.prepare.sent", {{"count", Number::Int(2)}}, n1)});
+  shard->Flush();
+  shard.reset();
+  engine.reset();
+
+  struct Seen final : SnapshotVisitor {
+    void Metric(const MetricInfo& info, std::size_t count) override {
+      current = info.name;
+      announced[current] = count;
+    }
+    void Series(std::span<const LabelRef> labels, const SeriesPoint& point) override {
+      std::string text;
+      for (const auto& l : labels) text += std::string(l.name) + "=" + std::string(l.value) + ";";
+      series[current].emplace_back(text, point);
+    }
+    std::string current;
+    std::map<std::string, std::size_t> announced;
+    std::map<std::string, std::vector<std::pair<std::string, SeriesPoint>>> series;
+  } seen;
+  snapshot.Visit(seen);
+  for (const auto& [name, n] : seen.announced) CHECK(seen.series[name].size() == n);
+  REQUIRE(seen.series["vsr.protocol.prepare.sent.count"].size() == 1);
+  CHECK(seen.series["vsr.protocol.prepare.sent.count"][0].first == "node_id=n1;");
+  CHECK(seen.series["vsr.protocol.prepare.sent.count"][0].second.value == 1);
+  CHECK(seen.series["vsr.protocol.prepare.sent.replicas"][0].second.value == 2);
+  REQUIRE(seen.series["op.stop.duration"].size() == 1);
+  CHECK(seen.series["op.stop.duration"][0].second.count == 1);
+  CHECK(seen.series["op.stop.duration"][0].second.bucket_counts ==
+        std::vector<std::uint64_t>{0, 1, 0, 0});
+  REQUIRE(seen.series["hits"].size() == 1);
+  CHECK(seen.series["hits"][0].first == "canary=true;env=prod;");
+  CHECK(seen.series["hits"][0].second.value == 3);
+  CHECK(seen.announced.at("policy.load.queue_len") == 0);
+  // Points() gives the same series with their labels copied.
+  const auto points = snapshot.Points();
+  CHECK(Find(points, "hits").series.at(0).labels ==
+        std::vector<std::pair<std::string, std::string>>{{"canary", "true"}, {"env", "prod"}});
+}

@@ -152,78 +152,99 @@ Status CheckNames(const std::vector<aggregate::MetricInfo>& metrics) {
   return Ok{};
 }
 
-std::vector<prometheus::MetricFamily> ToFamilies(std::vector<aggregate::MetricPoints> points,
+FamilyBuilder::FamilyBuilder(std::vector<prometheus::MetricFamily>& out) : out_(out) {}
+
+FamilyBuilder::~FamilyBuilder() = default;
+
+void FamilyBuilder::Metric(const aggregate::MetricInfo& info, std::size_t series) {
+  family_ = nullptr;
+  if (series == 0) return;
+  PrometheusName p = NameFor(info);
+  if (!used_.insert(p.name).second) {
+    ++clashes_;
+    return;
+  }
+  info_ = &info;
+  name_ = std::move(p);
+  label_names_.clear();
+  prometheus::MetricFamily& family = out_.emplace_back();
+  family.name = name_.name;
+  if (!info.description.empty()) {
+    family.help = info.description;
+  } else if (info.system == "statsd") {
+    family.help = "StatsD metric " + info.name + ".";
+  } else {
+    family.help = info.name;
+  }
+  family.type = name_.type;
+  family.metric.reserve(series);
+  family_ = &family;
+}
+
+void FamilyBuilder::Series(std::span<const aggregate::LabelRef> labels,
+                           const aggregate::SeriesPoint& s) {
+  if (family_ == nullptr) return;
+  prometheus::ClientMetric& cm = family_->metric.emplace_back();
+  cm.label.reserve(labels.size());
+  for (const auto& [k, v] : labels) {
+    // Label names repeat in every series of a metric: sanitize each once.
+    auto it = std::find_if(label_names_.begin(), label_names_.end(),
+                           [&](const auto& n) { return n.first == k; });
+    if (it == label_names_.end()) {
+      it = label_names_.insert(label_names_.end(), {std::string(k), LabelName(k)});
+    }
+    cm.label.push_back({it->second, LabelValue(v)});
+  }
+  const double scale = name_.scale;
+  switch (name_.type) {
+    case prometheus::MetricType::Counter:
+      cm.counter.value = s.value * scale;
+      break;
+    case prometheus::MetricType::Gauge:
+      cm.gauge.value = s.value * scale;
+      break;
+    case prometheus::MetricType::Histogram: {
+      cm.histogram.sample_count = s.count;
+      cm.histogram.sample_sum = s.sum * scale;
+      cm.histogram.bucket.reserve(s.bucket_counts.size());
+      std::uint64_t cumulative = 0;
+      for (std::size_t b = 0; b < s.bucket_counts.size(); ++b) {
+        cumulative += s.bucket_counts[b];
+        prometheus::ClientMetric::Bucket bucket;
+        bucket.cumulative_count = cumulative;
+        bucket.upper_bound = b < info_->buckets.size() ? info_->buckets[b] * scale
+                                                       : std::numeric_limits<double>::infinity();
+        cm.histogram.bucket.push_back(bucket);
+      }
+      break;
+    }
+    case prometheus::MetricType::Summary:
+      cm.summary.sample_count = s.count;
+      cm.summary.sample_sum = s.sum * scale;
+      for (std::size_t q = 0; q < s.quantile_values.size() && q < info_->quantiles.size(); ++q) {
+        cm.summary.quantile.push_back({info_->quantiles[q], s.quantile_values[q] * scale});
+      }
+      break;
+    default:
+      cm.untyped.value = s.value;
+      break;
+  }
+}
+
+std::vector<prometheus::MetricFamily> ToFamilies(const std::vector<aggregate::MetricPoints>& points,
                                                  std::uint64_t* clashes) {
   std::vector<prometheus::MetricFamily> out;
-  std::map<std::string, bool> used;
-  for (auto& m : points) {
-    if (m.series.empty()) continue;
-    const PrometheusName p = NameFor(m.info);
-    if (!used.emplace(p.name, true).second) {
-      if (clashes != nullptr) ++*clashes;
-      continue;
+  FamilyBuilder builder(out);
+  std::vector<aggregate::LabelRef> labels;
+  for (const auto& m : points) {
+    builder.Metric(m.info, m.series.size());
+    for (const auto& s : m.series) {
+      labels.clear();
+      for (const auto& [k, v] : s.labels) labels.push_back({k, v});
+      builder.Series(labels, s);
     }
-    prometheus::MetricFamily family;
-    family.name = p.name;
-    if (!m.info.description.empty()) {
-      family.help = m.info.description;
-    } else if (m.info.system == "statsd") {
-      family.help = "StatsD metric " + m.info.name + ".";
-    } else {
-      family.help = m.info.name;
-    }
-    family.type = p.type;
-    family.metric.reserve(m.series.size());
-    // Label names repeat in every series of a metric: sanitize each once.
-    std::vector<std::pair<std::string, std::string>> names;
-    for (auto& s : m.series) {
-      prometheus::ClientMetric cm;
-      cm.label.reserve(s.labels.size());
-      for (auto& [k, v] : s.labels) {
-        auto it =
-            std::find_if(names.begin(), names.end(), [&](const auto& n) { return n.first == k; });
-        if (it == names.end()) it = names.insert(names.end(), {k, LabelName(k)});
-        // The snapshot is ours: move valid values instead of copying them.
-        cm.label.push_back({it->second, wire::IsValidUtf8(v) ? std::move(v) : LabelValue(v)});
-      }
-      switch (p.type) {
-        case prometheus::MetricType::Counter:
-          cm.counter.value = s.value * p.scale;
-          break;
-        case prometheus::MetricType::Gauge:
-          cm.gauge.value = s.value * p.scale;
-          break;
-        case prometheus::MetricType::Histogram: {
-          cm.histogram.sample_count = s.count;
-          cm.histogram.sample_sum = s.sum * p.scale;
-          std::uint64_t cumulative = 0;
-          for (std::size_t b = 0; b < s.bucket_counts.size(); ++b) {
-            cumulative += s.bucket_counts[b];
-            prometheus::ClientMetric::Bucket bucket;
-            bucket.cumulative_count = cumulative;
-            bucket.upper_bound = b < m.info.buckets.size()
-                                     ? m.info.buckets[b] * p.scale
-                                     : std::numeric_limits<double>::infinity();
-            cm.histogram.bucket.push_back(bucket);
-          }
-          break;
-        }
-        case prometheus::MetricType::Summary:
-          cm.summary.sample_count = s.count;
-          cm.summary.sample_sum = s.sum * p.scale;
-          for (std::size_t q = 0; q < s.quantile_values.size() && q < m.info.quantiles.size();
-               ++q) {
-            cm.summary.quantile.push_back({m.info.quantiles[q], s.quantile_values[q] * p.scale});
-          }
-          break;
-        default:
-          cm.untyped.value = s.value;
-          break;
-      }
-      family.metric.push_back(std::move(cm));
-    }
-    out.push_back(std::move(family));
   }
+  if (clashes != nullptr) *clashes = builder.clashes();
   return out;
 }
 
@@ -241,9 +262,10 @@ std::vector<prometheus::MetricFamily> AggregateCollector::Collect() const {
   }();
   (void)lowered;
   const auto start = std::chrono::steady_clock::now();
-  std::uint64_t clashes = 0;
-  auto families = ToFamilies(snapshot_(), &clashes);
-  clashes_.store(clashes);
+  std::vector<prometheus::MetricFamily> families;
+  FamilyBuilder builder(families);
+  snapshot_().Visit(builder);
+  clashes_.store(builder.clashes());
   last_duration_.store(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   return families;

@@ -123,6 +123,51 @@ struct MetricPoints {
   std::vector<SeriesPoint> series;
 };
 
+// A series' label as views into a Snapshot, valid only during SnapshotVisitor::Series.
+struct LabelRef {
+  std::string_view name;
+  std::string_view value;
+};
+
+// Receives a Snapshot metric by metric and, after each metric, its series one by one.
+class SnapshotVisitor {
+ public:
+  virtual ~SnapshotVisitor() = default;
+  // The next metric and how many series follow it (possibly none).
+  virtual void Metric(const MetricInfo& info, std::size_t series) = 0;
+  // One series of that metric. `point.labels` is empty: the labels are in `labels`.
+  virtual void Series(std::span<const LabelRef> labels, const SeriesPoint& point) = 0;
+};
+
+// The cumulative values of every series at one moment (Engine::CollectSnapshot). It owns what it
+// holds: it outlives the engine and its store's lock. Each series' labels stay packed in its key
+// until Visit hands the series over, so a snapshot costs a few bytes per series and no
+// allocation per series (distribution and summary series excepted).
+class Snapshot {
+ public:
+  void Visit(SnapshotVisitor& visitor) const;
+  // The same series as MetricPoints, labels copied.
+  [[nodiscard]] std::vector<MetricPoints> Points() const;
+  [[nodiscard]] std::size_t series() const noexcept { return key_ends_.size(); }
+
+ private:
+  friend class Engine;
+  struct Metric {
+    MetricInfo info;
+    std::uint32_t first_label = 0;  // tag label names: labels_[first_label, first_label + tags)
+    std::uint32_t tags = 0;
+    std::size_t first = 0;  // series: key_ends_[first, first + count), and values_ or points_
+    std::size_t count = 0;
+    std::size_t first_point = 0;  // distribution and summary: points_[first_point, ...)
+  };
+  std::vector<Metric> metrics_;
+  std::vector<std::string> labels_;
+  std::string keys_;
+  std::vector<std::size_t> key_ends_;  // where each series' key ends in keys_
+  std::vector<double> values_;         // per series: counter, sum, last value, set size
+  std::vector<SeriesPoint> points_;    // per distribution or summary series
+};
+
 struct EngineCounters {
   std::uint64_t series = 0;
   std::uint64_t statsd_metrics = 0;
@@ -178,7 +223,10 @@ class Engine {
 
   std::unique_ptr<Shard> NewShard();
 
-  // Cumulative values of every series (summaries: over the sliding window).
+  // Cumulative values of every series (summaries: over the sliding window). The store's lock is
+  // held only while values and keys are copied.
+  [[nodiscard]] Snapshot CollectSnapshot() const;
+  // The same as MetricPoints (CollectSnapshot().Points()).
   [[nodiscard]] std::vector<MetricPoints> Collect() const;
   // Changes since the previous call: counter increments, sums added, last values set since,
   // distribution/summary observations since, set sizes. Starts the next interval.

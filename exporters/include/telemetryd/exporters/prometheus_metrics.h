@@ -5,7 +5,9 @@
 
 #include <atomic>
 #include <functional>
+#include <span>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include <prometheus/collectable.h>
@@ -33,15 +35,37 @@ std::string LabelValue(std::string_view text);
 // Two metrics that would share a Prometheus name are an error (reported with both names).
 Status CheckNames(const std::vector<aggregate::MetricInfo>& metrics);
 
-// Families for a snapshot. Metrics whose name clashes with an earlier one are left out and counted
-// in `clashes`.
-std::vector<prometheus::MetricFamily> ToFamilies(std::vector<aggregate::MetricPoints> points,
+// Builds metric families from a snapshot (aggregate::Snapshot::Visit), appending to `out`.
+// Metrics whose name clashes with an earlier one are left out and counted.
+class FamilyBuilder final : public aggregate::SnapshotVisitor {
+ public:
+  explicit FamilyBuilder(std::vector<prometheus::MetricFamily>& out);
+  ~FamilyBuilder() override;
+  FamilyBuilder(const FamilyBuilder&) = delete;
+  FamilyBuilder& operator=(const FamilyBuilder&) = delete;
+  void Metric(const aggregate::MetricInfo& info, std::size_t series) override;
+  void Series(std::span<const aggregate::LabelRef> labels,
+              const aggregate::SeriesPoint& point) override;
+  [[nodiscard]] std::uint64_t clashes() const noexcept { return clashes_; }
+
+ private:
+  std::vector<prometheus::MetricFamily>& out_;
+  prometheus::MetricFamily* family_ = nullptr;  // of the current metric; null: left out
+  const aggregate::MetricInfo* info_ = nullptr;
+  PrometheusName name_;
+  std::vector<std::pair<std::string, std::string>> label_names_;  // key -> label name
+  std::unordered_set<std::string> used_;
+  std::uint64_t clashes_ = 0;
+};
+
+// Families for the points of Engine::Collect or TakeDeltas, as FamilyBuilder makes them.
+std::vector<prometheus::MetricFamily> ToFamilies(const std::vector<aggregate::MetricPoints>& points,
                                                  std::uint64_t* clashes = nullptr);
 
 class AggregateCollector final : public prometheus::Collectable {
  public:
-  // `snapshot` returns fresh points (the daemon flushes the shards first).
-  explicit AggregateCollector(std::function<std::vector<aggregate::MetricPoints>()> snapshot)
+  // `snapshot` returns a fresh snapshot (the daemon flushes the shards first).
+  explicit AggregateCollector(std::function<aggregate::Snapshot()> snapshot)
       : snapshot_(std::move(snapshot)) {}
   std::vector<prometheus::MetricFamily> Collect() const override;
   [[nodiscard]] std::uint64_t clashes() const noexcept { return clashes_.load(); }
@@ -50,7 +74,7 @@ class AggregateCollector final : public prometheus::Collectable {
 
  private:
   mutable std::atomic<double> last_duration_{0};
-  std::function<std::vector<aggregate::MetricPoints>()> snapshot_;
+  std::function<aggregate::Snapshot()> snapshot_;
   mutable std::atomic<std::uint64_t> clashes_{0};
 };
 
