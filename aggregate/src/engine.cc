@@ -322,7 +322,7 @@ class Shard::State {
 
  private:
   const Binding* Resolve(const wire::FrameInfo& frame, const wire::Event& event) noexcept;
-  void RecordMetric(const CompiledMetric& m, std::uint32_t tag_group, const wire::FrameInfo& frame,
+  void RecordMetric(const Binding& b, std::size_t position, const wire::FrameInfo& frame,
                     const wire::Event& event, const double* paired_duration) noexcept;
   bool BuildLabels(const CompiledMetric& m, const wire::Event& event, DropReason& why) noexcept;
   // The key index of a key of the current frame with reference `ref` and text `text`.
@@ -615,9 +615,11 @@ ShardSeries* Shard::State::NewSeries(std::uint32_t metric, std::uint64_t hash,
   return &series_.value(i);
 }
 
-void Shard::State::RecordMetric(const CompiledMetric& m, std::uint32_t tag_group,
+void Shard::State::RecordMetric(const Binding& b, std::size_t position,
                                 const wire::FrameInfo& frame, const wire::Event& event,
                                 const double* paired_duration) noexcept {
+  const CompiledMetric& m = engine_.metrics[b.metrics[position]];
+  const std::uint32_t tag_group = b.tag_groups[position];
   if (!m.keep.empty() || !m.drop.empty()) {
     if (!Passes(m, event)) {
       owner_.filtered_.Add();
@@ -654,6 +656,13 @@ void Shard::State::RecordMetric(const CompiledMetric& m, std::uint32_t tag_group
   if (labels_group_ != tag_group) {
     labels_group_ = tag_group;
     labels_ok_ = BuildLabels(m, event, labels_drop_);
+    // The group's other metrics look up their series next: start loading their probe slots, so
+    // that in a large table the cache misses overlap instead of following one another.
+    if (labels_ok_) {
+      for (std::size_t j = position + 1; j < b.metrics.size(); ++j) {
+        if (b.tag_groups[j] == tag_group) series_.Prefetch(SeriesHash(b.metrics[j], labels_hash_));
+      }
+    }
   }
   if (!labels_ok_) {
     Drop(labels_drop_);
@@ -848,7 +857,7 @@ void Shard::State::Record(const wire::FrameInfo& frame, const wire::Event& event
   }
   labels_group_ = kNoGroup;
   for (std::size_t i = 0; i < b->metrics.size(); ++i) {
-    RecordMetric(engine_.metrics[b->metrics[i]], b->tag_groups[i], frame, event, paired_ptr);
+    RecordMetric(*b, i, frame, event, paired_ptr);
   }
 }
 
