@@ -377,7 +377,8 @@ def main():
                         help="smoke run: 2 s runs, one repeat, 2 search steps, 10,000 series")
     common.add_argument("--duration", type=float, default=10, help="seconds of load per run")
     common.add_argument("--repeats", type=int, default=3)
-    common.add_argument("--server-cpu", type=int, default=1)
+    common.add_argument("--server-cpu", default="1",
+                        help="core(s) for the server, as taskset -c takes them: 1, 0-1")
     common.add_argument("--loadgen-cpu", type=int, default=0)
     common.add_argument("--workers", type=int, default=1, help="telemetryd ingest workers")
     common.add_argument("--receive-buffer", type=int, default=64 << 20,
