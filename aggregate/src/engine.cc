@@ -268,13 +268,25 @@ struct ShardExtra {
   std::unique_ptr<std::unordered_set<std::string>> members;
 };
 
+// What a series recorded since the previous flush. 48 bytes: one per series, so every field
+// counts.
 struct ShardSeries {
+  struct Sums {
+    std::int64_t isum;  // counters and sums: integer part, exact
+    double fsum;        // the float part
+  };
+  struct Level {
+    double last;         // last value set (has_last)
+    double gauge_delta;  // span gauges and StatsD gauge deltas
+  };
   std::uint32_t metric = 0;
   std::uint32_t open_refs = 0;  // open spans that will decrement this gauge
-  std::int64_t isum = 0;
-  double fsum = 0;
-  double last = 0;         // last value set since the previous flush (has_last)
-  double gauge_delta = 0;  // span gauges and StatsD gauge deltas
+  // Counters and sums use `sums`, last values `level` (made the active member when the series is
+  // created, see ClearPending), distributions and summaries `extra`.
+  union {
+    Sums sums{0, 0};
+    Level level;
+  };
   std::int64_t touched_ns = 0;
   bool dirty = false;
   bool has_last = false;
@@ -289,7 +301,18 @@ struct ShardSeries {
   }
 };
 
-static_assert(sizeof(ShardSeries) == 64);
+static_assert(sizeof(ShardSeries) == 48);
+
+// Clears what a series recorded, and makes the member of its pending union that its metric's
+// type uses the active one.
+void ClearPending(const CompiledMetric& m, ShardSeries& s) noexcept {
+  if (m.info.type == MetricType::kLastValue) {
+    s.level = ShardSeries::Level{0, 0};
+  } else {
+    s.sums = ShardSeries::Sums{0, 0};
+  }
+  s.has_last = false;
+}
 constexpr std::uint32_t kNoSeries = detail::SeriesTable<ShardSeries>::kNone;
 
 struct SpanSlot {
@@ -611,6 +634,7 @@ ShardSeries* Shard::State::NewSeries(std::uint32_t metric, std::uint64_t hash,
     return nullptr;
   }
   series_.value(i).metric = metric;
+  ClearPending(engine_.metrics[metric], series_.value(i));
   if (index != nullptr) *index = i;
   return &series_.value(i);
 }
@@ -674,19 +698,19 @@ void Shard::State::RecordMetric(const Binding& b, std::size_t position,
   s->touched_ns = now_ns_;
   switch (m.info.type) {
     case MetricType::kCounter:
-      ++s->isum;
+      ++s->sums.isum;
       break;
     case MetricType::kSum:
       if (is_int) {
-        s->isum += int_value;
+        s->sums.isum += int_value;
       } else {
-        s->fsum += value;
+        s->sums.fsum += value;
       }
       break;
     case MetricType::kLastValue:
       s->has_last = true;
-      s->last = value;
-      s->gauge_delta = 0;
+      s->level.last = value;
+      s->level.gauge_delta = 0;
       break;
     case MetricType::kDistribution: {
       ShardExtra& x = s->Extra();
@@ -780,7 +804,7 @@ void Shard::State::CloseSpanGauges(SpanSlot& slot) noexcept {
   for (const std::uint32_t index : slot.gauges) {
     if (index == kNoSeries) continue;
     ShardSeries& g = series_.value(index);
-    g.gauge_delta -= 1;
+    g.level.gauge_delta -= 1;
     g.dirty = true;
     g.touched_ns = now_ns_;
     if (g.open_refs > 0) --g.open_refs;
@@ -833,7 +857,7 @@ void Shard::State::Record(const wire::FrameInfo& frame, const wire::Event& event
           std::uint32_t index = kNoSeries;
           ShardSeries* s = LabelsSeries(gm.info.id, &index);
           if (s == nullptr) continue;
-          s->gauge_delta += 1;
+          s->level.gauge_delta += 1;
           s->dirty = true;
           s->touched_ns = now_ns_;
           ++s->open_refs;
@@ -1075,21 +1099,21 @@ void Shard::State::Apply(ShardSeries* series, const CompiledMetric& m,
     case StatsdKind::kCounter: {
       const double inc = sample.value * weight;
       if (inc == std::floor(inc) && std::fabs(inc) < 9e15) {
-        s->isum += static_cast<std::int64_t>(inc);
+        s->sums.isum += static_cast<std::int64_t>(inc);
       } else {
-        s->fsum += inc;
+        s->sums.fsum += inc;
       }
       break;
     }
     case StatsdKind::kGauge:
       if (!sample.gauge_delta) {
         s->has_last = true;
-        s->last = sample.value;
-        s->gauge_delta = 0;
+        s->level.last = sample.value;
+        s->level.gauge_delta = 0;
       } else if (s->has_last) {
-        s->last += sample.value;
+        s->level.last += sample.value;
       } else {
-        s->gauge_delta += sample.value;
+        s->level.gauge_delta += sample.value;
       }
       break;
     case StatsdKind::kSet:
@@ -1160,10 +1184,10 @@ void MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t) {
   switch (m.info.type) {
     case MetricType::kCounter:
     case MetricType::kSum:
-      t.isum += s.isum;
-      t.value += s.fsum;
-      t.delta_isum += s.isum;
-      t.delta_fsum += s.fsum;
+      t.isum += s.sums.isum;
+      t.value += s.sums.fsum;
+      t.delta_isum += s.sums.isum;
+      t.delta_fsum += s.sums.fsum;
       break;
     case MetricType::kLastValue:
       if (m.info.statsd_set) {
@@ -1175,9 +1199,9 @@ void MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t) {
           s.extra->members->clear();
         }
       } else if (s.has_last) {
-        t.value = s.last;
+        t.value = s.level.last;
       } else {
-        t.value += s.gauge_delta;
+        t.value += s.level.gauge_delta;
       }
       t.delta_has_last = 1;
       break;
@@ -1214,10 +1238,7 @@ void MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t) {
     }
   }
   s.dirty = false;
-  s.isum = 0;
-  s.fsum = 0;
-  s.has_last = false;
-  s.gauge_delta = 0;
+  ClearPending(m, s);
 }
 
 }  // namespace
@@ -1264,8 +1285,12 @@ void Shard::State::Flush() {
       if (t == table.kNone) {
         if (table.size() >= engine_.options.max_series_per_metric ||
             engine_.total_series >= engine_.options.max_series_total) {
+          // Updates lost: a counter counts them, a distribution or summary too; a sum or last
+          // value lost at least one.
           const std::uint64_t lost = std::max<std::uint64_t>(
-              1, static_cast<std::uint64_t>(s.isum) + (s.extra ? s.extra->count : 0));
+              1, m.info.type == MetricType::kCounter ? static_cast<std::uint64_t>(s.sums.isum)
+                 : s.extra                           ? s.extra->count
+                                                     : 0);
           engine_.store[s.metric].overflow += lost;
           owner_.drops_[static_cast<std::size_t>(DropReason::kSeriesOverflow)].Add(lost);
           StoreSeries scratch;
