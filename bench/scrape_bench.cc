@@ -11,6 +11,7 @@
 
 #include "telemetryd/aggregate/engine.h"
 #include "telemetryd/exporters/prometheus_metrics.h"
+#include "telemetryd/exporters/statsd_push.h"
 
 namespace {
 
@@ -23,6 +24,9 @@ struct Populated {
   std::unique_ptr<aggregate::Shard> shard;
 };
 
+// Records every series once more (histograms: no), so that each has a delta to push.
+void RecordAll(aggregate::Shard& shard, std::size_t series, bool histograms);
+
 Populated Populate(std::size_t series, bool histograms) {
   aggregate::EngineOptions options;
   options.max_series_per_metric = series;
@@ -30,6 +34,12 @@ Populated Populate(std::size_t series, bool histograms) {
   auto created = aggregate::Engine::Create({}, options);
   std::unique_ptr<aggregate::Engine> engine = std::move(*created);
   auto shard = engine->NewShard();
+  RecordAll(*shard, series, histograms);
+  shard->Flush();
+  return {std::move(engine), std::move(shard)};
+}
+
+void RecordAll(aggregate::Shard& shard, std::size_t series, bool histograms) {
   char host[32];
   char id[32];
   for (std::size_t i = 0; i < series; ++i) {
@@ -44,11 +54,9 @@ Populated Populate(std::size_t series, bool histograms) {
     const char* name = kind == aggregate::StatsdKind::kTimer   ? "app.latency"
                        : kind == aggregate::StatsdKind::kGauge ? "app.queue"
                                                                : "app.requests";
-    shard->RecordStatsd(
+    shard.RecordStatsd(
         aggregate::StatsdInput{name, kind, static_cast<double>(i % 1000), {}, false, 1, tags});
   }
-  shard->Flush();
-  return {std::move(engine), std::move(shard)};
 }
 
 std::string Gzip(const std::string& text) {
@@ -143,12 +151,37 @@ BENCHMARK(BM_ScrapeStage)
     ->MinTime(2)
     ->UseRealTime();
 
+// A StatsD push of N changed series: the deltas (Engine::TakeDeltas), their lines and the
+// datagrams they are batched into (what StatsdPusher::Push does before sending).
+void BM_StatsdPush(benchmark::State& state) {
+  const auto series = static_cast<std::size_t>(state.range(0));
+  auto p = Populate(series, false);
+  std::size_t packets = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    RecordAll(*p.shard, series, false);
+    p.shard->Flush();
+    state.ResumeTiming();
+    const auto batched = exporters::Batch(exporters::FormatLines(p.engine->TakeDeltas(), {}), 1432);
+    packets = batched.size();
+    benchmark::DoNotOptimize(batched);
+  }
+  state.counters["packets"] = static_cast<double>(packets);
+}
+BENCHMARK(BM_StatsdPush)
+    ->ArgNames({"series"})
+    ->Arg(100'000)
+    ->Arg(1'000'000)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
 }  // namespace
 
 // The daemon's allocator settings (daemon/main.cc): freed scrape memory stays in the process.
 int main(int argc, char** argv) {
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  mallopt(M_ARENA_MAX, 1);
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
