@@ -19,7 +19,7 @@ daemon=$!
 for _ in $(seq 1 50); do grep -q " ready" "$work/log" && break; sleep 0.1; done
 port=$(sed -n 's/.*listening: native_udp on .*:\([0-9]*\)$/\1/p' "$work/log")
 mport=$(sed -n 's/.*prometheus endpoint on .*:\([0-9]*\)\/metrics$/\1/p' "$work/log")
-"$build/bench/telemetryd-loadgen" --port "$port" --rate 200000 --duration 2 \
+"$build/bench/telemetryd-loadgen" --port "$port" --rate 500000 --duration "$((series / 1000000 + 2))" \
   --series "$((series / 2))" >/dev/null
 sleep 1
 echo "series held: $(curl -s "127.0.0.1:$mport/metrics" | sed -n 's/^telemetryd_series //p')"
