@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """End-to-end benchmarks: telemetryd beside the bare receive loop, the reference StatsD daemon and
-collectd's statsd plugin, on the same loads, server and generator pinned to different cores.
+collectd's statsd plugin, on the same loads, server and generator pinned to different cores (the
+server to core 1 unless --server-cpu says otherwise, e.g. 0-1 to let it use both).
 
   bench/e2e.py throughput [--modes full,fixed,search] [--workloads ...] [--servers ...]
   bench/e2e.py memory     [--series-counts 100000,1000000] [--peer-series-counts 100000]

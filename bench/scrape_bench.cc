@@ -151,7 +151,7 @@ BENCHMARK(BM_ScrapeStage)
     ->MinTime(2)
     ->UseRealTime();
 
-// A StatsD push of N changed series: the deltas (Engine::TakeDeltas), their lines and the
+// A StatsD push of N changed series: the deltas (Engine::TakeDeltaSnapshot), their lines and the
 // datagrams they are batched into (what StatsdPusher::Push does before sending).
 void BM_StatsdPush(benchmark::State& state) {
   const auto series = static_cast<std::size_t>(state.range(0));
@@ -162,7 +162,8 @@ void BM_StatsdPush(benchmark::State& state) {
     RecordAll(*p.shard, series, false);
     p.shard->Flush();
     state.ResumeTiming();
-    const auto batched = exporters::Batch(exporters::FormatLines(p.engine->TakeDeltas(), {}), 1432);
+    const auto batched =
+        exporters::Batch(exporters::FormatLines(p.engine->TakeDeltaSnapshot(), {}), 1432);
     packets = batched.size();
     benchmark::DoNotOptimize(batched);
   }

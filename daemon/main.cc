@@ -253,7 +253,7 @@ void Daemon::SchedulePush() {
       std::lock_guard lock(mutex_);
       if (!pusher_) return;
       FlushLocked();
-      pusher_->Push(generation_->engine->TakeDeltas());
+      pusher_->Push(generation_->engine->TakeDeltaSnapshot());
     }
     SchedulePush();
   });
@@ -489,7 +489,7 @@ int Daemon::Run() {
         // The workers are gone: safe from here.
         for (auto& shard : generation_->shards) shard->Flush();
         // The final push: what came in since the previous one.
-        if (pusher_) pusher_->Push(generation_->engine->TakeDeltas());
+        if (pusher_) pusher_->Push(generation_->engine->TakeDeltaSnapshot());
         io_.stop();
       };
   signals.async_wait(on_signal);

@@ -196,7 +196,8 @@ class Engine::Impl {
   std::uint64_t total_series = 0;
   std::int64_t window_start_ns = 0;
   std::int64_t last_sweep_ns = 0;
-  StringMap<std::uint32_t> statsd_metrics;  // StatsD metric name -> metric id
+  StringMap<std::uint32_t> statsd_metrics;     // StatsD metric name -> metric id
+  mutable std::size_t snapshot_key_bytes = 0;  // key text in the last CollectSnapshot
   std::unordered_map<std::string, std::uint64_t> unknown_names;
   std::uint64_t unknown_other = 0;
 
@@ -1285,12 +1286,15 @@ void Shard::State::Flush() {
       if (t == table.kNone) {
         if (table.size() >= engine_.options.max_series_per_metric ||
             engine_.total_series >= engine_.options.max_series_total) {
-          // Updates lost: a counter counts them, a distribution or summary too; a sum or last
-          // value lost at least one.
-          const std::uint64_t lost = std::max<std::uint64_t>(
-              1, m.info.type == MetricType::kCounter ? static_cast<std::uint64_t>(s.sums.isum)
-                 : s.extra                           ? s.extra->count
-                                                     : 0);
+          // Updates lost: a catalog counter counts them (one per event), a distribution or
+          // summary too; for a sum, a last value or a StatsD counter (whose pending sum is of
+          // the values sent) at least one was lost.
+          const bool counts_events =
+              m.info.type == MetricType::kCounter && m.info.system != "statsd";
+          const std::uint64_t lost =
+              std::max<std::uint64_t>(1, counts_events ? static_cast<std::uint64_t>(s.sums.isum)
+                                         : s.extra     ? s.extra->count
+                                                       : 0);
           engine_.store[s.metric].overflow += lost;
           owner_.drops_[static_cast<std::size_t>(DropReason::kSeriesOverflow)].Add(lost);
           StoreSeries scratch;
@@ -1590,45 +1594,38 @@ SeriesPoint CumulativePoint(const CompiledMetric& m, const StoreSeries& s) {
 
 }  // namespace
 
+Snapshot::Metric& Snapshot::BeginMetric(const MetricInfo& info,
+                                        std::span<const std::string> tag_labels) {
+  Metric& m = metrics_.emplace_back();
+  m.info = info;
+  m.first_label = static_cast<std::uint32_t>(labels_.size());
+  m.tags = static_cast<std::uint32_t>(tag_labels.size());
+  labels_.insert(labels_.end(), tag_labels.begin(), tag_labels.end());
+  m.first = key_ends_.size();
+  m.first_point = points_.size();
+  return m;
+}
+
+void Snapshot::Add(std::string_view key, double value) {
+  keys_.append(key);
+  key_ends_.push_back(keys_.size());
+  values_.push_back(value);
+  ++metrics_.back().count;
+}
+
+void Snapshot::Add(std::string_view key, SeriesPoint point) {
+  points_.push_back(std::move(point));
+  Add(key, 0.0);
+}
+
 namespace {
 
-// Series keys copied under the store's lock and turned into labels after it is released, so
-// that an ingest worker flushing meanwhile waits for a copy, not for the conversion of every
-// series.
-class DeferredLabels {
- public:
-  // Starts metric `m`'s points (append them in the order of Add).
-  void Begin(const CompiledMetric& m) {
-    Metric& metric = metrics_.emplace_back();
-    for (const auto& tag : m.tags) metric.tag_labels.push_back(tag.label);
-  }
-  void Add(std::string_view key) {
-    Metric& metric = metrics_.back();
-    metric.keys.append(key);
-    metric.key_ends.push_back(static_cast<std::uint32_t>(metric.keys.size()));
-  }
-  void Apply(std::vector<MetricPoints>& out) const {
-    std::vector<LabelRef> refs;
-    for (std::size_t i = 0; i < out.size(); ++i) {
-      const Metric& metric = metrics_[i];
-      std::uint32_t begin = 0;
-      for (std::size_t j = 0; j < metric.key_ends.size(); ++j) {
-        const std::string_view key(metric.keys.data() + begin, metric.key_ends[j] - begin);
-        SplitLabels(metric.tag_labels, key, refs);
-        out[i].series[j].labels = CopyLabels(refs);
-        begin = metric.key_ends[j];
-      }
-    }
-  }
-
- private:
-  struct Metric {
-    std::vector<std::string> tag_labels;
-    std::string keys;
-    std::vector<std::uint32_t> key_ends;
-  };
-  std::vector<Metric> metrics_;
-};
+std::vector<std::string> TagLabels(const CompiledMetric& m) {
+  std::vector<std::string> out;
+  out.reserve(m.tags.size());
+  for (const auto& tag : m.tags) out.push_back(tag.label);
+  return out;
+}
 
 }  // namespace
 
@@ -1640,30 +1637,24 @@ Snapshot Engine::CollectSnapshot() const {
   out.metrics_.reserve(impl_->store.size());
   out.key_ends_.reserve(series);
   out.values_.reserve(series);
+  // The key text of the previous snapshot, and some room to grow: no copies as it grows under
+  // the lock.
+  out.keys_.reserve(impl_->snapshot_key_bytes + impl_->snapshot_key_bytes / 8);
   for (std::size_t i = 0; i < impl_->store.size(); ++i) {
     const CompiledMetric& m = impl_->metrics[i];
     const auto& table = impl_->store[i].series;
-    Snapshot::Metric& sm = out.metrics_.emplace_back();
-    sm.info = m.info;
-    sm.first_label = static_cast<std::uint32_t>(out.labels_.size());
-    sm.tags = static_cast<std::uint32_t>(m.tags.size());
-    for (const auto& tag : m.tags) out.labels_.push_back(tag.label);
-    sm.first = out.key_ends_.size();
-    sm.first_point = out.points_.size();
+    out.BeginMetric(m.info, TagLabels(m));
     const bool scalar = IsScalar(m.info.type);
     for (std::uint32_t t = 0; t < table.end(); ++t) {
       if (!table.live(t)) continue;
-      out.keys_.append(table.key(t));
-      out.key_ends_.push_back(out.keys_.size());
       if (scalar) {
-        out.values_.push_back(CumulativeValue(m, table.value(t)));
+        out.Add(table.key(t), CumulativeValue(m, table.value(t)));
       } else {
-        out.values_.push_back(0);
-        out.points_.push_back(CumulativePoint(m, table.value(t)));
+        out.Add(table.key(t), CumulativePoint(m, table.value(t)));
       }
     }
-    sm.count = out.key_ends_.size() - sm.first;
   }
+  impl_->snapshot_key_bytes = out.keys_.size();
   return out;
 }
 
@@ -1684,6 +1675,18 @@ void Snapshot::Visit(SnapshotVisitor& visitor) const {
       } else {
         visitor.Series(labels, points_[m.first_point + j]);
       }
+    }
+  }
+}
+
+void VisitPoints(const std::vector<MetricPoints>& points, SnapshotVisitor& visitor) {
+  std::vector<LabelRef> labels;
+  for (const auto& metric : points) {
+    visitor.Metric(metric.info, metric.series.size());
+    for (const auto& p : metric.series) {
+      labels.clear();
+      for (const auto& [k, v] : p.labels) labels.push_back({k, v});
+      visitor.Series(labels, p);
     }
   }
 }
@@ -1709,18 +1712,15 @@ std::vector<MetricPoints> Snapshot::Points() const {
 
 std::vector<MetricPoints> Engine::Collect() const { return CollectSnapshot().Points(); }
 
-std::vector<MetricPoints> Engine::TakeDeltas() {
-  std::vector<MetricPoints> out;
-  DeferredLabels labels;
+Snapshot Engine::TakeDeltaSnapshot() {
+  Snapshot out;
   {
     std::lock_guard lock(impl_->mutex);
-    out.reserve(impl_->store.size());
+    out.metrics_.reserve(impl_->store.size());
     for (std::size_t i = 0; i < impl_->store.size(); ++i) {
       const CompiledMetric& m = impl_->metrics[i];
       auto& table = impl_->store[i].series;
-      MetricPoints& points = out.emplace_back();
-      points.info = m.info;
-      labels.Begin(m);
+      out.BeginMetric(m.info, TagLabels(m));
       for (std::uint32_t t = 0; t < table.end(); ++t) {
         if (!table.live(t)) continue;
         StoreSeries& s = table.value(t);
@@ -1760,16 +1760,19 @@ std::vector<MetricPoints> Engine::TakeDeltas() {
             x->delta_sum = 0;
             break;
         }
-        if (changed) {
-          points.series.push_back(std::move(p));
-          labels.Add(table.key(t));
+        if (!changed) continue;
+        if (IsScalar(m.info.type)) {
+          out.Add(table.key(t), p.value);
+        } else {
+          out.Add(table.key(t), std::move(p));
         }
       }
     }
   }
-  labels.Apply(out);
   return out;
 }
+
+std::vector<MetricPoints> Engine::TakeDeltas() { return TakeDeltaSnapshot().Points(); }
 
 EngineCounters Engine::counters() const {
   std::lock_guard lock(impl_->mutex);

@@ -339,11 +339,24 @@ TEST_CASE("cardinality limits cap series per metric and count the overflow") {
         Ev("vsr.protocol.prepare.sent", {{"count", Number::Int(1)}},
            {{"node_id", Term::String("n" + std::to_string(i))}, {"status", Term::Atom("normal")}}));
   }
+  // Node n4 twice more: three events of it in all.
+  events.push_back(events.back());
+  events.push_back(events.back());
   feed.Send(events);
   shard->Flush();
   CHECK(Find(engine->Collect(), "vsr.protocol.prepare.sent.count").series.size() == 3);
-  CHECK(engine->overflow_total() >= 2);
-  CHECK(shard->dropped(DropReason::kSeriesOverflow) >= 2);
+  CHECK(Find(engine->Collect(), "vsr.protocol.prepare.sent.replicas").series.size() == 3);
+  // The counter lost the 4 events of n3 and n4; the sum lost at least one update per series.
+  CHECK(engine->overflow_total() == 4 + 2);
+  CHECK(shard->dropped(DropReason::kSeriesOverflow) == 4 + 2);
+  // A StatsD counter's pending value is the sum of the values sent, not a count of updates.
+  for (int i = 0; i < 4; ++i) {
+    const std::string id = std::to_string(i);
+    const StatsdTagView tags[] = {{"id", id}};
+    shard->RecordStatsd(StatsdInput{"bytes", StatsdKind::kCounter, 1500, {}, false, 1, tags});
+  }
+  shard->Flush();
+  CHECK(engine->overflow_total() == 6 + 1);
 }
 
 TEST_CASE("idle series expire after the TTL") {
@@ -807,6 +820,7 @@ TEST_CASE("a snapshot keeps the values of its moment and outlives its engine") {
   REQUIRE(seen.series["vsr.protocol.prepare.sent.count"].size() == 1);
   CHECK(seen.series["vsr.protocol.prepare.sent.count"][0].first == "node_id=n1;");
   CHECK(seen.series["vsr.protocol.prepare.sent.count"][0].second.value == 1);
+  REQUIRE(seen.series["vsr.protocol.prepare.sent.replicas"].size() == 1);
   CHECK(seen.series["vsr.protocol.prepare.sent.replicas"][0].second.value == 2);
   REQUIRE(seen.series["op.stop.duration"].size() == 1);
   CHECK(seen.series["op.stop.duration"][0].second.count == 1);

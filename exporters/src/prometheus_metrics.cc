@@ -235,16 +235,8 @@ std::vector<prometheus::MetricFamily> ToFamilies(const std::vector<aggregate::Me
                                                  std::uint64_t* clashes) {
   std::vector<prometheus::MetricFamily> out;
   FamilyBuilder builder(out);
-  std::vector<aggregate::LabelRef> labels;
-  for (const auto& m : points) {
-    builder.Metric(m.info, m.series.size());
-    for (const auto& s : m.series) {
-      labels.clear();
-      for (const auto& [k, v] : s.labels) labels.push_back({k, v});
-      builder.Series(labels, s);
-    }
-  }
-  if (clashes != nullptr) *clashes = builder.clashes();
+  aggregate::VisitPoints(points, builder);
+  if (clashes != nullptr) *clashes += builder.clashes();
   return out;
 }
 

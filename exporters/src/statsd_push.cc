@@ -20,7 +20,6 @@ namespace asio = boost::asio;
 using aggregate::MetricType;
 using config::StatsdFormat;
 using config::StatsdSumAs;
-using Labels = std::vector<std::pair<std::string, std::string>>;
 
 // Bytes that end or split a StatsD name: the value and type separators, the sample rate and tag
 // markers, and whitespace or control characters (a newline ends the line).
@@ -74,7 +73,7 @@ class SeriesWriter {
   SeriesWriter(const StatsdPushOptions& options, std::vector<std::string>& out)
       : options_(options), out_(out) {}
 
-  void Start(const std::string& metric, const Labels& labels) {
+  void Start(std::string_view metric, std::span<const aggregate::LabelRef> labels) {
     name_.clear();
     if (!options_.prefix.empty()) {
       name_ = options_.prefix;
@@ -84,7 +83,7 @@ class SeriesWriter {
     name_ = StatsdName(name_);
     tags_.clear();
     const bool dogstatsd = options_.format == StatsdFormat::kDogstatsd;
-    auto add = [&](const std::string& key, const std::string& value) {
+    auto add = [&](std::string_view key, std::string_view value) {
       if (dogstatsd) {
         tags_ += tags_.empty() ? "|#" : ",";
         tags_ += Replace(key, UnsafeTagKey);
@@ -101,7 +100,7 @@ class SeriesWriter {
     // A series' own label is more specific than a global tag of the same key.
     for (const auto& [key, value] : options_.global_tags) {
       bool shadowed = false;
-      for (const auto& label : labels) shadowed = shadowed || label.first == key;
+      for (const auto& label : labels) shadowed = shadowed || label.name == key;
       if (!shadowed) add(key, value);
     }
   }
@@ -127,42 +126,63 @@ class SeriesWriter {
   std::string tags_;
 };
 
+// Turns visited series into lines.
+class LineFormatter final : public aggregate::SnapshotVisitor {
+ public:
+  LineFormatter(const StatsdPushOptions& options, std::vector<std::string>& out)
+      : writer_(options, out), sum_type_(options.sum_as == StatsdSumAs::kGauge ? "g" : "c") {}
+
+  void Metric(const aggregate::MetricInfo& info, std::size_t) override { info_ = &info; }
+
+  void Series(std::span<const aggregate::LabelRef> labels,
+              const aggregate::SeriesPoint& p) override {
+    writer_.Start(info_->name, labels);
+    switch (info_->type) {
+      case MetricType::kCounter:
+        writer_.Line("", p.value, "c");
+        break;
+      case MetricType::kSum:
+        writer_.Line("", p.value, sum_type_);
+        break;
+      case MetricType::kLastValue:  // also span gauges, StatsD gauges and StatsD set sizes
+        writer_.Line("", p.value, "g");
+        break;
+      case MetricType::kDistribution:
+      case MetricType::kSummary:
+        // The engine keeps bucket counts, not samples: what can be sent exactly is the count and
+        // the sum of the interval's observations, plus a summary's quantiles.
+        writer_.Line(".count", static_cast<double>(p.count), "c");
+        writer_.Line(".sum", p.sum, sum_type_);
+        for (std::size_t i = 0; i < p.quantile_values.size() && i < info_->quantiles.size(); ++i) {
+          writer_.Line(QuantileSuffix(info_->quantiles[i]), p.quantile_values[i], "g");
+        }
+        break;
+    }
+  }
+
+ private:
+  SeriesWriter writer_;
+  std::string_view sum_type_;
+  const aggregate::MetricInfo* info_ = nullptr;
+};
+
 }  // namespace
 
 std::string StatsdName(std::string_view text) { return Replace(text, Unsafe); }
 
+std::vector<std::string> FormatLines(const aggregate::Snapshot& deltas,
+                                     const StatsdPushOptions& options) {
+  std::vector<std::string> out;
+  LineFormatter formatter(options, out);
+  deltas.Visit(formatter);
+  return out;
+}
+
 std::vector<std::string> FormatLines(const std::vector<aggregate::MetricPoints>& deltas,
                                      const StatsdPushOptions& options) {
   std::vector<std::string> out;
-  SeriesWriter writer(options, out);
-  const std::string_view sum_type = options.sum_as == StatsdSumAs::kGauge ? "g" : "c";
-  for (const auto& metric : deltas) {
-    for (const auto& p : metric.series) {
-      writer.Start(metric.info.name, p.labels);
-      switch (metric.info.type) {
-        case MetricType::kCounter:
-          writer.Line("", p.value, "c");
-          break;
-        case MetricType::kSum:
-          writer.Line("", p.value, sum_type);
-          break;
-        case MetricType::kLastValue:  // also span gauges, StatsD gauges and StatsD set sizes
-          writer.Line("", p.value, "g");
-          break;
-        case MetricType::kDistribution:
-        case MetricType::kSummary:
-          // The engine keeps bucket counts, not samples: what can be sent exactly is the count and
-          // the sum of the interval's observations, plus a summary's quantiles.
-          writer.Line(".count", static_cast<double>(p.count), "c");
-          writer.Line(".sum", p.sum, sum_type);
-          for (std::size_t i = 0; i < p.quantile_values.size() && i < metric.info.quantiles.size();
-               ++i) {
-            writer.Line(QuantileSuffix(metric.info.quantiles[i]), p.quantile_values[i], "g");
-          }
-          break;
-      }
-    }
-  }
+  LineFormatter formatter(options, out);
+  aggregate::VisitPoints(deltas, formatter);
   return out;
 }
 
@@ -263,9 +283,17 @@ StatsdPusher::~StatsdPusher() {
   for (auto& d : destinations_) d->Close();
 }
 
+void StatsdPusher::Push(const aggregate::Snapshot& deltas) noexcept {
+  Push([&] { return FormatLines(deltas, options_); });
+}
+
 void StatsdPusher::Push(const std::vector<aggregate::MetricPoints>& deltas) noexcept {
+  Push([&] { return FormatLines(deltas, options_); });
+}
+
+void StatsdPusher::Push(const std::function<std::vector<std::string>()>& format) noexcept {
   try {
-    const auto lines = FormatLines(deltas, options_);
+    const auto lines = format();
     if (lines.empty()) return;
     const auto packets = Batch(lines, options_.mtu);
     for (auto& d : destinations_) Send(*d, packets);

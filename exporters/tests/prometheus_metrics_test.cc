@@ -98,3 +98,60 @@ TEST_CASE("families serialize as the exposition format expects") {
   CHECK(text.find("lat_seconds{quantile=\"0.99\"} 1\n") != std::string::npos);
   CHECK(text.find("lat_seconds_count 3\n") != std::string::npos);
 }
+
+TEST_CASE("a snapshot of an engine becomes families: empty metrics, clashes, StatsD help, UTF-8") {
+  aggregate::CatalogSpec catalog;
+  catalog.system = "app";
+  aggregate::EventSpec event;
+  event.name = "app.job.done";
+  event.measurements = {{"duration", Unit::kNone}};
+  catalog.events.push_back(event);
+  aggregate::MetricSpec jobs;
+  jobs.name = "app.job.done.count";
+  jobs.event_name = "app.job.done";
+  jobs.description = "Jobs done.";
+  catalog.metrics.push_back(jobs);
+  auto created = aggregate::Engine::Create({catalog}, {});
+  REQUIRE(created.has_value());
+  auto& engine = **created;
+  auto shard = engine.NewShard();
+  const aggregate::StatsdTagView bad[] = {{"host", "web\xff"}, {"env", "prod"}};
+  shard->RecordStatsd({"a.b", aggregate::StatsdKind::kCounter, 2, {}, false, 1, bad});
+  shard->RecordStatsd({"a_b", aggregate::StatsdKind::kCounter, 5, {}, false, 1, {}});
+  shard->RecordStatsd({"queue", aggregate::StatsdKind::kTimer, 250, {}, false, 1, {}});
+  shard->Flush();
+
+  std::vector<prometheus::MetricFamily> families;
+  FamilyBuilder builder(families);
+  engine.CollectSnapshot().Visit(builder);
+  // app.job.done.count has no series: no family. "a_b" clashes with "a.b" (both a_b_total).
+  CHECK(builder.clashes() == 1);
+  REQUIRE(families.size() == 2);
+  const auto& counter = families[0];
+  CHECK(counter.name == "a_b_total");
+  CHECK(counter.help == "StatsD metric a.b.");
+  CHECK(counter.type == prometheus::MetricType::Counter);
+  REQUIRE(counter.metric.size() == 1);
+  const auto& labels = counter.metric[0].label;
+  REQUIRE(labels.size() == 2);
+  CHECK(labels[0].name == "env");
+  CHECK(labels[0].value == "prod");
+  CHECK(labels[1].name == "host");
+  CHECK(labels[1].value == "web\xEF\xBF\xBD");
+  CHECK(counter.metric[0].counter.value == 2);
+  const auto& timer = families[1];
+  CHECK(timer.name == "queue_seconds");
+  CHECK(timer.type == prometheus::MetricType::Histogram);
+  REQUIRE(timer.metric.size() == 1);
+  CHECK(timer.metric[0].histogram.sample_count == 1);
+  CHECK(timer.metric[0].histogram.sample_sum == doctest::Approx(0.25));
+  // ToFamilies on the same series as points agrees.
+  std::uint64_t clashes = 0;
+  const auto from_points = ToFamilies(engine.Collect(), &clashes);
+  CHECK(clashes == 1);
+  REQUIRE(from_points.size() == families.size());
+  for (std::size_t i = 0; i < families.size(); ++i) {
+    CHECK(from_points[i].name == families[i].name);
+    CHECK(from_points[i].metric.size() == families[i].metric.size());
+  }
+}

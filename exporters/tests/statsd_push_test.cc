@@ -208,7 +208,7 @@ TEST_CASE("numbers: shortest exact text, no negative zero, non-finite values lef
                   Options());
   CHECK(lines ==
         std::vector<std::string>{"g:0|g", "g.a_1:0.1|g", "g.a_2:1e+21|g", "g.a_5:123456789|g"});
-  CHECK(FormatLines({}, Options()).empty());
+  CHECK(FormatLines(std::vector<MetricPoints>{}, Options()).empty());
   CHECK(FormatLines({Points("idle", MetricType::kCounter, {})}, Options()).empty());
 }
 
@@ -369,4 +369,33 @@ TEST_CASE("a datagram too large for UDP fails alone; the others of the push stil
   CHECK(c.packets_failed == 1);
   CHECK(c.flushes_failed == 1);
   CHECK(c.flushes_ok == 0);
+}
+
+TEST_CASE("a delta snapshot of an engine formats its changes once") {
+  auto created = aggregate::Engine::Create({}, {});
+  REQUIRE(created.has_value());
+  auto& engine = **created;
+  auto shard = engine.NewShard();
+  const aggregate::StatsdTagView tags[] = {{"route", "home"}, {"code", "200"}};
+  shard->RecordStatsd({"app.requests", aggregate::StatsdKind::kCounter, 3, {}, false, 1, tags});
+  shard->RecordStatsd({"app.temp", aggregate::StatsdKind::kGauge, 21.5, {}, false, 1, {}});
+  shard->RecordStatsd({"app.latency", aggregate::StatsdKind::kTimer, 40, {}, false, 1, {}});
+  shard->RecordStatsd({"app.latency", aggregate::StatsdKind::kTimer, 50, {}, false, 1, {}});
+  shard->Flush();
+  const auto lines =
+      FormatLines(engine.TakeDeltaSnapshot(), Options(config::StatsdFormat::kDogstatsd));
+  const std::vector<std::string> expected = {
+      // Tags in the series key's order: sorted by key.
+      "app.requests:3|c|#code:200,route:home",
+      "app.temp:21.5|g",
+      "app.latency.count:2|c",
+      "app.latency.sum:90|c",
+  };
+  CHECK(lines == expected);
+  // Nothing changed since: nothing to send.
+  CHECK(FormatLines(engine.TakeDeltaSnapshot(), Options()).empty());
+  shard->RecordStatsd({"app.requests", aggregate::StatsdKind::kCounter, 1, {}, false, 1, tags});
+  shard->Flush();
+  CHECK(FormatLines(engine.TakeDeltaSnapshot(), Options()) ==
+        std::vector<std::string>{"app.requests.code_200.route_home:1|c"});
 }

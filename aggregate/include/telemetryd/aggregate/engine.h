@@ -133,13 +133,15 @@ struct LabelRef {
 class SnapshotVisitor {
  public:
   virtual ~SnapshotVisitor() = default;
-  // The next metric and how many series follow it (possibly none).
+  // The next metric and how many series follow it (possibly none). `info` stays valid until the
+  // visit ends.
   virtual void Metric(const MetricInfo& info, std::size_t series) = 0;
-  // One series of that metric. `point.labels` is empty: the labels are in `labels`.
+  // One series of that metric. The labels are in `labels` (`point.labels` may be empty).
   virtual void Series(std::span<const LabelRef> labels, const SeriesPoint& point) = 0;
 };
 
-// The cumulative values of every series at one moment (Engine::CollectSnapshot). It owns what it
+// The values of every series at one moment (Engine::CollectSnapshot), or what changed in an
+// interval (Engine::TakeDeltaSnapshot). It owns what it
 // holds: it outlives the engine and its store's lock. Each series' labels stay packed in its key
 // until Visit hands the series over, so a snapshot costs a few bytes per series and no
 // allocation per series (distribution and summary series excepted).
@@ -160,6 +162,11 @@ class Snapshot {
     std::size_t count = 0;
     std::size_t first_point = 0;  // distribution and summary: points_[first_point, ...)
   };
+  Metric& BeginMetric(const MetricInfo& info, std::span<const std::string> tag_labels);
+  // A series of the metric begun last: a counter, sum or last value, or another type's point.
+  void Add(std::string_view key, double value);
+  void Add(std::string_view key, SeriesPoint point);
+
   std::vector<Metric> metrics_;
   std::vector<std::string> labels_;
   std::string keys_;
@@ -167,6 +174,9 @@ class Snapshot {
   std::vector<double> values_;         // per series: counter, sum, last value, set size
   std::vector<SeriesPoint> points_;    // per distribution or summary series
 };
+
+// Hands points (Engine::Collect, TakeDeltas) to a visitor as Snapshot::Visit hands its series.
+void VisitPoints(const std::vector<MetricPoints>& points, SnapshotVisitor& visitor);
 
 struct EngineCounters {
   std::uint64_t series = 0;
@@ -229,7 +239,10 @@ class Engine {
   // The same as MetricPoints (CollectSnapshot().Points()).
   [[nodiscard]] std::vector<MetricPoints> Collect() const;
   // Changes since the previous call: counter increments, sums added, last values set since,
-  // distribution/summary observations since, set sizes. Starts the next interval.
+  // distribution/summary observations since, set sizes; only series that changed. Starts the next
+  // interval.
+  Snapshot TakeDeltaSnapshot();
+  // The same as MetricPoints (TakeDeltaSnapshot().Points()).
   std::vector<MetricPoints> TakeDeltas();
   [[nodiscard]] EngineCounters counters() const;
   // Every metric defined so far (catalog metrics, span gauges, StatsD metrics seen).

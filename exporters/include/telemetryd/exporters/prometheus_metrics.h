@@ -58,7 +58,8 @@ class FamilyBuilder final : public aggregate::SnapshotVisitor {
   std::uint64_t clashes_ = 0;
 };
 
-// Families for the points of Engine::Collect or TakeDeltas, as FamilyBuilder makes them.
+// Families for the points of Engine::Collect or TakeDeltas, as FamilyBuilder makes them; the
+// metrics left out for a clashing name are added to `clashes`.
 std::vector<prometheus::MetricFamily> ToFamilies(const std::vector<aggregate::MetricPoints>& points,
                                                  std::uint64_t* clashes = nullptr);
 

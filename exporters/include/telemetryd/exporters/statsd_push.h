@@ -1,5 +1,5 @@
 // The StatsD push exporter (docs/statsd-push.md): every flush interval the daemon hands the
-// engine's deltas (Engine::TakeDeltas) to a StatsdPusher, which formats them as StatsD or
+// engine's deltas (Engine::TakeDeltaSnapshot) to a StatsdPusher, which formats them as StatsD or
 // DogStatsD lines, packs the lines into datagrams of at most the MTU and sends them to each
 // destination over UDP or a Unix datagram socket.
 //
@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -33,6 +34,9 @@ std::string StatsdName(std::string_view text);
 // a negative value: StatsD reads a leading '-' as "subtract", so it is sent as "name:0|g" and then
 // "name:-5|g", and both lines stay in one element so that they travel in one datagram, in order.
 // Non-finite values are left out (StatsD cannot carry them).
+std::vector<std::string> FormatLines(const aggregate::Snapshot& deltas,
+                                     const StatsdPushOptions& options);
+// The same for points (Engine::TakeDeltas).
 std::vector<std::string> FormatLines(const std::vector<aggregate::MetricPoints>& deltas,
                                      const StatsdPushOptions& options);
 
@@ -61,6 +65,7 @@ class StatsdPusher {
   // again. A socket is kept between pushes and opened anew after a failure, so a name is resolved
   // again then. Sockets are non-blocking: a destination that cannot keep up loses datagrams
   // rather than holding up the caller.
+  void Push(const aggregate::Snapshot& deltas) noexcept;
   void Push(const std::vector<aggregate::MetricPoints>& deltas) noexcept;
 
   [[nodiscard]] std::vector<StatsdDestinationCounters> counters() const;
@@ -69,6 +74,7 @@ class StatsdPusher {
  private:
   struct Io;           // the Boost.Asio io_context, kept out of this header
   struct Destination;  // its socket, counters and log site
+  void Push(const std::function<std::vector<std::string>()>& format) noexcept;
   void Send(Destination& d, const std::vector<std::string>& packets);
 
   StatsdPushOptions options_;
