@@ -508,7 +508,8 @@ int main(int argc, char** argv) {
   // Every scrape builds and frees tens of megabytes. Keep freed memory in the process instead of
   // returning it to the kernel and faulting it in again next time: that was most of a large
   // scrape's cost (bench/README.md). One arena: the scrape's civetweb thread would otherwise get
-  // an arena of its own, whose heaps go back to the kernel whenever they empty.
+  // an arena of its own, which maps and unmaps every block larger than its 64 MiB heaps (a
+  // large scrape's families and text) whatever the thresholds.
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
   mallopt(M_ARENA_MAX, 1);
