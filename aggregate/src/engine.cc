@@ -962,12 +962,6 @@ class IdentityHash {
  private:
   static constexpr std::uint64_t kSeed = 0x243f6a8885a308d3ULL;
   static constexpr std::uint64_t kMultiplier = 0x9e3779b97f4a7c15ULL;
-  template <typename T>
-  static T Load(const char* p) noexcept {
-    T v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-  }
   static std::uint64_t Byte(char c) noexcept { return static_cast<unsigned char>(c); }
   __extension__ using Wide = unsigned __int128;
   void Step(std::uint64_t word) noexcept {
@@ -1594,8 +1588,7 @@ SeriesPoint CumulativePoint(const CompiledMetric& m, const StoreSeries& s) {
 
 }  // namespace
 
-Snapshot::Metric& Snapshot::BeginMetric(const MetricInfo& info,
-                                        std::span<const std::string> tag_labels) {
+void Snapshot::BeginMetric(const MetricInfo& info, std::span<const std::string> tag_labels) {
   Metric& m = metrics_.emplace_back();
   m.info = info;
   m.first_label = static_cast<std::uint32_t>(labels_.size());
@@ -1603,7 +1596,6 @@ Snapshot::Metric& Snapshot::BeginMetric(const MetricInfo& info,
   labels_.insert(labels_.end(), tag_labels.begin(), tag_labels.end());
   m.first = key_ends_.size();
   m.first_point = points_.size();
-  return m;
 }
 
 void Snapshot::Add(std::string_view key, double value) {
@@ -1714,58 +1706,55 @@ std::vector<MetricPoints> Engine::Collect() const { return CollectSnapshot().Poi
 
 Snapshot Engine::TakeDeltaSnapshot() {
   Snapshot out;
-  {
-    std::lock_guard lock(impl_->mutex);
-    out.metrics_.reserve(impl_->store.size());
-    for (std::size_t i = 0; i < impl_->store.size(); ++i) {
-      const CompiledMetric& m = impl_->metrics[i];
-      auto& table = impl_->store[i].series;
-      out.BeginMetric(m.info, TagLabels(m));
-      for (std::uint32_t t = 0; t < table.end(); ++t) {
-        if (!table.live(t)) continue;
-        StoreSeries& s = table.value(t);
-        StoreExtra* x = s.extra.get();
-        SeriesPoint p;
-        bool changed = false;
-        switch (m.info.type) {
-          case MetricType::kCounter:
-          case MetricType::kSum:
-            p.value = static_cast<double>(s.delta_isum) + s.delta_fsum;
-            changed = s.delta_isum != 0 || s.delta_fsum != 0;
-            s.delta_isum = 0;
-            s.delta_fsum = 0;
-            break;
-          case MetricType::kLastValue:
-            p.value =
-                m.info.statsd_set ? static_cast<double>(x ? x->set_members.size() : 0) : s.value;
-            changed = s.delta_has_last != 0;
-            s.delta_has_last = 0;
-            if (m.info.statsd_set && x) x->set_members.clear();
-            break;
-          case MetricType::kDistribution:
-          case MetricType::kSummary:
-            if (x == nullptr) break;
-            p.count = x->delta_count;
-            p.sum = x->delta_sum;
-            changed = x->delta_count != 0;
-            if (m.info.type == MetricType::kDistribution) {
-              p.bucket_counts = x->delta_buckets;
-              std::fill(x->delta_buckets.begin(), x->delta_buckets.end(), 0);
-            } else if (x->summary) {
-              for (const double q : m.info.quantiles)
-                p.quantile_values.push_back(x->summary->delta.Quantile(q));
-              x->summary->delta.Clear();
-            }
-            x->delta_count = 0;
-            x->delta_sum = 0;
-            break;
-        }
-        if (!changed) continue;
-        if (IsScalar(m.info.type)) {
-          out.Add(table.key(t), p.value);
-        } else {
-          out.Add(table.key(t), std::move(p));
-        }
+  std::lock_guard lock(impl_->mutex);
+  out.metrics_.reserve(impl_->store.size());
+  for (std::size_t i = 0; i < impl_->store.size(); ++i) {
+    const CompiledMetric& m = impl_->metrics[i];
+    auto& table = impl_->store[i].series;
+    out.BeginMetric(m.info, TagLabels(m));
+    for (std::uint32_t t = 0; t < table.end(); ++t) {
+      if (!table.live(t)) continue;
+      StoreSeries& s = table.value(t);
+      StoreExtra* x = s.extra.get();
+      SeriesPoint p;
+      bool changed = false;
+      switch (m.info.type) {
+        case MetricType::kCounter:
+        case MetricType::kSum:
+          p.value = static_cast<double>(s.delta_isum) + s.delta_fsum;
+          changed = s.delta_isum != 0 || s.delta_fsum != 0;
+          s.delta_isum = 0;
+          s.delta_fsum = 0;
+          break;
+        case MetricType::kLastValue:
+          p.value = CumulativeValue(m, s);
+          changed = s.delta_has_last != 0;
+          s.delta_has_last = 0;
+          if (m.info.statsd_set && x) x->set_members.clear();
+          break;
+        case MetricType::kDistribution:
+        case MetricType::kSummary:
+          if (x == nullptr) break;
+          p.count = x->delta_count;
+          p.sum = x->delta_sum;
+          changed = x->delta_count != 0;
+          if (m.info.type == MetricType::kDistribution) {
+            p.bucket_counts = x->delta_buckets;
+            std::fill(x->delta_buckets.begin(), x->delta_buckets.end(), 0);
+          } else if (x->summary) {
+            for (const double q : m.info.quantiles)
+              p.quantile_values.push_back(x->summary->delta.Quantile(q));
+            x->summary->delta.Clear();
+          }
+          x->delta_count = 0;
+          x->delta_sum = 0;
+          break;
+      }
+      if (!changed) continue;
+      if (IsScalar(m.info.type)) {
+        out.Add(table.key(t), p.value);
+      } else {
+        out.Add(table.key(t), std::move(p));
       }
     }
   }

@@ -18,7 +18,10 @@
 #include <memory>
 #include <stdexcept>
 #include <string_view>
+#include <utility>
 #include <vector>
+
+#include "telemetryd/common/bytes.h"
 
 namespace telemetryd::aggregate::detail {
 
@@ -35,17 +38,10 @@ inline std::uint64_t MixBits(std::uint64_t x) noexcept {
 // The first `n` (at most 8) bytes at `p` as the low bytes of a word, the rest zero. No byte loop:
 // 4 to 8 bytes are two overlapping 4-byte loads, 1 to 3 bytes the first, middle and last byte.
 inline std::uint64_t LoadWord(const char* p, std::size_t n) noexcept {
-  std::uint32_t lo = 0;
-  std::uint32_t hi = 0;
-  if (n == 8) {
-    std::uint64_t w = 0;
-    std::memcpy(&w, p, 8);
-    return w;
-  }
+  if (n == 8) return Load<std::uint64_t>(p);
   if (n >= 4) {
-    std::memcpy(&lo, p, 4);
-    std::memcpy(&hi, p + n - 4, 4);
-    return lo | static_cast<std::uint64_t>(hi) << (8 * (n - 4));
+    return Load<std::uint32_t>(p) | static_cast<std::uint64_t>(Load<std::uint32_t>(p + n - 4))
+                                        << (8 * (n - 4));
   }
   if (n == 0) return 0;
   auto byte = [&](std::size_t i) {
@@ -232,10 +228,10 @@ class SeriesTable {
     std::size_t capacity = 0;
   };
 
-  Entry& At(std::uint32_t index) noexcept {
+  const Entry& At(std::uint32_t index) const noexcept {
     return index < kChunk ? first_[index] : more_[(index >> kChunkBits) - 1][index & (kChunk - 1)];
   }
-  const Entry& At(std::uint32_t index) const noexcept {
+  Entry& At(std::uint32_t index) noexcept {
     return index < kChunk ? first_[index] : more_[(index >> kChunkBits) - 1][index & (kChunk - 1)];
   }
 
@@ -283,8 +279,12 @@ class SeriesTable {
     return position;
   }
 
+  // Where the key at `position` starts in `blocks`, its length first.
+  static const char* KeyStart(const std::vector<Block>& blocks, std::uint32_t position) noexcept {
+    return blocks[position >> kBlockBits].data.get() + (position & ((1U << kBlockBits) - 1));
+  }
   [[nodiscard]] const char* KeyStart(std::uint32_t position) const noexcept {
-    return blocks_[position >> kBlockBits].data.get() + (position & ((1U << kBlockBits) - 1));
+    return KeyStart(blocks_, position);
   }
   // The key stored at `p`, after its length.
   static std::string_view DecodeKey(const char* p) noexcept {
@@ -330,8 +330,7 @@ class SeriesTable {
     for (std::uint32_t i = 0; i < entries_; ++i) {
       Entry& e = At(i);
       if (e.key_position == kDead) continue;
-      e.key_position = AppendKey(DecodeKey(old[e.key_position >> kBlockBits].data.get() +
-                                           (e.key_position & ((1U << kBlockBits) - 1))));
+      e.key_position = AppendKey(DecodeKey(KeyStart(old, e.key_position)));
     }
   }
 

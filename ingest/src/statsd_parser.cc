@@ -5,6 +5,7 @@
 #include <cstring>
 #include <system_error>
 
+#include "telemetryd/common/bytes.h"
 #include "telemetryd/ingest/statsd.h"
 #include "telemetryd/wire/format.h"
 
@@ -108,12 +109,6 @@ constexpr std::uint64_t kHighBits = 0x8080808080808080ULL;
 
 constexpr std::uint64_t Broadcast(unsigned char c) noexcept { return kOnes * c; }
 
-std::uint64_t LoadWord(const char* p) noexcept {
-  std::uint64_t word;
-  std::memcpy(&word, p, sizeof word);
-  return word;
-}
-
 // The high bit of each byte of `word` that is below `n` (n <= 128). Above the lowest hit, bits
 // may be set wrongly by the borrow; the scans only use the lowest.
 std::uint64_t BytesBelow(std::uint64_t word, unsigned char n) noexcept {
@@ -131,7 +126,7 @@ template <typename WordHits, typename ByteHit>
 const char* Scan(const char* p, const char* end, const char* readable, WordHits hits,
                  ByteHit is_hit) noexcept {
   for (; readable - p >= 8; p += 8) {
-    if (const std::uint64_t h = hits(LoadWord(p)); h != 0) {
+    if (const std::uint64_t h = hits(Load<std::uint64_t>(p)); h != 0) {
       const char* const hit = p + std::countr_zero(h) / 8;
       return hit < end ? hit : end;
     }

@@ -162,7 +162,7 @@ class Snapshot {
     std::size_t count = 0;
     std::size_t first_point = 0;  // distribution and summary: points_[first_point, ...)
   };
-  Metric& BeginMetric(const MetricInfo& info, std::span<const std::string> tag_labels);
+  void BeginMetric(const MetricInfo& info, std::span<const std::string> tag_labels);
   // A series of the metric begun last: a counter, sum or last value, or another type's point.
   void Add(std::string_view key, double value);
   void Add(std::string_view key, SeriesPoint point);
