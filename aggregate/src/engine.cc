@@ -12,6 +12,7 @@
 #include <unordered_set>
 
 #include "series_table.h"
+#include "statsd_names.h"
 #include "telemetryd/aggregate/sketch.h"
 #include "units.h"
 
@@ -176,6 +177,60 @@ struct StoreMetric {
   std::uint64_t overflow = 0;
 };
 
+// ---- StatsD carriers ----
+
+// StatsD types as the store holds them: one carrier metric each. `h` and `d` share one; a timer
+// has its own, since its values are milliseconds.
+enum StatsdType : unsigned {
+  kStatsdCounter,
+  kStatsdGauge,
+  kStatsdSet,
+  kStatsdTimer,
+  kStatsdHistogram
+};
+constexpr unsigned kStatsdTypes = 5;
+constexpr unsigned kStatsdNoRoom = kStatsdTypes;  // AdmitStatsdName: no room for another name
+static_assert(kStatsdNoRoom < detail::StatsdNames::kTypes);
+constexpr std::array<std::string_view, kStatsdTypes> kStatsdCarrierNames = {
+    "statsd:counter", "statsd:gauge", "statsd:set", "statsd:timer", "statsd:histogram"};
+
+unsigned StatsdTypeOf(StatsdKind kind) noexcept {
+  switch (kind) {
+    case StatsdKind::kCounter:
+      return kStatsdCounter;
+    case StatsdKind::kGauge:
+      return kStatsdGauge;
+    case StatsdKind::kSet:
+      return kStatsdSet;
+    case StatsdKind::kTimer:
+      return kStatsdTimer;
+    case StatsdKind::kHistogram:
+    case StatsdKind::kDistribution:
+      return kStatsdHistogram;
+  }
+  return kStatsdCounter;
+}
+
+// A carrier series key starts with this, then the StatsD name (which has no control characters),
+// then its labels.
+constexpr char kNameSeparator = '\x1e';
+
+// The StatsD name in a carrier's store key.
+std::string_view StatsdNameOf(std::string_view store_key) noexcept {
+  const std::size_t end = store_key.find(kLabelSeparator);
+  return store_key.substr(1, end == std::string_view::npos ? std::string_view::npos : end - 1);
+}
+
+// A shard series key is "<metric id>" and then the store key: the labels part, which starts with
+// a separator (or is empty).
+std::string_view StoreKey(std::string_view shard_key) noexcept {
+  std::size_t digits = 0;
+  while (digits < shard_key.size() && shard_key[digits] >= '0' && shard_key[digits] <= '9') {
+    ++digits;
+  }
+  return shard_key.substr(digits);
+}
+
 }  // namespace
 
 // ---- Engine::Impl ----
@@ -183,80 +238,49 @@ struct StoreMetric {
 class Engine::Impl {
  public:
   EngineOptions options;
-  std::vector<CompiledMetric> metrics;  // grows with StatsD metrics, under mutex
+  std::vector<CompiledMetric> metrics;  // fixed after Create: shards read it without the lock
   StringMap<Binding> bindings;
   StringMap<std::uint32_t> catalog_metrics;  // name -> id, catalog metrics and span gauges
   // Every metadata key a tag reads and every measurement a metric reads, numbered, so that shards
   // find them in events by string reference (Shard::State::KeyIndex) instead of by text.
   StringMap<std::uint32_t> key_indexes;
   std::vector<std::string> span_prefixes;
+  // StatsD series live in one metric per StatsD type (a carrier, StatsdType), ids statsd_first
+  // and on, keyed by "<sep0>name" and labels; see StatsdNames.
+  std::uint32_t statsd_first = 0;
 
-  mutable std::mutex mutex;  // guards everything below and metrics growth
+  mutable std::mutex mutex;  // guards everything below
   std::vector<StoreMetric> store;
   std::uint64_t total_series = 0;
   std::int64_t window_start_ns = 0;
   std::int64_t last_sweep_ns = 0;
-  StringMap<std::uint32_t> statsd_metrics;     // StatsD metric name -> metric id
+  detail::StatsdNames statsd_names;
   mutable std::size_t snapshot_key_bytes = 0;  // key text in the last CollectSnapshot
   std::unordered_map<std::string, std::uint64_t> unknown_names;
   std::uint64_t unknown_other = 0;
 
-  // StatsD metric id for (kind, name), created on first sight. Under mutex.
-  std::optional<std::uint32_t> StatsdMetric(StatsdKind kind, std::string_view name,
-                                            DropReason& why);
+  [[nodiscard]] bool IsStatsd(std::size_t metric) const noexcept {
+    return metric >= statsd_first && metric < statsd_first + kStatsdTypes;
+  }
+  // The StatsD type recorded for the name with `hash`: `type` when the name is new (it is added),
+  // or kStatsdNoRoom when it is new and statsd_max_metrics names are held. Under mutex.
+  unsigned AdmitStatsdName(std::uint64_t hash, unsigned type);
+  // The StatsD name's entry for a store key of a carrier, if any. Under mutex.
+  detail::StatsdNames::Entry* StatsdName(std::string_view store_key) noexcept {
+    return statsd_names.Find(detail::HashKey(StatsdNameOf(store_key)));
+  }
   void RollWindows(std::int64_t now);
   void Sweep(std::int64_t now);
-  // Moves another engine's series into metric `id`'s table (under both mutexes).
+  // Moves another engine's series into metric `id`'s table (under both mutexes); returns how
+  // many (those this engine already holds are added up).
   std::size_t AdoptSeries(StoreMetric& from, std::uint32_t id);
 };
 
-namespace {
-
-MetricType StatsdType(StatsdKind kind) {
-  switch (kind) {
-    case StatsdKind::kCounter:
-      return MetricType::kCounter;
-    case StatsdKind::kGauge:
-    case StatsdKind::kSet:
-      return MetricType::kLastValue;
-    case StatsdKind::kTimer:
-    case StatsdKind::kHistogram:
-    case StatsdKind::kDistribution:
-      return MetricType::kDistribution;
-  }
-  return MetricType::kCounter;
-}
-
-}  // namespace
-
-std::optional<std::uint32_t> Engine::Impl::StatsdMetric(StatsdKind kind, std::string_view name,
-                                                        DropReason& why) {
-  const MetricType type = StatsdType(kind);
-  if (const auto it = statsd_metrics.find(name); it != statsd_metrics.end()) {
-    const CompiledMetric& m = metrics[it->second];
-    if (m.info.type != type || m.info.statsd_set != (kind == StatsdKind::kSet)) {
-      why = DropReason::kStatsdTypeConflict;
-      return std::nullopt;
-    }
-    return it->second;
-  }
-  if (statsd_metrics.size() >= options.statsd_max_metrics) {
-    why = DropReason::kStatsdMetricOverflow;
-    return std::nullopt;
-  }
-  CompiledMetric m;
-  m.info.id = static_cast<std::uint32_t>(metrics.size());
-  m.info.name = std::string(name);
-  m.info.type = type;
-  m.info.system = "statsd";
-  m.info.statsd_set = kind == StatsdKind::kSet;
-  // No description: the exporters describe StatsD metrics by name (a string per name adds up).
-  if (type == MetricType::kDistribution) m.info.buckets = options.statsd_buckets;
-  if (kind == StatsdKind::kTimer) m.info.unit = Unit::kMillisecond;
-  metrics.push_back(std::move(m));
-  store.emplace_back();
-  statsd_metrics.emplace(std::string(name), metrics.back().info.id);
-  return metrics.back().info.id;
+unsigned Engine::Impl::AdmitStatsdName(std::uint64_t hash, unsigned type) {
+  if (const auto* name = statsd_names.Find(hash)) return name->type();
+  if (statsd_names.size() >= options.statsd_max_metrics) return kStatsdNoRoom;
+  statsd_names.Add(hash, type);
+  return type;
 }
 
 // ---- Shard state ----
@@ -411,8 +435,32 @@ class Shard::State {
   std::int64_t now_ns_ = 0;
   std::vector<SpanSlot> spans_;
   std::size_t open_spans_ = 0;
-  StringMap<std::pair<std::uint32_t, std::vector<std::pair<std::string, std::string>>>>
-      statsd_cache_;
+  // StatsD names this shard admitted or was refused, by StatsdNames::Key: the engine's answer
+  // for a name never changes, so a shard asks (under the engine's lock) only for names it has
+  // not kept here. Direct-mapped, key 0 empty.
+  struct NameSlot {
+    std::uint64_t key = 0;
+    unsigned type = 0;  // Engine::Impl::AdmitStatsdName's answer
+  };
+  static constexpr std::size_t kNameCacheSlots = 4096;
+  std::vector<NameSlot> statsd_names_ = std::vector<NameSlot>(kNameCacheSlots);
+  // Whether the StatsD name may be recorded with `type`, else why not.
+  bool AdmitStatsdName(std::string_view name, unsigned type, DropReason& why) noexcept;
+  // What statsd_mappings make of a StatsD name, for the last names seen (direct-mapped).
+  struct MappedName {
+    std::uint64_t hash = 0;
+    std::string raw;
+    std::string name;
+    std::vector<std::pair<std::string, std::string>> labels;
+  };
+  static constexpr std::size_t kMappedSlots = 1024;
+  std::vector<MappedName> mapped_cache_;
+  // The mapping of `raw` (valid until the next call), or nullptr when out of memory.
+  const MappedName* Map(std::string_view raw) noexcept;
+  // The shard table's hash of key_ for `metric` (see SeriesHash).
+  [[nodiscard]] std::uint64_t KeyHash(std::uint32_t metric) const noexcept {
+    return SeriesHash(metric, detail::HashKey(StoreKey(key_)));
+  }
   StringMap<std::uint64_t> unknown_;
   std::uint64_t unknown_other_ = 0;
   std::array<StatsdTagView, 80> tag_scratch_{};
@@ -612,9 +660,7 @@ ShardSeries* Shard::State::LabelsSeries(std::uint32_t metric, std::uint32_t* ind
 }
 
 ShardSeries* Shard::State::Series(std::uint32_t metric, std::uint32_t* index) noexcept {
-  const std::size_t labels = std::min(key_.find(kLabelSeparator), key_.size());
-  const std::uint64_t hash =
-      SeriesHash(metric, detail::HashKey(std::string_view(key_).substr(labels)));
+  const std::uint64_t hash = KeyHash(metric);
   const std::uint32_t i = series_.Find(key_, hash);
   if (i == series_.kNone) return NewSeries(metric, hash, index);
   if (index != nullptr) *index = i;
@@ -994,46 +1040,22 @@ void Shard::State::RecordStatsd(const StatsdInput& sample) noexcept {
       return;
     }
   }
-  // Cache key: kind and name, so a type conflict is found once per shard.
-  key_.clear();
-  key_.push_back(static_cast<char>('0' + static_cast<int>(sample.kind)));
-  key_.append(sample.name);
-  auto cached = statsd_cache_.find(std::string_view(key_));
-  if (cached == statsd_cache_.end()) {
-    try {
-      std::string name(sample.name);
-      std::vector<std::pair<std::string, std::string>> mapped;
-      for (const auto& mapping : engine_.options.statsd_mappings) {
-        std::vector<std::string_view> captures;
-        if (GlobMatch(mapping.match, sample.name, captures)) {
-          name = Expand(mapping.name, captures);
-          for (const auto& [label, templ] : mapping.labels) {
-            mapped.emplace_back(label, Expand(templ, captures));
-          }
-          break;
-        }
-      }
-      DropReason why{};
-      std::optional<std::uint32_t> id;
-      {
-        std::lock_guard lock(engine_.mutex);
-        id = engine_.StatsdMetric(sample.kind, name, why);
-      }
-      if (!id) {
-        Drop(why);
-        return;
-      }
-      cached = statsd_cache_.emplace(key_, std::make_pair(*id, std::move(mapped))).first;
-    } catch (...) {
+  const unsigned type = StatsdTypeOf(sample.kind);
+  const std::uint32_t metric = engine_.statsd_first + type;
+  std::string_view name = sample.name;
+  std::span<const std::pair<std::string, std::string>> mapped;
+  if (!engine_.options.statsd_mappings.empty()) {
+    const MappedName* m = Map(sample.name);
+    if (m == nullptr) {
       Drop(DropReason::kStatsdMetricOverflow);
       return;
     }
+    name = m->name;
+    mapped = m->labels;
   }
-  const std::uint32_t id = cached->second.first;
-  const auto& mapped = cached->second.second;
-  const CompiledMetric& m = engine_.metrics[id];
 
-  // Series key: mapped labels, then the tags sorted by key (tag order on the wire varies).
+  // Series key: the carrier's id, the name, the mapped labels, then the tags sorted by key (tag
+  // order on the wire varies).
   std::size_t n = 0;
   const auto tags =
       sample.split_tags != nullptr ? sample.split_tags(sample.split_context) : sample.tags;
@@ -1043,33 +1065,92 @@ void Shard::State::RecordStatsd(const StatsdInput& sample) noexcept {
   }
   std::sort(tag_scratch_.begin(), tag_scratch_.begin() + static_cast<std::ptrdiff_t>(n),
             [](const StatsdTagView& a, const StatsdTagView& b) { return a.key < b.key; });
-  key_.clear();
-  char idtext[16];
-  const auto r = std::to_chars(idtext, idtext + sizeof idtext, id);
-  key_.append(idtext, static_cast<std::size_t>(r.ptr - idtext));
-  for (const auto& [label, value] : mapped) {
-    key_.push_back(kLabelSeparator);
-    key_.append(label);
-    key_.push_back('=');
-    key_.append(value);
+  try {
+    char idtext[16];
+    const auto r = std::to_chars(idtext, idtext + sizeof idtext, metric);
+    key_.assign(idtext, static_cast<std::size_t>(r.ptr - idtext));
+    key_.push_back(kNameSeparator);
+    key_.append(name);
+    for (const auto& [label, value] : mapped) {
+      key_.push_back(kLabelSeparator);
+      key_.append(label);
+      key_.push_back('=');
+      key_.append(value);
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      if (i > 0 && tag_scratch_[i].key == tag_scratch_[i - 1].key) continue;
+      key_.push_back(kLabelSeparator);
+      key_.append(tag_scratch_[i].key);
+      key_.push_back('=');
+      key_.append(tag_scratch_[i].value.empty() ? std::string_view("true") : tag_scratch_[i].value);
+    }
+  } catch (...) {
+    Drop(DropReason::kSeriesOverflow);
+    return;
   }
-  for (std::size_t i = 0; i < n; ++i) {
-    if (i > 0 && tag_scratch_[i].key == tag_scratch_[i - 1].key) continue;
-    key_.push_back(kLabelSeparator);
-    key_.append(tag_scratch_[i].key);
-    key_.push_back('=');
-    key_.append(tag_scratch_[i].value.empty() ? std::string_view("true") : tag_scratch_[i].value);
+  const std::uint64_t hash = KeyHash(metric);
+  std::uint32_t index = series_.Find(key_, hash);
+  if (index == kNoSeries) {
+    DropReason why{};
+    if (!AdmitStatsdName(name, type, why)) {
+      Drop(why);
+      return;
+    }
+    if (NewSeries(metric, hash, &index) == nullptr) return;
   }
-  std::uint32_t index = kNoSeries;
-  ShardSeries* s = Series(id, &index);
-  if (s == nullptr) return;
   // Fill an empty way, else evict one picked by a hash bit the set index does not use.
   const std::size_t way = set[0].identity.hash == 0 ? 0
                           : set[1].identity.hash == 0
                               ? 1
                               : static_cast<std::size_t>(identity.hash >> 63);
   set[way] = SampleSlot{identity, index};
-  Apply(s, m, sample);
+  Apply(&series_.value(index), engine_.metrics[metric], sample);
+}
+
+bool Shard::State::AdmitStatsdName(std::string_view name, unsigned type, DropReason& why) noexcept {
+  const std::uint64_t key = detail::StatsdNames::Key(detail::HashKey(name));
+  NameSlot& slot = statsd_names_[(key >> 3) & (kNameCacheSlots - 1)];
+  if (slot.key != key) {
+    try {
+      std::lock_guard lock(engine_.mutex);
+      slot.type = engine_.AdmitStatsdName(key, type);
+    } catch (...) {
+      why = DropReason::kStatsdMetricOverflow;
+      return false;
+    }
+    slot.key = key;
+  }
+  if (slot.type == type) return true;
+  why = slot.type == kStatsdNoRoom ? DropReason::kStatsdMetricOverflow
+                                   : DropReason::kStatsdTypeConflict;
+  return false;
+}
+
+const Shard::State::MappedName* Shard::State::Map(std::string_view raw) noexcept {
+  try {
+    if (mapped_cache_.empty()) mapped_cache_.resize(kMappedSlots);
+    const std::uint64_t hash = detail::HashKey(raw);
+    MappedName& slot = mapped_cache_[hash & (kMappedSlots - 1)];
+    if (slot.hash == hash && slot.raw == raw) return &slot;
+    slot.hash = 0;  // until it is complete
+    slot.raw.assign(raw);
+    slot.name.assign(raw);
+    slot.labels.clear();
+    for (const auto& mapping : engine_.options.statsd_mappings) {
+      std::vector<std::string_view> captures;
+      if (GlobMatch(mapping.match, raw, captures)) {
+        slot.name = Expand(mapping.name, captures);
+        for (const auto& [label, templ] : mapping.labels) {
+          slot.labels.emplace_back(label, Expand(templ, captures));
+        }
+        break;
+      }
+    }
+    slot.hash = hash;
+    return &slot;
+  } catch (...) {
+    return nullptr;
+  }
 }
 
 Shard::State::SampleIdentity Shard::State::Identify(const StatsdInput& sample) noexcept {
@@ -1162,10 +1243,16 @@ void Engine::Impl::Sweep(std::int64_t now) {
       std::chrono::duration_cast<std::chrono::nanoseconds>(options.series_ttl).count();
   if (ttl <= 0 || now - last_sweep_ns < ttl / 4) return;
   last_sweep_ns = now;
-  for (auto& metric : store) {
-    for (std::uint32_t i = 0; i < metric.series.end(); ++i) {
-      if (metric.series.live(i) && now - metric.series.value(i).touched_ns > ttl) {
-        metric.series.Erase(i);
+  for (std::size_t m = 0; m < store.size(); ++m) {
+    auto& table = store[m].series;
+    for (std::uint32_t i = 0; i < table.end(); ++i) {
+      if (table.live(i) && now - table.value(i).touched_ns > ttl) {
+        if (IsStatsd(m)) {
+          if (auto* name = StatsdName(table.key(i)); name != nullptr && name->series > 0) {
+            --name->series;
+          }
+        }
+        table.Erase(i);
         --total_series;
       }
     }
@@ -1272,19 +1359,23 @@ void Shard::State::Flush() {
     }
     const CompiledMetric& m = engine_.metrics[s.metric];
     auto& table = engine_.store[s.metric].series;
-    const std::string_view key = series_.key(i);
+    const std::string_view key = StoreKey(series_.key(i));
     std::uint32_t t = s.store_index;
     if (t >= table.end() || !table.live(t) || table.key(t) != key) {
-      const std::uint64_t hash = series_.Hash(key);
+      const std::uint64_t hash = table.Hash(key);
       t = table.Find(key, hash);
       if (t == table.kNone) {
-        if (table.size() >= engine_.options.max_series_per_metric ||
+        // A StatsD name's series count against the limit per metric by name.
+        detail::StatsdNames::Entry* name =
+            engine_.IsStatsd(s.metric) ? engine_.StatsdName(key) : nullptr;
+        const std::size_t held = name != nullptr ? name->series : table.size();
+        if (held >= engine_.options.max_series_per_metric ||
             engine_.total_series >= engine_.options.max_series_total) {
           // Updates lost: a catalog counter counts them (one per event), a distribution or
           // summary too; for a sum, a last value or a StatsD counter (whose pending sum is of
           // the values sent) at least one was lost.
           const bool counts_events =
-              m.info.type == MetricType::kCounter && m.info.system != "statsd";
+              m.info.type == MetricType::kCounter && !engine_.IsStatsd(s.metric);
           const std::uint64_t lost =
               std::max<std::uint64_t>(1, counts_events ? static_cast<std::uint64_t>(s.sums.isum)
                                          : s.extra     ? s.extra->count
@@ -1297,6 +1388,7 @@ void Shard::State::Flush() {
         }
         t = table.Insert(key, hash);
         ++engine_.total_series;
+        if (name != nullptr) ++name->series;
       }
       s.store_index = t;
     }
@@ -1354,20 +1446,76 @@ void Shard::State::AdoptSpans(State& previous) noexcept {
   }
 }
 
+namespace {
+
+// Adds a merged series of the same metric, from another engine, into `to`.
+void AbsorbSeries(const CompiledMetric& m, StoreSeries& from, StoreSeries& to) {
+  if (m.info.type == MetricType::kCounter || m.info.type == MetricType::kSum) {
+    to.isum += from.isum;
+    to.value += from.value;
+    to.delta_isum += from.delta_isum;
+    to.delta_fsum += from.delta_fsum;
+    return;
+  }
+  to.delta_has_last |= from.delta_has_last;
+  if (!from.extra) return;  // a last value: `to`'s is the newer one
+  if (!to.extra) {
+    to.extra = std::move(from.extra);
+    return;
+  }
+  StoreExtra& x = *from.extra;
+  StoreExtra& y = *to.extra;
+  for (const auto& member : x.set_members) {
+    if (y.set_members.size() < 10'000) y.set_members.insert(member);
+  }
+  y.count += x.count;
+  y.sum += x.sum;
+  y.delta_count += x.delta_count;
+  y.delta_sum += x.delta_sum;
+  if (y.buckets.size() == x.buckets.size() && y.delta_buckets.size() == x.delta_buckets.size()) {
+    for (std::size_t b = 0; b < x.buckets.size(); ++b) y.buckets[b] += x.buckets[b];
+    for (std::size_t b = 0; b < x.delta_buckets.size(); ++b)
+      y.delta_buckets[b] += x.delta_buckets[b];
+  } else if (y.buckets.empty()) {
+    y.buckets = std::move(x.buckets);
+    y.delta_buckets = std::move(x.delta_buckets);
+  }
+  if (x.summary && !y.summary) {
+    y.summary = std::move(x.summary);
+  } else if (x.summary) {
+    y.summary->current.Merge(x.summary->current);
+    y.summary->previous.Merge(x.summary->previous);
+    y.summary->delta.Merge(x.summary->delta);
+  }
+}
+
+}  // namespace
+
 std::size_t Engine::Impl::AdoptSeries(StoreMetric& from, std::uint32_t id) {
   auto& to = store[id].series;
   std::size_t moved = 0;
-  for (std::uint32_t i = 0; i < from.series.end(); ++i) {
-    if (!from.series.live(i)) continue;
-    const std::string key = Rekey(from.series.key(i), id);
-    const std::uint64_t hash = to.Hash(key);
-    if (to.Find(key, hash) != to.kNone) continue;  // cannot happen before this engine's flushes
-    const std::uint32_t t = to.Insert(key, hash);
-    to.value(t) = std::move(from.series.value(i));
-    ++moved;
+  std::size_t absorbed = 0;
+  if (to.size() == 0) {  // the usual case: take the whole table
+    moved = from.series.size();
+    to = std::exchange(from.series, {});
+  } else {
+    for (std::uint32_t i = 0; i < from.series.end(); ++i) {
+      if (!from.series.live(i)) continue;
+      const std::string_view key = from.series.key(i);
+      const std::uint64_t hash = to.Hash(key);
+      // A series this engine's shards recorded since they took over (Flush before Adopt).
+      if (const std::uint32_t t = to.Find(key, hash); t != to.kNone) {
+        AbsorbSeries(metrics[id], from.series.value(i), to.value(t));
+        ++absorbed;
+        continue;
+      }
+      const std::uint32_t t = to.Insert(key, hash);
+      to.value(t) = std::move(from.series.value(i));
+      ++moved;
+    }
   }
   total_series += moved;
-  return moved;
+  return moved + absorbed;
 }
 
 // ---- Shard ----
@@ -1400,12 +1548,6 @@ Expected<std::unique_ptr<Engine>> Engine::Create(const std::vector<CatalogSpec>&
                                                  const EngineOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
-  std::size_t total = 0;
-  for (const auto& c : catalogs) total += c.metrics.size() + c.span_gauges.size();
-  // Shards read metrics without the lock while StatsD metrics are appended under it: the vector
-  // must never reallocate.
-  impl->metrics.reserve(total + options.statsd_max_metrics + 1);
-  impl->store.reserve(total + options.statsd_max_metrics + 1);
 
   StringMap<std::string> metric_owner;  // name -> where it was defined
   auto add_metric = [&](CompiledMetric m, const SourcePosition& pos) -> Status {
@@ -1491,6 +1633,21 @@ Expected<std::unique_ptr<Engine>> Engine::Create(const std::vector<CatalogSpec>&
       if (auto status = add_metric(std::move(m), g.position); !status) return status.error();
       impl->bindings[g.span + ".start"].span_gauges.push_back(impl->metrics.back().info.id);
     }
+  }
+  impl->statsd_first = static_cast<std::uint32_t>(impl->metrics.size());
+  for (unsigned type = 0; type < kStatsdTypes; ++type) {
+    CompiledMetric& m = impl->metrics.emplace_back();
+    m.info.id = impl->statsd_first + type;
+    m.info.name = std::string(kStatsdCarrierNames[type]);
+    m.info.system = "statsd";
+    m.info.type = type == kStatsdCounter                       ? MetricType::kCounter
+                  : type == kStatsdGauge || type == kStatsdSet ? MetricType::kLastValue
+                                                               : MetricType::kDistribution;
+    m.info.statsd_set = type == kStatsdSet;
+    // No description: the exporters describe StatsD metrics by name.
+    if (m.info.type == MetricType::kDistribution) m.info.buckets = options.statsd_buckets;
+    if (type == kStatsdTimer) m.info.unit = Unit::kMillisecond;
+    impl->store.emplace_back();
   }
   auto key_index = [&](const std::string& key) {
     return impl->key_indexes.emplace(key, static_cast<std::uint32_t>(impl->key_indexes.size()))
@@ -1588,9 +1745,11 @@ SeriesPoint CumulativePoint(const CompiledMetric& m, const StoreSeries& s) {
 
 }  // namespace
 
-void Snapshot::BeginMetric(const MetricInfo& info, std::span<const std::string> tag_labels) {
+void Snapshot::BeginMetric(const MetricInfo& info, std::span<const std::string> tag_labels,
+                           bool by_name) {
   Metric& m = metrics_.emplace_back();
   m.info = info;
+  m.by_name = by_name;
   m.first_label = static_cast<std::uint32_t>(labels_.size());
   m.tags = static_cast<std::uint32_t>(tag_labels.size());
   labels_.insert(labels_.end(), tag_labels.begin(), tag_labels.end());
@@ -1635,7 +1794,7 @@ Snapshot Engine::CollectSnapshot() const {
   for (std::size_t i = 0; i < impl_->store.size(); ++i) {
     const CompiledMetric& m = impl_->metrics[i];
     const auto& table = impl_->store[i].series;
-    out.BeginMetric(m.info, TagLabels(m));
+    out.BeginMetric(m.info, TagLabels(m), impl_->IsStatsd(i));
     const bool scalar = IsScalar(m.info.type);
     for (std::uint32_t t = 0; t < table.end(); ++t) {
       if (!table.live(t)) continue;
@@ -1650,24 +1809,91 @@ Snapshot Engine::CollectSnapshot() const {
   return out;
 }
 
+std::string_view Snapshot::Key(std::size_t series) const noexcept {
+  const std::size_t begin = series == 0 ? 0 : key_ends_[series - 1];
+  return std::string_view(keys_).substr(begin, key_ends_[series] - begin);
+}
+
+void Snapshot::VisitSeries(const Metric& m, std::size_t j, SnapshotVisitor& visitor,
+                           std::vector<LabelRef>& labels, SeriesPoint& scalar) const {
+  const std::size_t i = m.first + j;
+  SplitLabels(std::span<const std::string>(labels_.data() + m.first_label, m.tags), Key(i), labels);
+  if (IsScalar(m.info.type)) {
+    scalar.value = values_[i];
+    visitor.Series(labels, scalar);
+  } else {
+    visitor.Series(labels, points_[m.first_point + j]);
+  }
+}
+
+namespace {
+
+// Sorts by the high 32 bits, keeping the order of equal ones: two passes of 16 bits.
+void RadixSortHigh(std::vector<std::uint64_t>& v) {
+  std::vector<std::uint64_t> tmp(v.size());
+  std::vector<std::size_t> start(std::size_t{1} << 16);
+  for (const unsigned shift : {32U, 48U}) {
+    std::fill(start.begin(), start.end(), 0);
+    for (const std::uint64_t x : v) ++start[(x >> shift) & 0xFFFF];
+    std::size_t sum = 0;
+    for (auto& c : start) sum += std::exchange(c, sum);
+    for (const std::uint64_t x : v) tmp[start[(x >> shift) & 0xFFFF]++] = x;
+    v.swap(tmp);
+  }
+}
+
+}  // namespace
+
+// A carrier's series, one metric per StatsD name: grouped by the hash of the name (and, where
+// hashes tie, by the name), so that a million names cost a radix sort, not a string sort.
+void Snapshot::VisitByName(const Metric& m, SnapshotVisitor& visitor, std::vector<LabelRef>& labels,
+                           SeriesPoint& scalar) const {
+  auto name_of = [&](std::uint64_t entry) {
+    return StatsdNameOf(Key(m.first + static_cast<std::uint32_t>(entry)));
+  };
+  std::vector<std::uint64_t> order(m.count);
+  for (std::size_t j = 0; j < m.count; ++j) {
+    order[j] = (detail::HashKey(StatsdNameOf(Key(m.first + j))) >> 32) << 32 | j;
+  }
+  if (order.size() > 4096) {
+    RadixSortHigh(order);
+  } else {
+    std::sort(order.begin(), order.end());
+  }
+  MetricInfo info = m.info;
+  for (std::size_t a = 0; a < order.size();) {
+    std::size_t b = a + 1;
+    while (b < order.size() && order[b] >> 32 == order[a] >> 32) ++b;
+    if (b - a > 1) {
+      std::stable_sort(order.begin() + static_cast<std::ptrdiff_t>(a),
+                       order.begin() + static_cast<std::ptrdiff_t>(b),
+                       [&](std::uint64_t x, std::uint64_t y) { return name_of(x) < name_of(y); });
+    }
+    for (std::size_t g = a; g < b;) {
+      const std::string_view name = name_of(order[g]);
+      std::size_t e = g + 1;
+      while (e < b && name_of(order[e]) == name) ++e;
+      info.name.assign(name);
+      visitor.Metric(info, e - g);
+      for (std::size_t k = g; k < e; ++k) {
+        VisitSeries(m, static_cast<std::uint32_t>(order[k]), visitor, labels, scalar);
+      }
+      g = e;
+    }
+    a = b;
+  }
+}
+
 void Snapshot::Visit(SnapshotVisitor& visitor) const {
   std::vector<LabelRef> labels;
   SeriesPoint scalar;
   for (const Metric& m : metrics_) {
-    visitor.Metric(m.info, m.count);
-    const std::span<const std::string> names(labels_.data() + m.first_label, m.tags);
-    const bool is_scalar = IsScalar(m.info.type);
-    for (std::size_t j = 0; j < m.count; ++j) {
-      const std::size_t i = m.first + j;
-      const std::size_t begin = i == 0 ? 0 : key_ends_[i - 1];
-      SplitLabels(names, std::string_view(keys_).substr(begin, key_ends_[i] - begin), labels);
-      if (is_scalar) {
-        scalar.value = values_[i];
-        visitor.Series(labels, scalar);
-      } else {
-        visitor.Series(labels, points_[m.first_point + j]);
-      }
+    if (m.by_name) {
+      VisitByName(m, visitor, labels, scalar);
+      continue;
     }
+    visitor.Metric(m.info, m.count);
+    for (std::size_t j = 0; j < m.count; ++j) VisitSeries(m, j, visitor, labels, scalar);
   }
 }
 
@@ -1711,7 +1937,7 @@ Snapshot Engine::TakeDeltaSnapshot() {
   for (std::size_t i = 0; i < impl_->store.size(); ++i) {
     const CompiledMetric& m = impl_->metrics[i];
     auto& table = impl_->store[i].series;
-    out.BeginMetric(m.info, TagLabels(m));
+    out.BeginMetric(m.info, TagLabels(m), impl_->IsStatsd(i));
     for (std::uint32_t t = 0; t < table.end(); ++t) {
       if (!table.live(t)) continue;
       StoreSeries& s = table.value(t);
@@ -1767,7 +1993,7 @@ EngineCounters Engine::counters() const {
   std::lock_guard lock(impl_->mutex);
   EngineCounters c;
   c.series = impl_->total_series;
-  c.statsd_metrics = impl_->statsd_metrics.size();
+  c.statsd_metrics = impl_->statsd_names.size();
   for (std::size_t i = 0; i < impl_->store.size(); ++i) {
     c.series_per_metric.emplace_back(impl_->metrics[i].info.name, impl_->store[i].series.size());
   }
@@ -1780,8 +2006,8 @@ EngineCounters Engine::counters() const {
 std::vector<MetricInfo> Engine::metrics() const {
   std::lock_guard lock(impl_->mutex);
   std::vector<MetricInfo> out;
-  out.reserve(impl_->metrics.size());
-  for (const auto& m : impl_->metrics) out.push_back(m.info);
+  out.reserve(impl_->statsd_first);
+  for (std::uint32_t i = 0; i < impl_->statsd_first; ++i) out.push_back(impl_->metrics[i].info);
   return out;
 }
 
@@ -1802,24 +2028,26 @@ Engine::AdoptResult Engine::Adopt(Engine& previous) {
     }
   }
   if (SameStatsdInput(old.options, self.options)) {
-    for (const auto& [name, old_id] : old.statsd_metrics) {
-      const CompiledMetric& m = old.metrics[old_id];
-      DropReason why = DropReason::kCount;
-      const auto kind = m.info.statsd_set                       ? StatsdKind::kSet
-                        : m.info.type == MetricType::kCounter   ? StatsdKind::kCounter
-                        : m.info.type == MetricType::kLastValue ? StatsdKind::kGauge
-                        : m.info.unit == Unit::kMillisecond     ? StatsdKind::kTimer
-                                                                : StatsdKind::kHistogram;
-      const auto id = self.StatsdMetric(kind, name, why);
-      if (!id) {
-        ++result.removed;
-        continue;
+    for (unsigned type = 0; type < kStatsdTypes; ++type) {
+      result.series +=
+          self.AdoptSeries(old.store[old.statsd_first + type], self.statsd_first + type);
+    }
+    result.kept += old.statsd_names.size();
+    if (self.statsd_names.size() == 0) {
+      self.statsd_names = std::exchange(old.statsd_names, {});
+    } else {  // names this engine's shards recorded since they took over: count again
+      self.statsd_names.Merge(old.statsd_names);
+      self.statsd_names.ClearSeries();
+      for (unsigned type = 0; type < kStatsdTypes; ++type) {
+        const auto& table = self.store[self.statsd_first + type].series;
+        for (std::uint32_t i = 0; i < table.end(); ++i) {
+          if (!table.live(i)) continue;
+          if (auto* name = self.StatsdName(table.key(i))) ++name->series;
+        }
       }
-      result.series += self.AdoptSeries(old.store[old_id], *id);
-      ++result.kept;
     }
   } else {
-    result.changed += old.statsd_metrics.size();
+    result.changed += old.statsd_names.size();
   }
   for (auto& [name, count] : old.unknown_names) self.unknown_names[name] += count;
   self.unknown_other += old.unknown_other;

@@ -835,3 +835,140 @@ TEST_CASE("a snapshot keeps the values of its moment and outlives its engine") {
   CHECK(Find(points, "hits").series.at(0).labels ==
         std::vector<std::pair<std::string, std::string>>{{"canary", "true"}, {"env", "prod"}});
 }
+
+TEST_CASE("StatsD: many names, each its own metric; limits per name; types per name") {
+  EngineOptions options;
+  options.max_series_per_metric = 3;
+  options.statsd_max_metrics = 20'003;
+  auto engine = MakeEngine(options);
+  auto shard = engine->NewShard();
+  auto sample = [&](const std::string& name, StatsdKind kind, double value,
+                    std::span<const StatsdTagView> tags = {}) {
+    shard->RecordStatsd(StatsdInput{name, kind, value, {}, false, 1, tags});
+  };
+  // More names than the shard's name cache and the snapshot's plain sort hold, each with two
+  // series, sent twice.
+  constexpr int kNames = 20'000;
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 0; i < kNames; ++i) {
+      const std::string name = "app.requests." + std::to_string(i);
+      const StatsdTagView a[] = {{"host", "a"}};
+      sample(name, StatsdKind::kCounter, i);
+      sample(name, StatsdKind::kCounter, 1, a);
+    }
+  }
+  shard->Flush();
+  auto all = engine->Collect();
+  std::size_t names = 0;
+  bool values_ok = true;
+  for (const auto& m : all) {
+    if (m.info.system != "statsd") continue;
+    ++names;
+    const int i = std::stoi(m.info.name.substr(std::string("app.requests.").size()));
+    values_ok = values_ok && m.info.type == MetricType::kCounter && m.series.size() == 2;
+    for (const auto& s : m.series) {
+      values_ok = values_ok && s.value == (s.labels.empty() ? 2.0 * i : 2.0);
+    }
+  }
+  CHECK(names == kNames);
+  CHECK(values_ok);
+  CHECK(engine->counters().statsd_metrics == kNames);
+  CHECK(engine->counters().series == 2 * kNames);
+  // StatsD names are no catalog metrics; their series count per StatsD type.
+  CHECK(engine->metrics().size() ==
+        TestCatalog().metrics.size() + TestCatalog().span_gauges.size());
+  const auto per_metric = engine->counters().series_per_metric;
+  CHECK(std::find(per_metric.begin(), per_metric.end(),
+                  std::pair<std::string, std::uint64_t>{"statsd:counter", 2 * kNames}) !=
+        per_metric.end());
+
+  // At most max_series_per_metric series per name, not per StatsD type.
+  for (const char* host : {"b", "c", "d"}) {
+    const StatsdTagView tags[] = {{"host", host}};
+    sample("app.requests.1", StatsdKind::kCounter, 1, tags);
+    sample("app.requests.2", StatsdKind::kCounter, 1, tags);
+  }
+  shard->Flush();
+  all = engine->Collect();
+  CHECK(Find(all, "app.requests.1").series.size() == 3);
+  CHECK(Find(all, "app.requests.2").series.size() == 3);
+  CHECK(shard->dropped(DropReason::kSeriesOverflow) == 4);
+
+  // A name keeps its first type; a timer and a histogram are two types (their units differ),
+  // `h` and `d` one.
+  sample("app.requests.1", StatsdKind::kGauge, 1);
+  sample("latency", StatsdKind::kTimer, 5);
+  sample("latency", StatsdKind::kHistogram, 5);
+  sample("size", StatsdKind::kHistogram, 5);
+  sample("size", StatsdKind::kDistribution, 7);
+  CHECK(shard->dropped(DropReason::kStatsdTypeConflict) == 2);
+  // Three more names fit; the fourth is one too many, every time.
+  sample("depth", StatsdKind::kGauge, 1);
+  sample("one.too.many", StatsdKind::kGauge, 1);
+  sample("one.too.many", StatsdKind::kGauge, 1);
+  CHECK(shard->dropped(DropReason::kStatsdMetricOverflow) == 2);
+  shard->Flush();
+  all = engine->Collect();
+  CHECK(Find(all, "latency").series.at(0).count == 1);
+  CHECK(Find(all, "latency").info.unit == Unit::kMillisecond);
+  CHECK(Find(all, "size").series.at(0).count == 2);
+  CHECK(Find(all, "size").info.unit == Unit::kNone);
+  CHECK(Find(all, "depth").series.at(0).value == 1);
+}
+
+TEST_CASE("StatsD: expired series leave their name's room to new ones") {
+  EngineOptions options;
+  options.series_ttl = std::chrono::milliseconds(20);
+  options.max_series_per_metric = 3;
+  auto engine = MakeEngine(options);
+  auto shard = engine->NewShard();
+  auto count = [&](const char* host) {
+    const StatsdTagView tags[] = {{"host", host}};
+    shard->RecordStatsd(StatsdInput{"hits", StatsdKind::kCounter, 1, {}, false, 1, tags});
+  };
+  for (const char* host : {"a", "b", "c", "d"}) count(host);
+  shard->Flush();
+  CHECK(Find(engine->Collect(), "hits").series.size() == 3);
+  CHECK(shard->dropped(DropReason::kSeriesOverflow) == 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  shard->Flush();
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  shard->Flush();
+  CHECK(engine->counters().series == 0);
+  for (const char* host : {"x", "y", "z", "w"}) count(host);
+  shard->Flush();
+  CHECK(Find(engine->Collect(), "hits").series.size() == 3);
+  CHECK(shard->dropped(DropReason::kSeriesOverflow) == 2);
+}
+
+TEST_CASE("reload: StatsD names keep their types, also names first seen during the switch") {
+  EngineOptions options;
+  auto before = MakeEngine(options);
+  auto old_shard = before->NewShard();
+  old_shard->RecordStatsd(StatsdInput{"hits", StatsdKind::kCounter, 5, {}, false, 1, {}});
+  old_shard->RecordStatsd(StatsdInput{"depth", StatsdKind::kGauge, 3, {}, false, 1, {}});
+  old_shard->Flush();
+  auto after = MakeEngine(options);
+  auto new_shard = after->NewShard();
+  // The new shard records before the engine takes over the old one's series.
+  new_shard->RecordStatsd(StatsdInput{"users", StatsdKind::kSet, 0, "ann", false, 1, {}});
+  new_shard->RecordStatsd(StatsdInput{"hits", StatsdKind::kCounter, 1, {}, false, 1, {}});
+  new_shard->Flush();
+  const auto result = after->Adopt(*before);
+  const std::size_t catalog = TestCatalog().metrics.size() + TestCatalog().span_gauges.size();
+  CHECK(result.kept == catalog + 2);
+  CHECK(result.series == 2);
+  before.reset();
+  old_shard.reset();
+  new_shard->RecordStatsd(StatsdInput{"depth", StatsdKind::kCounter, 1, {}, false, 1, {}});
+  new_shard->RecordStatsd(StatsdInput{"users", StatsdKind::kCounter, 1, {}, false, 1, {}});
+  CHECK(new_shard->dropped(DropReason::kStatsdTypeConflict) == 2);
+  new_shard->Flush();
+  const auto all = after->Collect();
+  CHECK(Find(all, "hits").series.size() == 1);
+  CHECK(Find(all, "hits").series.at(0).value == 6);
+  CHECK(Find(all, "depth").series.at(0).value == 3);
+  CHECK(Find(all, "users").series.at(0).value == 1);
+  CHECK(after->counters().statsd_metrics == 3);
+  CHECK(after->counters().series == 3);
+}

@@ -134,7 +134,7 @@ class SnapshotVisitor {
  public:
   virtual ~SnapshotVisitor() = default;
   // The next metric and how many series follow it (possibly none). `info` stays valid until the
-  // visit ends.
+  // next call of Metric or the end of the visit.
   virtual void Metric(const MetricInfo& info, std::size_t series) = 0;
   // One series of that metric. The labels are in `labels` (`point.labels` may be empty).
   virtual void Series(std::span<const LabelRef> labels, const SeriesPoint& point) = 0;
@@ -161,11 +161,19 @@ class Snapshot {
     std::size_t first = 0;  // series: key_ends_[first, first + count), and values_ or points_
     std::size_t count = 0;
     std::size_t first_point = 0;  // distribution and summary: points_[first_point, ...)
+    bool by_name = false;         // a StatsD type's series, visited as one metric per name
   };
-  void BeginMetric(const MetricInfo& info, std::span<const std::string> tag_labels);
+  void BeginMetric(const MetricInfo& info, std::span<const std::string> tag_labels,
+                   bool by_name = false);
   // A series of the metric begun last: a counter, sum or last value, or another type's point.
   void Add(std::string_view key, double value);
   void Add(std::string_view key, SeriesPoint point);
+  [[nodiscard]] std::string_view Key(std::size_t series) const noexcept;
+  // Hands series `j` of metric `m` to the visitor.
+  void VisitSeries(const Metric& m, std::size_t j, SnapshotVisitor& visitor,
+                   std::vector<LabelRef>& labels, SeriesPoint& scalar) const;
+  void VisitByName(const Metric& m, SnapshotVisitor& visitor, std::vector<LabelRef>& labels,
+                   SeriesPoint& scalar) const;
 
   std::vector<Metric> metrics_;
   std::vector<std::string> labels_;
@@ -245,7 +253,7 @@ class Engine {
   // The same as MetricPoints (TakeDeltaSnapshot().Points()).
   std::vector<MetricPoints> TakeDeltas();
   [[nodiscard]] EngineCounters counters() const;
-  // Every metric defined so far (catalog metrics, span gauges, StatsD metrics seen).
+  // The catalog metrics and span gauges (StatsD names are counted in counters().statsd_metrics).
   [[nodiscard]] std::vector<MetricInfo> metrics() const;
   [[nodiscard]] const EngineOptions& options() const noexcept;
   struct AdoptResult {
