@@ -1846,12 +1846,11 @@ void RadixSortHigh(std::vector<std::uint64_t>& v) {
 
 // A carrier's series, one metric per StatsD name: grouped by the hash of the name (and, where
 // hashes tie, by the name), so that a million names cost a radix sort, not a string sort.
-void Snapshot::VisitByName(const Metric& m, SnapshotVisitor& visitor, std::vector<LabelRef>& labels,
-                           SeriesPoint& scalar) const {
+std::size_t Snapshot::GroupByName(const Metric& m, std::vector<std::uint64_t>& order) const {
   auto name_of = [&](std::uint64_t entry) {
     return StatsdNameOf(Key(m.first + static_cast<std::uint32_t>(entry)));
   };
-  std::vector<std::uint64_t> order(m.count);
+  order.resize(m.count);
   for (std::size_t j = 0; j < m.count; ++j) {
     order[j] = (detail::HashKey(StatsdNameOf(Key(m.first + j))) >> 32) << 32 | j;
   }
@@ -1860,36 +1859,63 @@ void Snapshot::VisitByName(const Metric& m, SnapshotVisitor& visitor, std::vecto
   } else {
     std::sort(order.begin(), order.end());
   }
-  MetricInfo info = m.info;
+  std::size_t names = 0;
   for (std::size_t a = 0; a < order.size();) {
     std::size_t b = a + 1;
     while (b < order.size() && order[b] >> 32 == order[a] >> 32) ++b;
-    if (b - a > 1) {
+    ++names;
+    // The series of one name (usual), or names whose hashes tie (rare): then sorted by name.
+    const std::string_view first = name_of(order[a]);
+    std::size_t same = a + 1;
+    while (same < b && name_of(order[same]) == first) ++same;
+    if (same < b) {
       std::stable_sort(order.begin() + static_cast<std::ptrdiff_t>(a),
                        order.begin() + static_cast<std::ptrdiff_t>(b),
                        [&](std::uint64_t x, std::uint64_t y) { return name_of(x) < name_of(y); });
-    }
-    for (std::size_t g = a; g < b;) {
-      const std::string_view name = name_of(order[g]);
-      std::size_t e = g + 1;
-      while (e < b && name_of(order[e]) == name) ++e;
-      info.name.assign(name);
-      visitor.Metric(info, e - g);
-      for (std::size_t k = g; k < e; ++k) {
-        VisitSeries(m, static_cast<std::uint32_t>(order[k]), visitor, labels, scalar);
-      }
-      g = e;
+      for (std::size_t k = a + 1; k < b; ++k) names += name_of(order[k]) != name_of(order[k - 1]);
     }
     a = b;
+  }
+  return names;
+}
+
+void Snapshot::VisitByName(const Metric& m, std::span<const std::uint64_t> order,
+                           SnapshotVisitor& visitor, std::vector<LabelRef>& labels,
+                           SeriesPoint& scalar) const {
+  auto name_of = [&](std::uint64_t entry) {
+    return StatsdNameOf(Key(m.first + static_cast<std::uint32_t>(entry)));
+  };
+  MetricInfo info = m.info;
+  for (std::size_t g = 0; g < order.size();) {
+    const std::string_view name = name_of(order[g]);
+    std::size_t e = g + 1;
+    while (e < order.size() && order[e] >> 32 == order[g] >> 32 && name_of(order[e]) == name) ++e;
+    info.name.assign(name);
+    visitor.Metric(info, e - g);
+    for (std::size_t k = g; k < e; ++k) {
+      VisitSeries(m, static_cast<std::uint32_t>(order[k]), visitor, labels, scalar);
+    }
+    g = e;
   }
 }
 
 void Snapshot::Visit(SnapshotVisitor& visitor) const {
   std::vector<LabelRef> labels;
   SeriesPoint scalar;
+  std::vector<std::vector<std::uint64_t>> orders;
+  std::size_t total = 0;
   for (const Metric& m : metrics_) {
     if (m.by_name) {
-      VisitByName(m, visitor, labels, scalar);
+      total += GroupByName(m, orders.emplace_back());
+    } else {
+      ++total;
+    }
+  }
+  visitor.Start(total);
+  std::size_t next_order = 0;
+  for (const Metric& m : metrics_) {
+    if (m.by_name) {
+      VisitByName(m, orders[next_order++], visitor, labels, scalar);
       continue;
     }
     visitor.Metric(m.info, m.count);
@@ -1899,6 +1925,7 @@ void Snapshot::Visit(SnapshotVisitor& visitor) const {
 
 void VisitPoints(const std::vector<MetricPoints>& points, SnapshotVisitor& visitor) {
   std::vector<LabelRef> labels;
+  visitor.Start(points.size());
   for (const auto& metric : points) {
     visitor.Metric(metric.info, metric.series.size());
     for (const auto& p : metric.series) {

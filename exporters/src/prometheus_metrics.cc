@@ -156,6 +156,12 @@ FamilyBuilder::FamilyBuilder(std::vector<prometheus::MetricFamily>& out) : out_(
 
 FamilyBuilder::~FamilyBuilder() = default;
 
+void FamilyBuilder::Start(std::size_t metrics) {
+  // A million StatsD names are a million families: no regrowth on the way.
+  out_.reserve(out_.size() + metrics);
+  used_.reserve(metrics);
+}
+
 void FamilyBuilder::Metric(const aggregate::MetricInfo& info, std::size_t series) {
   family_ = nullptr;
   if (series == 0) return;

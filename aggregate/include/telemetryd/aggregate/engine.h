@@ -133,6 +133,8 @@ struct LabelRef {
 class SnapshotVisitor {
  public:
   virtual ~SnapshotVisitor() = default;
+  // Called once before the first Metric: how many Metric calls follow.
+  virtual void Start(std::size_t metrics) { (void)metrics; }
   // The next metric and how many series follow it (possibly none). `info` stays valid until the
   // next call of Metric or the end of the visit.
   virtual void Metric(const MetricInfo& info, std::size_t series) = 0;
@@ -172,8 +174,11 @@ class Snapshot {
   // Hands series `j` of metric `m` to the visitor.
   void VisitSeries(const Metric& m, std::size_t j, SnapshotVisitor& visitor,
                    std::vector<LabelRef>& labels, SeriesPoint& scalar) const;
-  void VisitByName(const Metric& m, SnapshotVisitor& visitor, std::vector<LabelRef>& labels,
-                   SeriesPoint& scalar) const;
+  // The series of a by_name metric in visiting order (series index in the low 32 bits), and how
+  // many names they have.
+  std::size_t GroupByName(const Metric& m, std::vector<std::uint64_t>& order) const;
+  void VisitByName(const Metric& m, std::span<const std::uint64_t> order, SnapshotVisitor& visitor,
+                   std::vector<LabelRef>& labels, SeriesPoint& scalar) const;
 
   std::vector<Metric> metrics_;
   std::vector<std::string> labels_;

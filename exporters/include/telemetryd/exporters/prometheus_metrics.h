@@ -43,6 +43,7 @@ class FamilyBuilder final : public aggregate::SnapshotVisitor {
   ~FamilyBuilder() override;
   FamilyBuilder(const FamilyBuilder&) = delete;
   FamilyBuilder& operator=(const FamilyBuilder&) = delete;
+  void Start(std::size_t metrics) override;
   void Metric(const aggregate::MetricInfo& info, std::size_t series) override;
   void Series(std::span<const aggregate::LabelRef> labels,
               const aggregate::SeriesPoint& point) override;
