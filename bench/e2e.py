@@ -6,6 +6,7 @@ server to core 1 unless --server-cpu says otherwise, e.g. 0-1 to let it use both
   bench/e2e.py throughput [--modes full,fixed,search] [--workloads ...] [--servers ...]
   bench/e2e.py memory     [--series-counts 100000,1000000] [--peer-series-counts 100000]
   bench/e2e.py scrape     [--series-counts 10000,100000,1000000] [--ingest-rate 1000000]
+                          [--gzip] [--scrape-workload native-udp-25|statsd-udp-25]
   bench/e2e.py all        (the three in turn)
   add --quick to any of them for a smoke run (short runs, one repeat, small series counts).
 
@@ -286,8 +287,9 @@ def memory(args, series_counts, peer_series_counts):
 
 
 def scrape_one(series, args):
-    workload = "native-udp-25"
-    nodes = max(1, series // 2)  # the VSR catalog keeps two series per node id
+    workload = args.scrape_workload
+    # The VSR catalog keeps two series per node id; a StatsD name (no tags) is one series.
+    nodes = max(1, series // 2) if workload.startswith("native") else series
     server = sv.Telemetryd(args.server_cpu, args.receive_buffer, args.workers)
     try:
         port = server.start(workload)
@@ -330,7 +332,8 @@ def scrape_one(series, args):
 def scrape(args, series_counts):
     rows = []
     for series in series_counts:
-        log(f"scrape: telemetryd at {series} series, ingesting {fmt_rate(args.ingest_rate)}")
+        log(f"scrape: telemetryd at {series} series ({args.scrape_workload}), ingesting "
+            f"{fmt_rate(args.ingest_rate)}")
         rows.append(scrape_one(series, args))
     out = ["| series held | ingest offered | lost | scrape median / max | response | RSS |",
            "| --- | --- | --- | --- | --- | --- |"]
@@ -416,6 +419,9 @@ def main():
                            dest="scrape_series")
             p.add_argument("--ingest-rate", type=float, default=1_000_000)
             p.add_argument("--gzip", action="store_true")
+            p.add_argument("--scrape-workload", default="native-udp-25",
+                           choices=["native-udp-25", "statsd-udp-25"],
+                           help="native: series in a tag; statsd: one StatsD name per series")
         if name in ("memory", "scrape"):
             p.add_argument("--series-counts", type=csv_list(int), default=None)
     args = parser.parse_args()
