@@ -24,25 +24,33 @@ struct Populated {
   std::unique_ptr<aggregate::Shard> shard;
 };
 
-// Records every series once more (histograms: no), so that each has a delta to push.
-void RecordAll(aggregate::Shard& shard, std::size_t series, bool histograms);
+// Records every series once more (histograms: no), so that each has a delta to push. With
+// `names`, each series is a StatsD counter of its own name (app.requests.<i>), without tags.
+void RecordAll(aggregate::Shard& shard, std::size_t series, bool histograms, bool names = false);
 
-Populated Populate(std::size_t series, bool histograms) {
+Populated Populate(std::size_t series, bool histograms, bool names = false) {
   aggregate::EngineOptions options;
   options.max_series_per_metric = series;
   options.max_series_total = series * 2;
+  options.statsd_max_metrics = series;
   auto created = aggregate::Engine::Create({}, options);
   std::unique_ptr<aggregate::Engine> engine = std::move(*created);
   auto shard = engine->NewShard();
-  RecordAll(*shard, series, histograms);
+  RecordAll(*shard, series, histograms, names);
   shard->Flush();
   return {std::move(engine), std::move(shard)};
 }
 
-void RecordAll(aggregate::Shard& shard, std::size_t series, bool histograms) {
+void RecordAll(aggregate::Shard& shard, std::size_t series, bool histograms, bool names) {
   char host[32];
   char id[32];
   for (std::size_t i = 0; i < series; ++i) {
+    if (names) {
+      const int nl = std::snprintf(id, sizeof id, "app.requests.%zu", i);
+      shard.RecordStatsd(aggregate::StatsdInput{std::string_view(id, static_cast<std::size_t>(nl)),
+                                                aggregate::StatsdKind::kCounter, 1});
+      continue;
+    }
     const int hl = std::snprintf(host, sizeof host, "web-%zu", i % 100);
     const int il = std::snprintf(id, sizeof id, "%zu", i);
     const aggregate::StatsdTagView tags[] = {
@@ -114,11 +122,12 @@ BENCHMARK(BM_Scrape)
     ->UseRealTime();
 
 // The stages of one scrape, timed apart: the snapshot under the store's lock (stage 0), the
-// conversion to metric families (1) and the text serialization (2).
+// conversion to metric families (1) and the text serialization (2); names:1 is a million StatsD
+// names of one series each.
 void BM_ScrapeStage(benchmark::State& state) {
   const auto series = static_cast<std::size_t>(state.range(0));
   const auto stage = state.range(1);
-  auto p = Populate(series, false);
+  auto p = Populate(series, false, state.range(2) != 0);
   for (auto _ : state) {
     state.PauseTiming();
     p.shard->Flush();
@@ -145,8 +154,8 @@ void BM_ScrapeStage(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_ScrapeStage)
-    ->ArgNames({"series", "stages"})
-    ->ArgsProduct({{1'000'000}, {0, 1, 2}})
+    ->ArgNames({"series", "stages", "names"})
+    ->ArgsProduct({{1'000'000}, {0, 1, 2}, {0, 1}})
     ->Unit(benchmark::kMillisecond)
     ->MinTime(2)
     ->UseRealTime();
@@ -155,11 +164,12 @@ BENCHMARK(BM_ScrapeStage)
 // datagrams they are batched into (what StatsdPusher::Push does before sending).
 void BM_StatsdPush(benchmark::State& state) {
   const auto series = static_cast<std::size_t>(state.range(0));
-  auto p = Populate(series, false);
+  const bool names = state.range(1) != 0;
+  auto p = Populate(series, false, names);
   std::size_t packets = 0;
   for (auto _ : state) {
     state.PauseTiming();
-    RecordAll(*p.shard, series, false);
+    RecordAll(*p.shard, series, false, names);
     p.shard->Flush();
     state.ResumeTiming();
     const auto batched =
@@ -170,9 +180,10 @@ void BM_StatsdPush(benchmark::State& state) {
   state.counters["packets"] = static_cast<double>(packets);
 }
 BENCHMARK(BM_StatsdPush)
-    ->ArgNames({"series"})
-    ->Arg(100'000)
-    ->Arg(1'000'000)
+    ->ArgNames({"series", "names"})
+    ->Args({100'000, 0})
+    ->Args({1'000'000, 0})
+    ->Args({1'000'000, 1})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -1902,20 +1902,32 @@ void Snapshot::VisitByName(const Metric& m, std::span<const std::uint64_t> order
 void Snapshot::Visit(SnapshotVisitor& visitor) const {
   std::vector<LabelRef> labels;
   SeriesPoint scalar;
+  const bool group = visitor.GroupsByName();
   std::vector<std::vector<std::uint64_t>> orders;
   std::size_t total = 0;
   for (const Metric& m : metrics_) {
-    if (m.by_name) {
+    if (!m.by_name) {
+      ++total;
+    } else if (group) {
       total += GroupByName(m, orders.emplace_back());
     } else {
-      ++total;
+      total += m.count;
     }
   }
   visitor.Start(total);
   std::size_t next_order = 0;
   for (const Metric& m : metrics_) {
-    if (m.by_name) {
+    if (m.by_name && group) {
       VisitByName(m, orders[next_order++], visitor, labels, scalar);
+      continue;
+    }
+    if (m.by_name) {  // a metric per series, in store order
+      MetricInfo info = m.info;
+      for (std::size_t j = 0; j < m.count; ++j) {
+        info.name.assign(StatsdNameOf(Key(m.first + j)));
+        visitor.Metric(info, 1);
+        VisitSeries(m, j, visitor, labels, scalar);
+      }
       continue;
     }
     visitor.Metric(m.info, m.count);

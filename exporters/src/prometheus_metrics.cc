@@ -159,14 +159,41 @@ FamilyBuilder::~FamilyBuilder() = default;
 void FamilyBuilder::Start(std::size_t metrics) {
   // A million StatsD names are a million families: no regrowth on the way.
   out_.reserve(out_.size() + metrics);
-  used_.reserve(metrics);
+  std::size_t slots = 16;
+  while (slots < metrics * 2) slots *= 2;
+  if (slots > used_.size()) used_.assign(slots, 0);
+}
+
+bool FamilyBuilder::Claim(const std::string& name) {
+  if ((used_count_ + 1) * 2 > used_.size()) {
+    std::vector<std::uint32_t> old(std::max<std::size_t>(16, used_.size() * 2), 0);
+    old.swap(used_);
+    used_count_ = 0;
+    for (const std::uint32_t slot : old) {
+      if (slot == 0) continue;
+      const std::size_t mask = used_.size() - 1;
+      std::size_t i = std::hash<std::string>{}(out_[slot - 1].name) & mask;
+      while (used_[i] != 0) i = (i + 1) & mask;
+      used_[i] = slot;
+      ++used_count_;
+    }
+  }
+  const std::size_t mask = used_.size() - 1;
+  for (std::size_t i = std::hash<std::string>{}(name)&mask;; i = (i + 1) & mask) {
+    if (used_[i] == 0) {
+      used_[i] = static_cast<std::uint32_t>(out_.size() + 1);
+      ++used_count_;
+      return true;
+    }
+    if (out_[used_[i] - 1].name == name) return false;
+  }
 }
 
 void FamilyBuilder::Metric(const aggregate::MetricInfo& info, std::size_t series) {
   family_ = nullptr;
   if (series == 0) return;
   PrometheusName p = NameFor(info);
-  if (!used_.insert(p.name).second) {
+  if (!Claim(p.name)) {
     ++clashes_;
     return;
   }
@@ -174,7 +201,7 @@ void FamilyBuilder::Metric(const aggregate::MetricInfo& info, std::size_t series
   name_ = std::move(p);
   label_names_.clear();
   prometheus::MetricFamily& family = out_.emplace_back();
-  family.name = name_.name;
+  family.name = std::move(name_.name);
   if (!info.description.empty()) {
     family.help = info.description;
   } else if (info.system == "statsd") {

@@ -132,6 +132,8 @@ class LineFormatter final : public aggregate::SnapshotVisitor {
   LineFormatter(const StatsdPushOptions& options, std::vector<std::string>& out)
       : writer_(options, out), sum_type_(options.sum_as == StatsdSumAs::kGauge ? "g" : "c") {}
 
+  // Lines stand alone: a StatsD name's series need not come together.
+  [[nodiscard]] bool GroupsByName() const override { return false; }
   void Metric(const aggregate::MetricInfo& info, std::size_t) override { info_ = &info; }
 
   void Series(std::span<const aggregate::LabelRef> labels,

@@ -133,6 +133,9 @@ struct LabelRef {
 class SnapshotVisitor {
  public:
   virtual ~SnapshotVisitor() = default;
+  // Whether all series of a StatsD name must come after one Metric call (Prometheus families
+  // must). If not, each may come after a Metric call of its own, which saves sorting the names.
+  [[nodiscard]] virtual bool GroupsByName() const { return true; }
   // Called once before the first Metric: how many Metric calls follow.
   virtual void Start(std::size_t metrics) { (void)metrics; }
   // The next metric and how many series follow it (possibly none). `info` stays valid until the

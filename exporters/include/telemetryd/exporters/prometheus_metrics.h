@@ -7,7 +7,6 @@
 #include <functional>
 #include <span>
 #include <string>
-#include <unordered_set>
 #include <vector>
 
 #include <prometheus/collectable.h>
@@ -55,7 +54,13 @@ class FamilyBuilder final : public aggregate::SnapshotVisitor {
   const aggregate::MetricInfo* info_ = nullptr;
   PrometheusName name_;
   std::vector<std::pair<std::string, std::string>> label_names_;  // key -> label name
-  std::unordered_set<std::string> used_;
+  // Whether `name` is not taken yet by a family this builder made; if so, the family about to be
+  // appended to out_ takes it.
+  bool Claim(const std::string& name);
+  // The names taken: open addressing on the names' hashes, each slot the index + 1 in out_ of the
+  // family that took it (0: empty). A million StatsD names need no node per name.
+  std::vector<std::uint32_t> used_;
+  std::size_t used_count_ = 0;
   std::uint64_t clashes_ = 0;
 };
 
