@@ -7,7 +7,9 @@
 #include <limits>
 #include <map>
 #include <thread>
+#include <unordered_map>
 
+#include "../src/series_table.h"
 #include "telemetryd/aggregate/engine.h"
 #include "telemetryd/wire/decoder.h"
 #include "telemetryd/wire/encoder.h"
@@ -971,4 +973,37 @@ TEST_CASE("reload: StatsD names keep their types, also names first seen during t
   CHECK(Find(all, "users").series.at(0).value == 1);
   CHECK(after->counters().statsd_metrics == 3);
   CHECK(after->counters().series == 3);
+}
+
+TEST_CASE("StatsD: names whose hashes tie still get one metric each, with all their series") {
+  // Two names whose hashes share the high 32 bits, by which a snapshot sorts names.
+  std::unordered_map<std::uint64_t, std::string> seen;
+  std::string a;
+  std::string b;
+  for (int i = 0; a.empty() && i < 2'000'000; ++i) {
+    std::string name = "n" + std::to_string(i);
+    const auto [it, fresh] = seen.emplace(detail::HashKey(name) >> 32, name);
+    if (!fresh) {
+      a = it->second;
+      b = name;
+    }
+  }
+  REQUIRE(!a.empty());
+  auto engine = MakeEngine();
+  auto shard = engine->NewShard();
+  for (const char* host : {"x", "y", "z"}) {
+    const StatsdTagView tags[] = {{"host", host}};
+    shard->RecordStatsd(StatsdInput{b, StatsdKind::kCounter, 2, {}, false, 1, tags});
+    shard->RecordStatsd(StatsdInput{a, StatsdKind::kCounter, 1, {}, false, 1, tags});
+  }
+  shard->Flush();
+  const auto all = engine->Collect();
+  std::size_t found = 0;
+  for (const auto& m : all) {
+    if (m.info.name != a && m.info.name != b) continue;
+    ++found;
+    CHECK(m.series.size() == 3);
+    for (const auto& s : m.series) CHECK(s.value == (m.info.name == a ? 1 : 2));
+  }
+  CHECK(found == 2);
 }
