@@ -162,14 +162,15 @@ struct StoreSeries {
   double value = 0;       // counters and sums: the float part; last values, span gauges: the level
   std::int64_t delta_isum = 0;
   double delta_fsum = 0;
-  std::int64_t touched_ns : 63 = 0;      // monotonic clock
+  std::int64_t touched_ns : 62 = 0;      // monotonic clock
+  std::int64_t level_set : 1 = 0;        // last values: set, not only moved by deltas
   std::uint64_t delta_has_last : 1 = 0;  // a last value was set since the previous push
   std::unique_ptr<StoreExtra> extra;
 };
 static_assert(sizeof(StoreSeries) == 48);
 
 void Touch(StoreSeries& s, std::int64_t now_ns) noexcept {
-  s.touched_ns = now_ns & ((std::int64_t{1} << 62) - 1);  // a monotonic clock: centuries of range
+  s.touched_ns = now_ns & ((std::int64_t{1} << 61) - 1);  // a monotonic clock: decades of range
 }
 
 struct StoreMetric {
@@ -272,8 +273,9 @@ class Engine::Impl {
   void RollWindows(std::int64_t now);
   void Sweep(std::int64_t now);
   // Moves another engine's series into metric `id`'s table (under both mutexes); returns how
-  // many (those this engine already holds are added up).
-  std::size_t AdoptSeries(StoreMetric& from, std::uint32_t id);
+  // many (those this engine already holds are added up). With `statsd_type` (a carrier's type),
+  // only the series of names statsd_names holds with that type.
+  std::size_t AdoptSeries(StoreMetric& from, std::uint32_t id, int statsd_type = -1);
 };
 
 unsigned Engine::Impl::AdmitStatsdName(std::uint64_t hash, unsigned type) {
@@ -1282,6 +1284,7 @@ void MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t) {
         }
       } else if (s.has_last) {
         t.value = s.level.last;
+        t.level_set = -1;
       } else {
         t.value += s.level.gauge_delta;
       }
@@ -1368,7 +1371,9 @@ void Shard::State::Flush() {
         // A StatsD name's series count against the limit per metric by name.
         detail::StatsdNames::Entry* name =
             engine_.IsStatsd(s.metric) ? engine_.StatsdName(key) : nullptr;
-        const std::size_t held = name != nullptr ? name->series : table.size();
+        const std::size_t held = name != nullptr              ? name->series
+                                 : engine_.IsStatsd(s.metric) ? 0
+                                                              : table.size();
         if (held >= engine_.options.max_series_per_metric ||
             engine_.total_series >= engine_.options.max_series_total) {
           // Updates lost: a catalog counter counts them (one per event), a distribution or
@@ -1458,7 +1463,13 @@ void AbsorbSeries(const CompiledMetric& m, StoreSeries& from, StoreSeries& to) {
     return;
   }
   to.delta_has_last |= from.delta_has_last;
-  if (!from.extra) return;  // a last value: `to`'s is the newer one
+  if (m.info.type == MetricType::kLastValue && !m.info.statsd_set) {
+    // `to` is the newer: a level set since, or deltas (a span stop, a StatsD `-1`) to add.
+    if (to.level_set == 0) to.value += from.value;
+    to.level_set |= from.level_set;
+    return;
+  }
+  if (!from.extra) return;
   if (!to.extra) {
     to.extra = std::move(from.extra);
     return;
@@ -1491,17 +1502,21 @@ void AbsorbSeries(const CompiledMetric& m, StoreSeries& from, StoreSeries& to) {
 
 }  // namespace
 
-std::size_t Engine::Impl::AdoptSeries(StoreMetric& from, std::uint32_t id) {
+std::size_t Engine::Impl::AdoptSeries(StoreMetric& from, std::uint32_t id, int statsd_type) {
   auto& to = store[id].series;
   std::size_t moved = 0;
   std::size_t absorbed = 0;
-  if (to.size() == 0) {  // the usual case: take the whole table
+  if (to.size() == 0 && statsd_type < 0) {  // the usual case: take the whole table
     moved = from.series.size();
     to = std::exchange(from.series, {});
   } else {
     for (std::uint32_t i = 0; i < from.series.end(); ++i) {
       if (!from.series.live(i)) continue;
       const std::string_view key = from.series.key(i);
+      if (statsd_type >= 0) {
+        const auto* name = StatsdName(key);
+        if (name == nullptr || name->type() != static_cast<unsigned>(statsd_type)) continue;
+      }
       const std::uint64_t hash = to.Hash(key);
       // A series this engine's shards recorded since they took over (Flush before Adopt).
       if (const std::uint32_t t = to.Find(key, hash); t != to.kNone) {
@@ -2066,17 +2081,29 @@ Engine::AdoptResult Engine::Adopt(Engine& previous) {
       ++result.kept;
     }
   }
-  if (SameStatsdInput(old.options, self.options)) {
+  if (!SameStatsdInput(old.options, self.options)) {
+    result.changed += old.statsd_names.size();
+  } else if (self.statsd_names.size() == 0 &&
+             old.statsd_names.size() <= self.options.statsd_max_metrics) {
     for (unsigned type = 0; type < kStatsdTypes; ++type) {
       result.series +=
           self.AdoptSeries(old.store[old.statsd_first + type], self.statsd_first + type);
     }
     result.kept += old.statsd_names.size();
-    if (self.statsd_names.size() == 0) {
-      self.statsd_names = std::exchange(old.statsd_names, {});
-    } else {  // names this engine's shards recorded since they took over: count again
-      self.statsd_names.Merge(old.statsd_names);
-      self.statsd_names.ClearSeries();
+    self.statsd_names = std::exchange(old.statsd_names, {});
+  } else {
+    // This engine's shards admitted names since they took over, or statsd.max_metrics is lower:
+    // its own names keep their types, the old ones come while there is room, and the old series
+    // of a name left out, or now of another type, are left out.
+    const std::size_t no_room =
+        self.statsd_names.Merge(old.statsd_names, self.options.statsd_max_metrics);
+    result.kept += old.statsd_names.size() - no_room;
+    result.removed += no_room;
+    for (unsigned type = 0; type < kStatsdTypes; ++type) {
+      result.series += self.AdoptSeries(old.store[old.statsd_first + type],
+                                        self.statsd_first + type, static_cast<int>(type));
+    }
+    {  // the names' series, counted again
       for (unsigned type = 0; type < kStatsdTypes; ++type) {
         const auto& table = self.store[self.statsd_first + type].series;
         for (std::uint32_t i = 0; i < table.end(); ++i) {
@@ -2085,8 +2112,6 @@ Engine::AdoptResult Engine::Adopt(Engine& previous) {
         }
       }
     }
-  } else {
-    result.changed += old.statsd_names.size();
   }
   for (auto& [name, count] : old.unknown_names) self.unknown_names[name] += count;
   self.unknown_other += old.unknown_other;

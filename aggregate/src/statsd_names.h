@@ -53,15 +53,21 @@ class StatsdNames {
     ++size_;
   }
 
-  // Adds the names of `other` that this table does not hold, with their types and counts. May
-  // throw std::bad_alloc.
-  void Merge(const StatsdNames& other) {
+  // Adds the names of `other` that this table does not hold, with their types and counts, while
+  // it holds fewer than `max`; returns how many of them found no room. May throw std::bad_alloc.
+  std::size_t Merge(const StatsdNames& other, std::size_t max) {
+    std::size_t no_room = 0;
     for (const Entry& e : other.slots_) {
       if (e.Tag() == 0 || Find(e.Tag()) != nullptr) continue;
+      if (size_ >= max) {
+        ++no_room;
+        continue;
+      }
       if ((size_ + 1) * 5 > slots_.size() * 4) Grow();
       Place(e, e.Tag());
       ++size_;
     }
+    return no_room;
   }
 
   // Sets every name's series count to 0.

@@ -947,32 +947,85 @@ TEST_CASE("reload: StatsD names keep their types, also names first seen during t
   EngineOptions options;
   auto before = MakeEngine(options);
   auto old_shard = before->NewShard();
-  old_shard->RecordStatsd(StatsdInput{"hits", StatsdKind::kCounter, 5, {}, false, 1, {}});
-  old_shard->RecordStatsd(StatsdInput{"depth", StatsdKind::kGauge, 3, {}, false, 1, {}});
+  auto sample = [](Shard& shard, std::string_view name, StatsdKind kind, double value,
+                   bool delta = false, std::string_view member = {}) {
+    shard.RecordStatsd(StatsdInput{name, kind, value, member, delta, 1, {}});
+  };
+  sample(*old_shard, "hits", StatsdKind::kCounter, 5);
+  sample(*old_shard, "depth", StatsdKind::kGauge, 3);
+  sample(*old_shard, "level", StatsdKind::kGauge, 10);
+  sample(*old_shard, "queue", StatsdKind::kGauge, 10);
+  sample(*old_shard, "flips", StatsdKind::kCounter, 2);
   old_shard->Flush();
   auto after = MakeEngine(options);
   auto new_shard = after->NewShard();
-  // The new shard records before the engine takes over the old one's series.
-  new_shard->RecordStatsd(StatsdInput{"users", StatsdKind::kSet, 0, "ann", false, 1, {}});
-  new_shard->RecordStatsd(StatsdInput{"hits", StatsdKind::kCounter, 1, {}, false, 1, {}});
+  // The new shard records and flushes before the engine takes over the old one's series: a new
+  // name, a series both hold, a gauge moved by a delta and one set, and a name of another type.
+  sample(*new_shard, "users", StatsdKind::kSet, 0, false, "ann");
+  sample(*new_shard, "hits", StatsdKind::kCounter, 1);
+  sample(*new_shard, "queue", StatsdKind::kGauge, -4, true);
+  sample(*new_shard, "level", StatsdKind::kGauge, 4);
+  sample(*new_shard, "flips", StatsdKind::kGauge, 1);
   new_shard->Flush();
   const auto result = after->Adopt(*before);
   const std::size_t catalog = TestCatalog().metrics.size() + TestCatalog().span_gauges.size();
-  CHECK(result.kept == catalog + 2);
-  CHECK(result.series == 2);
+  CHECK(result.kept == catalog + 5);
+  CHECK(result.series == 4);  // the old counter "flips" is left out: "flips" is a gauge now
   before.reset();
   old_shard.reset();
-  new_shard->RecordStatsd(StatsdInput{"depth", StatsdKind::kCounter, 1, {}, false, 1, {}});
-  new_shard->RecordStatsd(StatsdInput{"users", StatsdKind::kCounter, 1, {}, false, 1, {}});
-  CHECK(new_shard->dropped(DropReason::kStatsdTypeConflict) == 2);
+  sample(*new_shard, "depth", StatsdKind::kCounter, 1);
+  sample(*new_shard, "users", StatsdKind::kCounter, 1);
+  sample(*new_shard, "flips", StatsdKind::kCounter, 1);
+  CHECK(new_shard->dropped(DropReason::kStatsdTypeConflict) == 3);
   new_shard->Flush();
   const auto all = after->Collect();
   CHECK(Find(all, "hits").series.size() == 1);
   CHECK(Find(all, "hits").series.at(0).value == 6);
   CHECK(Find(all, "depth").series.at(0).value == 3);
+  CHECK(Find(all, "queue").series.at(0).value == 6);  // 10, then -4
+  CHECK(Find(all, "level").series.at(0).value == 4);  // set since
   CHECK(Find(all, "users").series.at(0).value == 1);
-  CHECK(after->counters().statsd_metrics == 3);
-  CHECK(after->counters().series == 3);
+  std::size_t flips = 0;
+  for (const auto& m : all) {
+    if (m.info.name != "flips") continue;
+    ++flips;
+    CHECK(m.info.type == MetricType::kLastValue);
+    CHECK(m.series.at(0).value == 1);
+  }
+  CHECK(flips == 1);
+  CHECK(after->counters().statsd_metrics == 6);
+  CHECK(after->counters().series == 6);
+}
+
+TEST_CASE("reload: a lower statsd.max_metrics keeps as many StatsD names as it allows") {
+  EngineOptions options;
+  auto before = MakeEngine(options);
+  auto shard = before->NewShard();
+  for (const char* name : {"a", "b", "c"}) {
+    shard->RecordStatsd(StatsdInput{name, StatsdKind::kCounter, 1, {}, false, 1, {}});
+  }
+  shard->Flush();
+  options.statsd_max_metrics = 2;
+  auto after = MakeEngine(options);
+  const auto result = after->Adopt(*before);
+  const std::size_t catalog = TestCatalog().metrics.size() + TestCatalog().span_gauges.size();
+  CHECK(result.kept == catalog + 2);
+  CHECK(result.removed == 1);
+  CHECK(result.series == 2);
+  CHECK(after->counters().statsd_metrics == 2);
+  CHECK(after->counters().series == 2);
+  // The names kept still record; no third name fits.
+  auto next = after->NewShard();
+  for (const char* name : {"a", "b", "c"}) {
+    next->RecordStatsd(StatsdInput{name, StatsdKind::kCounter, 1, {}, false, 1, {}});
+  }
+  next->Flush();
+  CHECK(next->dropped(DropReason::kStatsdMetricOverflow) == 1);
+  double total = 0;
+  for (const auto& m : after->Collect()) {
+    if (m.info.system == "statsd") total += m.series.at(0).value;
+  }
+  CHECK(total == 4);
 }
 
 TEST_CASE("StatsD: names whose hashes tie still get one metric each, with all their series") {
@@ -989,21 +1042,29 @@ TEST_CASE("StatsD: names whose hashes tie still get one metric each, with all th
     }
   }
   REQUIRE(!a.empty());
-  auto engine = MakeEngine();
-  auto shard = engine->NewShard();
-  for (const char* host : {"x", "y", "z"}) {
-    const StatsdTagView tags[] = {{"host", host}};
-    shard->RecordStatsd(StatsdInput{b, StatsdKind::kCounter, 2, {}, false, 1, tags});
-    shard->RecordStatsd(StatsdInput{a, StatsdKind::kCounter, 1, {}, false, 1, tags});
+  // A few series each, then enough for the snapshot's radix sort (over 4,096 series).
+  for (const int hosts : {3, 3000}) {
+    EngineOptions options;
+    options.max_series_per_metric = 10'000;
+    auto engine = MakeEngine(options);
+    auto shard = engine->NewShard();
+    for (int h = 0; h < hosts; ++h) {
+      const std::string host = std::to_string(h);
+      const StatsdTagView tags[] = {{"host", host}};
+      shard->RecordStatsd(StatsdInput{b, StatsdKind::kCounter, 2, {}, false, 1, tags});
+      shard->RecordStatsd(StatsdInput{a, StatsdKind::kCounter, 1, {}, false, 1, tags});
+    }
+    shard->Flush();
+    const auto all = engine->Collect();
+    std::size_t found = 0;
+    for (const auto& m : all) {
+      if (m.info.name != a && m.info.name != b) continue;
+      ++found;
+      CHECK(m.series.size() == static_cast<std::size_t>(hosts));
+      const double want = m.info.name == a ? 1 : 2;
+      CHECK(std::all_of(m.series.begin(), m.series.end(),
+                        [&](const SeriesPoint& s) { return s.value == want; }));
+    }
+    CHECK(found == 2);
   }
-  shard->Flush();
-  const auto all = engine->Collect();
-  std::size_t found = 0;
-  for (const auto& m : all) {
-    if (m.info.name != a && m.info.name != b) continue;
-    ++found;
-    CHECK(m.series.size() == 3);
-    for (const auto& s : m.series) CHECK(s.value == (m.info.name == a ? 1 : 2));
-  }
-  CHECK(found == 2);
 }

@@ -159,6 +159,7 @@ FamilyBuilder::~FamilyBuilder() = default;
 void FamilyBuilder::Start(std::size_t metrics) {
   // A million StatsD names are a million families: no regrowth on the way.
   out_.reserve(out_.size() + metrics);
+  if (used_count_ > 0) return;  // Claim grows the table as it goes
   std::size_t slots = 16;
   while (slots < metrics * 2) slots *= 2;
   if (slots > used_.size()) used_.assign(slots, 0);
