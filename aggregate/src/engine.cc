@@ -1093,6 +1093,11 @@ void Shard::State::RecordStatsd(const StatsdInput& sample) noexcept {
   const std::uint64_t hash = KeyHash(metric);
   std::uint32_t index = series_.Find(key_, hash);
   if (index == kNoSeries) {
+    // A name takes a place among statsd.max_metrics for good: only with a series.
+    if (series_.size() >= engine_.options.max_series_total) {
+      Drop(DropReason::kSeriesOverflow);
+      return;
+    }
     DropReason why{};
     if (!AdmitStatsdName(name, type, why)) {
       Drop(why);

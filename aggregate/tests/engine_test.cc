@@ -1068,3 +1068,21 @@ TEST_CASE("StatsD: names whose hashes tie still get one metric each, with all th
     CHECK(found == 2);
   }
 }
+
+TEST_CASE("StatsD: a name refused for want of series room takes no name place") {
+  EngineOptions options;
+  options.max_series_total = 1;
+  options.statsd_max_metrics = 2;
+  auto engine = MakeEngine(options);
+  auto shard = engine->NewShard();
+  auto count = [&](std::string_view name) {
+    shard->RecordStatsd(StatsdInput{name, StatsdKind::kCounter, 1, {}, false, 1, {}});
+  };
+  count("a");
+  count("b");
+  count("c");
+  CHECK(shard->dropped(DropReason::kSeriesOverflow) == 2);
+  CHECK(shard->dropped(DropReason::kStatsdMetricOverflow) == 0);
+  shard->Flush();
+  CHECK(engine->counters().statsd_metrics == 1);
+}
