@@ -116,14 +116,6 @@ bool SameStatsdInput(const EngineOptions& a, const EngineOptions& b) {
          a.statsd_quantiles == b.statsd_quantiles && same_mappings();
 }
 
-// A series key for another metric id: "<id><sep>labels" keeps its labels.
-std::string Rekey(std::string_view key, std::uint32_t id) {
-  const std::size_t sep = key.find(kLabelSeparator);
-  std::string out = std::to_string(id);
-  if (sep != std::string_view::npos) out.append(key.substr(sep));
-  return out;
-}
-
 struct Binding {
   std::vector<std::uint32_t> metrics;
   // Per entry of `metrics`: the position in `metrics` of the first metric with the same tags. An
@@ -163,7 +155,7 @@ struct StoreSeries {
   std::int64_t delta_isum = 0;
   double delta_fsum = 0;
   std::int64_t touched_ns : 62 = 0;      // monotonic clock
-  std::int64_t level_set : 1 = 0;        // last values: set, not only moved by deltas
+  std::uint64_t level_set : 1 = 0;       // last values: set, not only moved by deltas
   std::uint64_t delta_has_last : 1 = 0;  // a last value was set since the previous push
   std::unique_ptr<StoreExtra> extra;
 };
@@ -230,6 +222,11 @@ std::string_view StoreKey(std::string_view shard_key) noexcept {
     ++digits;
   }
   return shard_key.substr(digits);
+}
+
+// A shard series key for another metric id, with the same labels.
+std::string Rekey(std::string_view shard_key, std::uint32_t id) {
+  return std::to_string(id).append(StoreKey(shard_key));
 }
 
 }  // namespace
@@ -1289,7 +1286,7 @@ void MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t) {
         }
       } else if (s.has_last) {
         t.value = s.level.last;
-        t.level_set = -1;
+        t.level_set = 1;
       } else {
         t.value += s.level.gauge_delta;
       }
@@ -1834,6 +1831,10 @@ std::string_view Snapshot::Key(std::size_t series) const noexcept {
   return std::string_view(keys_).substr(begin, key_ends_[series] - begin);
 }
 
+std::string_view Snapshot::NameAt(const Metric& m, std::uint64_t entry) const noexcept {
+  return StatsdNameOf(Key(m.first + static_cast<std::uint32_t>(entry)));
+}
+
 void Snapshot::VisitSeries(const Metric& m, std::size_t j, SnapshotVisitor& visitor,
                            std::vector<LabelRef>& labels, SeriesPoint& scalar) const {
   const std::size_t i = m.first + j;
@@ -1867,12 +1868,10 @@ void RadixSortHigh(std::vector<std::uint64_t>& v) {
 // A carrier's series, one metric per StatsD name: grouped by the hash of the name (and, where
 // hashes tie, by the name), so that a million names cost a radix sort, not a string sort.
 std::size_t Snapshot::GroupByName(const Metric& m, std::vector<std::uint64_t>& order) const {
-  auto name_of = [&](std::uint64_t entry) {
-    return StatsdNameOf(Key(m.first + static_cast<std::uint32_t>(entry)));
-  };
+  auto name_of = [&](std::uint64_t entry) { return NameAt(m, entry); };
   order.resize(m.count);
   for (std::size_t j = 0; j < m.count; ++j) {
-    order[j] = (detail::HashKey(StatsdNameOf(Key(m.first + j))) >> 32) << 32 | j;
+    order[j] = (detail::HashKey(name_of(j)) >> 32) << 32 | j;
   }
   if (order.size() > 4096) {
     RadixSortHigh(order);
@@ -1902,9 +1901,7 @@ std::size_t Snapshot::GroupByName(const Metric& m, std::vector<std::uint64_t>& o
 void Snapshot::VisitByName(const Metric& m, std::span<const std::uint64_t> order,
                            SnapshotVisitor& visitor, std::vector<LabelRef>& labels,
                            SeriesPoint& scalar) const {
-  auto name_of = [&](std::uint64_t entry) {
-    return StatsdNameOf(Key(m.first + static_cast<std::uint32_t>(entry)));
-  };
+  auto name_of = [&](std::uint64_t entry) { return NameAt(m, entry); };
   MetricInfo info = m.info;
   for (std::size_t g = 0; g < order.size();) {
     const std::string_view name = name_of(order[g]);
@@ -1944,7 +1941,7 @@ void Snapshot::Visit(SnapshotVisitor& visitor) const {
     if (m.by_name) {  // a metric per series, in store order
       MetricInfo info = m.info;
       for (std::size_t j = 0; j < m.count; ++j) {
-        info.name.assign(StatsdNameOf(Key(m.first + j)));
+        info.name.assign(NameAt(m, j));
         visitor.Metric(info, 1);
         VisitSeries(m, j, visitor, labels, scalar);
       }
@@ -2108,13 +2105,12 @@ Engine::AdoptResult Engine::Adopt(Engine& previous) {
       result.series += self.AdoptSeries(old.store[old.statsd_first + type],
                                         self.statsd_first + type, static_cast<int>(type));
     }
-    {  // the names' series, counted again
-      for (unsigned type = 0; type < kStatsdTypes; ++type) {
-        const auto& table = self.store[self.statsd_first + type].series;
-        for (std::uint32_t i = 0; i < table.end(); ++i) {
-          if (!table.live(i)) continue;
-          if (auto* name = self.StatsdName(table.key(i))) ++name->series;
-        }
+    // The names' series, counted again.
+    for (unsigned type = 0; type < kStatsdTypes; ++type) {
+      const auto& table = self.store[self.statsd_first + type].series;
+      for (std::uint32_t i = 0; i < table.end(); ++i) {
+        if (!table.live(i)) continue;
+        if (auto* name = self.StatsdName(table.key(i))) ++name->series;
       }
     }
   }

@@ -30,13 +30,16 @@ class StatsdNames {
   static_assert(sizeof(Entry) == 12);
   static constexpr unsigned kTypes = 7;  // type numbers 0 to 6
 
-  // The name key of a hash: what this table compares (never 0).
-  static std::uint64_t Key(std::uint64_t hash) noexcept { return Tag(hash); }
+  // The name key of a hash: what this table compares (hash bits 63..3, never 0).
+  static std::uint64_t Key(std::uint64_t hash) noexcept {
+    const std::uint64_t key = hash & ~std::uint64_t{7};
+    return key == 0 ? 8 : key;
+  }
 
   // The name with `hash`, or nullptr. Valid until the next Add.
   Entry* Find(std::uint64_t hash) noexcept {
     if (slots_.empty()) return nullptr;
-    const std::uint64_t want = Tag(hash);
+    const std::uint64_t want = Key(hash);
     for (std::size_t i = Home(want);; i = Next(i)) {
       Entry& e = slots_[i];
       const std::uint64_t tag = e.Tag();
@@ -47,11 +50,7 @@ class StatsdNames {
 
   // Adds a name that Find did not find, with type `type` (below kTypes). May throw
   // std::bad_alloc.
-  void Add(std::uint64_t hash, unsigned type) {
-    if ((size_ + 1) * 5 > slots_.size() * 4) Grow();
-    Place(Entry{}, Tag(hash) | (type + 1));
-    ++size_;
-  }
+  void Add(std::uint64_t hash, unsigned type) { Insert(Entry{}, Key(hash) | (type + 1)); }
 
   // Adds the names of `other` that this table does not hold, with their types and counts, while
   // it holds fewer than `max`; returns how many of them found no room. May throw std::bad_alloc.
@@ -63,9 +62,7 @@ class StatsdNames {
         ++no_room;
         continue;
       }
-      if ((size_ + 1) * 5 > slots_.size() * 4) Grow();
-      Place(e, e.Tag());
-      ++size_;
+      Insert(e, e.Tag());
     }
     return no_room;
   }
@@ -78,10 +75,6 @@ class StatsdNames {
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
 
  private:
-  static std::uint64_t Tag(std::uint64_t hash) noexcept {
-    const std::uint64_t tag = hash & ~std::uint64_t{7};
-    return tag == 0 ? 8 : tag;
-  }
   // Any table size below 2^32, not only powers of two: the home slot is the tag's high half
   // scaled to the size.
   [[nodiscard]] std::size_t Home(std::uint64_t tag) const noexcept {
@@ -89,6 +82,11 @@ class StatsdNames {
   }
   [[nodiscard]] std::size_t Next(std::size_t i) const noexcept {
     return i + 1 == slots_.size() ? 0 : i + 1;
+  }
+  void Insert(const Entry& e, std::uint64_t tag) {
+    if ((size_ + 1) * 5 > slots_.size() * 4) Grow();
+    Place(e, tag);
+    ++size_;
   }
   void Place(Entry e, std::uint64_t tag) noexcept {
     e.tag_low = static_cast<std::uint32_t>(tag);

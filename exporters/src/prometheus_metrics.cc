@@ -159,26 +159,25 @@ FamilyBuilder::~FamilyBuilder() = default;
 void FamilyBuilder::Start(std::size_t metrics) {
   // A million StatsD names are a million families: no regrowth on the way.
   out_.reserve(out_.size() + metrics);
-  if (used_count_ > 0) return;  // Claim grows the table as it goes
   std::size_t slots = 16;
-  while (slots < metrics * 2) slots *= 2;
-  if (slots > used_.size()) used_.assign(slots, 0);
+  while (slots < (used_count_ + metrics) * 2) slots *= 2;
+  if (slots > used_.size()) Rehash(slots);
+}
+
+void FamilyBuilder::Rehash(std::size_t slots) {
+  std::vector<std::uint32_t> old(slots, 0);
+  old.swap(used_);
+  const std::size_t mask = slots - 1;
+  for (const std::uint32_t slot : old) {
+    if (slot == 0) continue;
+    std::size_t i = std::hash<std::string>{}(out_[slot - 1].name) & mask;
+    while (used_[i] != 0) i = (i + 1) & mask;
+    used_[i] = slot;
+  }
 }
 
 bool FamilyBuilder::Claim(const std::string& name) {
-  if ((used_count_ + 1) * 2 > used_.size()) {
-    std::vector<std::uint32_t> old(std::max<std::size_t>(16, used_.size() * 2), 0);
-    old.swap(used_);
-    used_count_ = 0;
-    for (const std::uint32_t slot : old) {
-      if (slot == 0) continue;
-      const std::size_t mask = used_.size() - 1;
-      std::size_t i = std::hash<std::string>{}(out_[slot - 1].name) & mask;
-      while (used_[i] != 0) i = (i + 1) & mask;
-      used_[i] = slot;
-      ++used_count_;
-    }
-  }
+  if ((used_count_ + 1) * 2 > used_.size()) Rehash(std::max<std::size_t>(16, used_.size() * 2));
   const std::size_t mask = used_.size() - 1;
   for (std::size_t i = std::hash<std::string>{}(name)&mask;; i = (i + 1) & mask) {
     if (used_[i] == 0) {

@@ -174,6 +174,8 @@ class Snapshot {
   void Add(std::string_view key, double value);
   void Add(std::string_view key, SeriesPoint point);
   [[nodiscard]] std::string_view Key(std::size_t series) const noexcept;
+  // The StatsD name of series `entry` (low 32 bits) of a by_name metric.
+  [[nodiscard]] std::string_view NameAt(const Metric& m, std::uint64_t entry) const noexcept;
   // Hands series `j` of metric `m` to the visitor.
   void VisitSeries(const Metric& m, std::size_t j, SnapshotVisitor& visitor,
                    std::vector<LabelRef>& labels, SeriesPoint& scalar) const;

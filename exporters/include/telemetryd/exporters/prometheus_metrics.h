@@ -57,6 +57,8 @@ class FamilyBuilder final : public aggregate::SnapshotVisitor {
   // Whether `name` is not taken yet by a family this builder made; if so, the family about to be
   // appended to out_ takes it.
   bool Claim(const std::string& name);
+  // Rebuilds used_ with `slots` slots (a power of two).
+  void Rehash(std::size_t slots);
   // The names taken: open addressing on the names' hashes, each slot the index + 1 in out_ of the
   // family that took it (0: empty). A million StatsD names need no node per name.
   std::vector<std::uint32_t> used_;
