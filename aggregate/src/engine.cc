@@ -2106,6 +2106,7 @@ Engine::AdoptResult Engine::Adopt(Engine& previous) {
                                         self.statsd_first + type, static_cast<int>(type));
     }
     // The names' series, counted again.
+    self.statsd_names.ClearSeries();
     for (unsigned type = 0; type < kStatsdTypes; ++type) {
       const auto& table = self.store[self.statsd_first + type].series;
       for (std::uint32_t i = 0; i < table.end(); ++i) {

@@ -1086,3 +1086,26 @@ TEST_CASE("StatsD: a name refused for want of series room takes no name place") 
   shard->Flush();
   CHECK(engine->counters().statsd_metrics == 1);
 }
+
+TEST_CASE("reload: a StatsD name's series limit counts each of its series once") {
+  EngineOptions options;
+  options.max_series_per_metric = 2;
+  auto before = MakeEngine(options);
+  auto old_shard = before->NewShard();
+  auto count = [](Shard& shard, std::string_view name, const char* host) {
+    const StatsdTagView tags[] = {{"host", host}};
+    shard.RecordStatsd(StatsdInput{name, StatsdKind::kCounter, 1, {}, false, 1, tags});
+  };
+  count(*old_shard, "hits", "a");
+  old_shard->Flush();
+  auto after = MakeEngine(options);
+  auto new_shard = after->NewShard();
+  count(*new_shard, "users", "a");  // a name first seen during the switch: the names merge
+  new_shard->Flush();
+  after->Adopt(*before);
+  count(*new_shard, "hits", "b");  // the second of two
+  count(*new_shard, "hits", "c");  // one too many
+  new_shard->Flush();
+  CHECK(Find(after->Collect(), "hits").series.size() == 2);
+  CHECK(new_shard->dropped(DropReason::kSeriesOverflow) == 1);
+}
