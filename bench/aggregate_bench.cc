@@ -5,6 +5,7 @@
 #include <malloc.h>
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "aggregating_sink.h"
@@ -186,13 +187,12 @@ void BM_MemoryPerCounterSeries(benchmark::State& state) {
     const std::size_t after = mallinfo2().uordblks + mallinfo2().hblkhd;
     state.counters["bytes_per_series"] =
         static_cast<double>(after - before) / static_cast<double>(n);
-    // Key text per series: "<sep>c<sep>id=00000000" in the store, after the StatsD counters'
-    // metric id (three digits with the built-in catalogs) in the shard.
-    state.counters["label_bytes_per_series"] =
-        2.0 * static_cast<double>(sizeof("\x1e"
-                                         "c\x1fid=00000000") -
-                                  1) +
-        3;
+    // Key text per series: the store key, and the same after the StatsD counters' metric id
+    // (three digits with the built-in catalogs) in the shard.
+    constexpr std::string_view kStoreKey =
+        "\x1e"
+        "c\x1fid=00000000";
+    state.counters["label_bytes_per_series"] = 2.0 * static_cast<double>(kStoreKey.size()) + 3;
     state.counters["series"] = static_cast<double>(engine->counters().series);
   }
 }
