@@ -88,6 +88,10 @@ struct CompiledMetric {
   // Engine::Impl::key_indexes of each tag's metadata key and of the measurement.
   std::vector<std::uint32_t> tag_keys;
   std::uint32_t measurement_key = 0;
+  // Seeds the hash of the metric's shard series. The metrics an event feeds with the same tags
+  // share one (Binding::tag_groups), so that the series one event updates sit side by side in a
+  // shard's table: the first lookup's cache misses bring in the others'.
+  std::uint32_t series_seed = 0;
 };
 
 // Whether series recorded under `a` mean the same under `b`: everything that shapes a value or a
@@ -390,9 +394,12 @@ class Shard::State {
   // Creates the series for key_ with `hash` (not in the table yet).
   ShardSeries* NewSeries(std::uint32_t metric, std::uint64_t hash, std::uint32_t* index) noexcept;
   // The shard table's hash of key "<metric id><labels>": the labels part, hashed once per event,
-  // combined with each metric's id.
-  static std::uint64_t SeriesHash(std::uint32_t metric, std::uint64_t labels_hash) noexcept {
-    return detail::MixBits(labels_hash + (metric + 1ULL) * 0x9E3779B97F4A7C15ULL);
+  // combined with the metric's series_seed. The metrics of one seed share hashes: their series
+  // with the same labels are found one after the other from the same probe slot.
+  [[nodiscard]] std::uint64_t SeriesHash(std::uint32_t metric,
+                                         std::uint64_t labels_hash) const noexcept {
+    return detail::MixBits(labels_hash +
+                           (engine_.metrics[metric].series_seed + 1ULL) * 0x9E3779B97F4A7C15ULL);
   }
   bool Passes(const CompiledMetric& m, const wire::Event& event) const noexcept;
   void Drop(DropReason reason) noexcept { owner_.drops_[static_cast<std::size_t>(reason)].Add(); }
@@ -726,13 +733,6 @@ void Shard::State::RecordMetric(const Binding& b, std::size_t position,
   if (labels_group_ != tag_group) {
     labels_group_ = tag_group;
     labels_ok_ = BuildLabels(m, event, labels_drop_);
-    // The group's other metrics look up their series next: start loading their probe slots, so
-    // that in a large table the cache misses overlap instead of following one another.
-    if (labels_ok_) {
-      for (std::size_t j = position + 1; j < b.metrics.size(); ++j) {
-        if (b.tag_groups[j] == tag_group) series_.Prefetch(SeriesHash(b.metrics[j], labels_hash_));
-      }
-    }
   }
   if (!labels_ok_) {
     Drop(labels_drop_);
@@ -1574,6 +1574,7 @@ Expected<std::unique_ptr<Engine>> Engine::Create(const std::vector<CatalogSpec>&
     }
     metric_owner.emplace(m.info.name, pos.ToString());
     m.info.id = static_cast<std::uint32_t>(impl->metrics.size());
+    m.series_seed = m.info.id;
     impl->catalog_metrics.emplace(m.info.name, m.info.id);
     impl->metrics.push_back(std::move(m));
     impl->store.emplace_back();
@@ -1655,6 +1656,7 @@ Expected<std::unique_ptr<Engine>> Engine::Create(const std::vector<CatalogSpec>&
   for (unsigned type = 0; type < kStatsdTypes; ++type) {
     CompiledMetric& m = impl->metrics.emplace_back();
     m.info.id = impl->statsd_first + type;
+    m.series_seed = m.info.id;
     m.info.name = std::string(kStatsdCarrierNames[type]);
     m.info.system = "statsd";
     m.info.type = type == kStatsdCounter                       ? MetricType::kCounter
@@ -1679,6 +1681,7 @@ Expected<std::unique_ptr<Engine>> Engine::Create(const std::vector<CatalogSpec>&
       std::size_t first = 0;
       while (impl->metrics[b.metrics[first]].tags != impl->metrics[b.metrics[i]].tags) ++first;
       b.tag_groups.push_back(static_cast<std::uint32_t>(first));
+      impl->metrics[b.metrics[i]].series_seed = b.metrics[first];
     }
   }
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));

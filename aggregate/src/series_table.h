@@ -153,11 +153,6 @@ class SeriesTable {
     }
   }
 
-  // Starts loading the probe slot of `hash` into the cache, for a FindIf soon after.
-  void Prefetch(std::uint64_t hash) const noexcept {
-    __builtin_prefetch(slots_.data() + (hash & (slots_.size() - 1)));
-  }
-
   // `key` must not be in the table. May move values (growth of the first chunk): re-read after
   // inserting.
   std::uint32_t Insert(std::string_view key, std::uint64_t hash) {
