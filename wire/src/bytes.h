@@ -56,6 +56,9 @@ class Cursor {
     return true;
   }
 
+  // Steps over `n` bytes the caller has checked are there.
+  void Skip(std::size_t n) noexcept { pos_ += n; }
+
   bool Take(std::size_t n, std::span<const std::uint8_t>& out) noexcept {
     if (remaining() < n) return false;
     out = bytes_.subspan(pos_, n);

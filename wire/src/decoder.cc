@@ -188,6 +188,7 @@ class EventReader {
       return false;
     }
     event.has_time = (flags & kEventHasTime) != 0;
+    event.system_time = 0;
     if (event.has_time) {
       if (!varint(n)) return false;
       const std::int64_t t = detail::ZigzagDecode(n);
@@ -235,7 +236,9 @@ class EventReader {
       if (!varint(n)) return false;
       if (!Key(n, f.key, error)) return false;
       f.key_ref = static_cast<std::uint32_t>(n);
-      if (!detail::ReadValue(in, strings_, 0, f.value, error)) return false;
+      if (!CommonValue(in, f.value) && !detail::ReadValue(in, strings_, 0, f.value, error)) {
+        return false;
+      }
     }
     if (!in.empty()) {
       error = DecodeError::kEventLengthMismatch;
@@ -256,6 +259,29 @@ class EventReader {
           (IsValidEventName(strings_.frame_strings[ref - kStaticStrings]) ? kNameValid : 0));
     }
     return (f & kNameValid) != 0;
+  }
+
+  // Reads the most common metadata values here, without a call: a small integer, or a string or
+  // atom by a one-byte reference. False, having read nothing, for anything else (ReadValue's).
+  bool CommonValue(Cursor& in, Value& out) noexcept {
+    const std::uint8_t* p = in.here();
+    const std::size_t left = in.remaining();
+    if (left == 0) return false;
+    if (p[0] >= kSmallIntTag && p[0] <= kSmallIntTag + kSmallIntMax) {
+      out.kind = ValueKind::kInt;
+      out.int_value = p[0] - kSmallIntTag;
+      out.strings = &strings_;
+      in.Skip(1);
+      return true;
+    }
+    const bool text = p[0] == static_cast<std::uint8_t>(Tag::kString) ||
+                      p[0] == static_cast<std::uint8_t>(Tag::kAtom);
+    if (!text || left < 2 || p[1] >= 0x80 || !strings_.Resolve(p[1], out.text)) return false;
+    out.kind =
+        p[0] == static_cast<std::uint8_t>(Tag::kString) ? ValueKind::kString : ValueKind::kAtom;
+    out.strings = &strings_;
+    in.Skip(2);
+    return true;
   }
 
   bool Key(std::uint64_t ref, std::string_view& out, DecodeError& error) noexcept {
@@ -362,7 +388,6 @@ DecodeSummary FrameDecoder::Decode(std::span<const std::uint8_t> frame,
                       lost);
       return summary;
     }
-    event = Event{};
     DecodeError error{};
     if (reader.Read(body, info, event, error)) {
       ++summary.events_accepted;
