@@ -14,7 +14,7 @@ listeners:
 aggregation: {max_series_per_metric: $((series * 2)), max_series_total: $((series * 4))}
 prometheus: {port: 0}
 YAML
-"$build/daemon/telemetryd" --config "$work/telemetryd.yaml" 2>"$work/log" &
+env $(sed -n "s/^Environment=//p" packaging/telemetryd.service) "$build/daemon/telemetryd" --config "$work/telemetryd.yaml" 2>"$work/log" &
 daemon=$!
 for _ in $(seq 1 50); do grep -q " ready" "$work/log" && break; sleep 0.1; done
 port=$(sed -n 's/.*listening: native_udp on .*:\([0-9]*\)$/\1/p' "$work/log")

@@ -301,6 +301,18 @@ logging:
 """
 
 
+def unit_environment():
+    """The Environment= assignments of packaging/telemetryd.service: telemetryd runs here as the
+    packaged service runs it."""
+    env = {}
+    with open(os.path.join(REPO, "packaging", "telemetryd.service")) as f:
+        for line in f:
+            m = re.match(r"Environment=([A-Za-z_][A-Za-z0-9_]*)=(.*)$", line.strip())
+            if m:
+                env[m.group(1)] = m.group(2)
+    return env
+
+
 class Telemetryd(Server):
     name = "telemetryd"
 
@@ -316,7 +328,8 @@ class Telemetryd(Server):
     def start(self, workload=None):
         log = open(os.path.join(self.dir, "log"), "w")
         self.proc = spawn([TELEMETRYD, "--config", self.config_path], cpu=self.cpu,
-                          stdout=subprocess.DEVNULL, stderr=log)
+                          stdout=subprocess.DEVNULL, stderr=log,
+                          env=dict(os.environ, **unit_environment()))
         log.close()
 
         def ready():
