@@ -102,9 +102,20 @@ void BM_RecordVsrEventManySeries(benchmark::State& state) {
       return;
     }
   }
+  const bool preview = state.range(1) != 0;
   auto pass = [&] {
     for (const auto& frame : frames) {
-      for (const auto& e : frame->events) shard->Record(frame->info, e);
+      // In datagrams of 25 events, as the load generator sends them.
+      for (std::size_t first = 0; first < frame->events.size(); first += 25) {
+        const auto events = std::span(frame->events)
+                                .subspan(first)
+                                .first(std::min<std::size_t>(25, frame->events.size() - first));
+        if (preview && shard->PreviewHelps()) {
+          for (const auto& e : events) shard->Preview(frame->info, e);
+          shard->PreviewDone();
+        }
+        for (const auto& e : events) shard->Record(frame->info, e);
+      }
     }
     shard->Flush();
   };
@@ -114,9 +125,10 @@ void BM_RecordVsrEventManySeries(benchmark::State& state) {
   state.counters["series"] = static_cast<double>(engine->counters().series);
 }
 BENCHMARK(BM_RecordVsrEventManySeries)
-    ->ArgNames({"nodes"})
-    ->Arg(5'000)
-    ->Arg(500'000)
+    ->ArgNames({"nodes", "preview"})
+    ->Args({5'000, 0})
+    ->Args({500'000, 0})
+    ->Args({500'000, 1})
     ->Unit(benchmark::kMillisecond);
 
 // StatsD counter with two DogStatsD tags into an existing series.

@@ -42,6 +42,11 @@ class AggregatingSink final : public ingest::EventSink {
     shard_->Record(frame, event);
     if (print_) debug_.OnEvent(frame, event);
   }
+  bool WantsPreview() noexcept override { return shard_->PreviewHelps(); }
+  void Preview(const wire::FrameInfo& frame, const wire::Event& event) noexcept override {
+    shard_->Preview(frame, event);
+  }
+  void PreviewDone() noexcept override { shard_->PreviewDone(); }
   void OnStatsd(const ingest::StatsdSample& sample) noexcept override {
     // The engine asks for the tags only for a sample its cache has not seen.
     split_text_ = sample.tag_text;

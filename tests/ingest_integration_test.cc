@@ -90,6 +90,55 @@ TEST_CASE("native events over UDP and TCP arrive, are counted and decode to what
       0);
 }
 
+TEST_CASE("beyond the caches a frame is decoded twice, and still counted and recorded once") {
+  // One worker, so that one shard holds every series and asks for previews (from 2^18 series).
+  DaemonProcess d(TELEMETRYD_BINARY, R"(
+listeners:
+  workers: 1
+  native: {udp: {port: 0}, tcp: {port: 0}}
+  statsd: {udp: {enabled: false}, tcp: {enabled: false}}
+aggregation: {max_series_per_metric: 1000000, max_series_total: 2000000}
+prometheus: {port: 0}
+)");
+  REQUIRE_MESSAGE(d.ready(), d.log());
+  auto prepare = [](const std::string& node, std::int64_t count) {
+    wire::EventRecord e = Prepare(7);
+    e.metadata[0].second = wire::Term::String(node);
+    e.measurements[0].second = wire::Number::Int(count);
+    return e;
+  };
+  auto tcp = Connect(d, client::Transport::kTcp);
+  constexpr int kNodes = 1 << 17;  // a counter and a sum each
+  for (int i = 0; i < kNodes; ++i) REQUIRE(tcp->Send(prepare("node-" + std::to_string(i), 1)));
+  REQUIRE(tcp->Flush());
+  REQUIRE(MetricReaches(d, "telemetryd_series", 2 * kNodes));
+
+  // A frame of known and unknown events and one without its tag, then trailing garbage.
+  wire::FrameEncoder encoder;
+  wire::EventRecord unknown;
+  unknown.name = "no.such.event";
+  wire::EventRecord untagged = prepare("x", 1);
+  untagged.metadata.erase(untagged.metadata.begin());
+  for (const auto& e : {prepare("node-7", 5), unknown, untagged, prepare("node-7", 3)}) {
+    REQUIRE(encoder.Add(e) == wire::AddResult::kAdded);
+  }
+  auto frame = encoder.Finish();
+  std::string datagram(reinterpret_cast<const char*>(frame.data()), frame.size());
+  SendUdp(d.port("native_udp"), datagram + "junk");
+
+  CHECK(MetricReaches(d, "vsr_protocol_prepare_sent_replicas{node_id=\"node-7\"}", 1 + 5 + 3));
+  CHECK(Metric(d, "vsr_protocol_prepare_sent_count_total{node_id=\"node-7\"}") == 3);
+  CHECK(Metric(d, "telemetryd_ingest_events_total{listener=\"native_udp\"}") == 4);
+  CHECK(
+      Metric(
+          d,
+          "telemetryd_ingest_rejected_total{listener=\"native_udp\",reason=\"trailing_bytes\"}") ==
+      1);
+  CHECK(Metric(d, "telemetryd_aggregate_dropped_total{reason=\"unknown_event\"}") == 1);
+  CHECK(Metric(d, "telemetryd_aggregate_dropped_total{reason=\"missing_tag\"}") == 2);
+  CHECK(Metric(d, "telemetryd_series") == 2 * kNodes);
+}
+
 TEST_CASE("a TCP frame split across many writes is reassembled") {
   DaemonProcess d(TELEMETRYD_BINARY, kConfig);
   REQUIRE(d.ready());

@@ -367,6 +367,9 @@ class Shard::State {
   }
 
   void Record(const wire::FrameInfo& frame, const wire::Event& event) noexcept;
+  [[nodiscard]] bool PreviewHelps() const noexcept { return series_.size() >= kPreviewSeries; }
+  void Preview(const wire::FrameInfo& frame, const wire::Event& event) noexcept;
+  void PreviewDone() noexcept;
   void RecordStatsd(const StatsdInput& sample) noexcept;
   void Flush();
   void AdoptSpans(State& previous) noexcept;
@@ -413,6 +416,11 @@ class Shard::State {
   Engine::Impl& engine_;
   Shard& owner_;
   detail::SeriesTable<ShardSeries> series_;
+  // Previews pay off from about this many series (bench/README.md): beyond the caches.
+  static constexpr std::size_t kPreviewSeries = 1U << 18;
+  // The probe hashes of the previewed events' first series, for PreviewDone.
+  std::array<std::uint64_t, 64> preview_hashes_{};
+  std::size_t previews_ = 0;
   std::string key_;  // scratch: the series key being looked up
   // The label values of the event being recorded (where they lie: in the frame, the catalog, or
   // number_text_), the length and hash of the key's labels part "<sep>v1<sep>v2...", and the tag
@@ -855,6 +863,23 @@ void Shard::State::CloseSpanGauges(SpanSlot& slot) noexcept {
     g.touched_ns = now_ns_;
     if (g.open_refs > 0) --g.open_refs;
   }
+}
+
+void Shard::State::Preview(const wire::FrameInfo& frame, const wire::Event& event) noexcept {
+  if (previews_ == preview_hashes_.size()) return;
+  const Binding* b = Resolve(frame, event);
+  if (b == nullptr || b->metrics.empty()) return;
+  const CompiledMetric& m = engine_.metrics[b->metrics[0]];
+  DropReason unused{};
+  if (!BuildLabels(m, event, unused)) return;
+  const std::uint64_t hash = SeriesHash(m.info.id, labels_hash_);
+  series_.PrefetchSlot(hash);
+  preview_hashes_[previews_++] = hash;
+}
+
+void Shard::State::PreviewDone() noexcept {
+  for (std::size_t i = 0; i < previews_; ++i) series_.PrefetchEntry(preview_hashes_[i]);
+  previews_ = 0;
 }
 
 void Shard::State::Record(const wire::FrameInfo& frame, const wire::Event& event) noexcept {
@@ -1542,6 +1567,11 @@ Shard::~Shard() = default;
 void Shard::Record(const wire::FrameInfo& frame, const wire::Event& event) noexcept {
   state_->Record(frame, event);
 }
+bool Shard::PreviewHelps() const noexcept { return state_->PreviewHelps(); }
+void Shard::Preview(const wire::FrameInfo& frame, const wire::Event& event) noexcept {
+  state_->Preview(frame, event);
+}
+void Shard::PreviewDone() noexcept { state_->PreviewDone(); }
 void Shard::RecordStatsd(const StatsdInput& sample) noexcept { state_->RecordStatsd(sample); }
 void Shard::Flush() { state_->Flush(); }
 void Shard::AdoptSpans(Shard& previous) noexcept { state_->AdoptSpans(*previous.state_); }

@@ -153,6 +153,16 @@ class SeriesTable {
     }
   }
 
+  // Starts loading the probe slot a FindIf of `hash` reads first.
+  void PrefetchSlot(std::uint64_t hash) const noexcept {
+    __builtin_prefetch(slots_.data() + (hash & (slots_.size() - 1)));
+  }
+  // Starts loading the entry in that slot (best after PrefetchSlot had time to bring it in).
+  void PrefetchEntry(std::uint64_t hash) const noexcept {
+    const std::uint32_t slot = slots_[hash & (slots_.size() - 1)];
+    if (slot != 0) __builtin_prefetch(&At(slot - 1));
+  }
+
   // `key` must not be in the table. May move values (growth of the first chunk): re-read after
   // inserting.
   std::uint32_t Insert(std::string_view key, std::uint64_t hash) {

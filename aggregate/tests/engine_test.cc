@@ -111,6 +111,22 @@ class Feeder final : public wire::FrameVisitor {
     for (const auto& e : events) REQUIRE(encoder.Add(e) == wire::AddResult::kAdded);
     decoder_.Decode(encoder.Finish(), *this);
   }
+  // Decodes the events' frame into the shard's Preview, then PreviewDone: what the ingest intake
+  // does before recording a frame when the shard asks for it.
+  void Preview(const std::vector<wire::EventRecord>& events) {
+    wire::FrameEncoder encoder(wire::EncoderOptions{.max_frame_bytes = 1 << 20});
+    for (const auto& e : events) REQUIRE(encoder.Add(e) == wire::AddResult::kAdded);
+    struct Previewer final : wire::FrameVisitor {
+      explicit Previewer(Shard& to) : shard(to) {}
+      void OnEvent(const wire::FrameInfo& frame, const wire::Event& event) noexcept override {
+        shard.Preview(frame, event);
+      }
+      void OnError(wire::DecodeError, std::uint32_t) noexcept override {}
+      Shard& shard;
+    } previewer(shard_);
+    decoder_.Decode(encoder.Finish(), previewer);
+    shard_.PreviewDone();
+  }
   void OnEvent(const wire::FrameInfo& frame, const wire::Event& event) noexcept override {
     shard_.Record(frame, event);
   }
@@ -665,6 +681,61 @@ TEST_CASE("metrics of one event with the same tags share label values but keep t
   CHECK(Find(all, "db.query.mapped").series.size() == 3);
   CHECK(shard->dropped(DropReason::kMissingTag) == 2 + 5);
   CHECK(shard->recorded() == 6 * 5 - 2);
+}
+
+TEST_CASE(
+    "a shard asks for previews once its series outgrow the caches; a preview changes nothing") {
+  CatalogSpec c;
+  c.system = "db";
+  c.events = {Event("db.query", {{"rows", Unit::kNone}}, {{"table", MetadataType::kString}})};
+  c.metrics = {Metric(MetricType::kCounter, "db.query.count", "db.query", "", {"table"}),
+               Metric(MetricType::kSum, "db.query.rows", "db.query", "rows", {"table"})};
+  EngineOptions options;
+  options.max_series_per_metric = 1'000'000;
+  options.max_series_total = 1'000'000;
+  auto engine = Engine::Create({c}, options);
+  REQUIRE(engine.has_value());
+  auto shard = (*engine)->NewShard();
+  Feeder feed(*shard);
+  auto query = [](std::int64_t rows, const std::string& table) {
+    return Ev("db.query", {{"rows", Number::Int(rows)}}, {{"table", Term::String(table)}});
+  };
+  CHECK_FALSE(shard->PreviewHelps());
+  // Two series per table: 2^18 series, the size from which previews pay off.
+  constexpr int kTables = 1 << 17;
+  for (int first = 0; first < kTables; first += 1000) {
+    std::vector<wire::EventRecord> batch;
+    for (int t = first; t < std::min(kTables, first + 1000); ++t) {
+      batch.push_back(query(1, "t" + std::to_string(t)));
+    }
+    feed.Send(batch);
+  }
+  CHECK(shard->PreviewHelps());
+  const auto recorded = shard->recorded();
+
+  const std::vector<wire::EventRecord> frame = {
+      query(5, "t7"), query(2, "new-table"), Ev("db.unknown", {}),
+      Ev("db.query", {{"rows", Number::Int(1)}}),  // no table
+      query(3, "t7")};
+  feed.Preview(frame);
+  CHECK(shard->recorded() == recorded);
+  CHECK(shard->dropped(DropReason::kUnknownEvent) == 0);
+  CHECK(shard->dropped(DropReason::kMissingTag) == 0);
+  shard->Flush();
+  auto all = (*engine)->Collect();
+  CHECK(Series(Find(all, "db.query.rows"), {{"table", "t7"}})->value == 1);
+  CHECK(Series(Find(all, "db.query.rows"), {{"table", "new-table"}}) == nullptr);
+
+  feed.Send(frame);
+  shard->Flush();
+  all = (*engine)->Collect();
+  CHECK(Series(Find(all, "db.query.rows"), {{"table", "t7"}})->value == 1 + 5 + 3);
+  CHECK(Series(Find(all, "db.query.count"), {{"table", "t7"}})->value == 3);
+  CHECK(Series(Find(all, "db.query.rows"), {{"table", "new-table"}})->value == 2);
+  CHECK(Find(all, "db.query.count").series.size() == kTables + 1);
+  CHECK(shard->dropped(DropReason::kUnknownEvent) == 1);
+  CHECK(shard->dropped(DropReason::kMissingTag) == 2);
+  CHECK(shard->recorded() == recorded + 6);
 }
 
 TEST_CASE("metadata keys are found by their string reference in each frame, never a stale one") {

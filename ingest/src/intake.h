@@ -27,6 +27,11 @@ class Intake final : public wire::FrameVisitor, public StatsdVisitor {
     stats_.packets.Add();
     stats_.bytes.Add(bytes.size());
     if (protocol_ == Protocol::kNative) {
+      if (sink_.WantsPreview()) {
+        Previewer previewer{sink_};
+        decoder_.Decode(bytes, previewer);  // what it rejects is counted by the decoding below
+        sink_.PreviewDone();
+      }
       const auto summary = decoder_.Decode(bytes, *this);
       stats_.events.Add(summary.events_accepted);
     } else {
@@ -59,6 +64,16 @@ class Intake final : public wire::FrameVisitor, public StatsdVisitor {
   }
 
  private:
+  // Hands the events of a frame's first decoding to the sink's Preview.
+  struct Previewer final : wire::FrameVisitor {
+    explicit Previewer(EventSink& to) noexcept : sink(to) {}
+    void OnEvent(const wire::FrameInfo& frame, const wire::Event& event) noexcept override {
+      sink.Preview(frame, event);
+    }
+    void OnError(wire::DecodeError /*error*/, std::uint32_t /*events_lost*/) noexcept override {}
+    EventSink& sink;
+  };
+
   void Log(std::string_view reason, std::string_view line) noexcept {
     try {
       std::string message = name_ + ": rejected input: " + std::string(reason);

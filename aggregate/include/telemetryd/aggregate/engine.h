@@ -212,6 +212,14 @@ class Shard {
   Shard& operator=(const Shard&) = delete;
 
   void Record(const wire::FrameInfo& frame, const wire::Event& event) noexcept;
+  // A look at the events of a frame before they are recorded: when this shard's series no longer
+  // fit in the caches, each Preview starts loading the probe slot of the event's first series and
+  // PreviewDone their entries, so that the frame's cache misses overlap instead of following one
+  // another. Whether it is worth a second decoding of the frame: PreviewHelps. Records nothing,
+  // counts nothing.
+  [[nodiscard]] bool PreviewHelps() const noexcept;
+  void Preview(const wire::FrameInfo& frame, const wire::Event& event) noexcept;
+  void PreviewDone() noexcept;
   void RecordStatsd(const StatsdInput& sample) noexcept;
   // Moves what this shard recorded into the engine's store; expires idle series and old spans.
   // Call on the thread that records.

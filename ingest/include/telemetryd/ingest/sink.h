@@ -13,6 +13,12 @@ class EventSink {
   virtual ~EventSink() = default;
   virtual void OnEvent(const wire::FrameInfo& frame, const wire::Event& event) noexcept = 0;
   virtual void OnStatsd(const StatsdSample& sample) noexcept = 0;
+  // A sink may look at a native frame's events before it gets them: when WantsPreview says so
+  // (asked per frame), the frame is decoded twice, and the sink gets Preview for each event, then
+  // PreviewDone, then OnEvent for each. Worth it where what the events need is far from the caches.
+  virtual bool WantsPreview() noexcept { return false; }
+  virtual void Preview(const wire::FrameInfo& /*frame*/, const wire::Event& /*event*/) noexcept {}
+  virtual void PreviewDone() noexcept {}
 };
 
 }  // namespace telemetryd::ingest
