@@ -8,6 +8,9 @@ server to core 1 unless --server-cpu says otherwise, e.g. 0-1 to let it use both
   bench/e2e.py scrape     [--series-counts 10000,100000,1000000] [--ingest-rate 1000000]
                           [--gzip] [--scrape-workload native-udp-25|statsd-udp-25]
   bench/e2e.py all        (the three in turn)
+  bench/e2e.py paired     --baseline OTHER_BUILD_DIR [--baseline-without-unit-env]
+                          [--workloads native-udp-25] [--rate 4000000] [--rounds 8]
+                          [--series 1000]
   add --quick to any of them for a smoke run (short runs, one repeat, small series counts).
 
 Each run starts a fresh server (taskset -c SERVER_CPU), offers a load with telemetryd-loadgen
@@ -15,6 +18,11 @@ Each run starts a fresh server (taskset -c SERVER_CPU), offers a load with telem
 backlog, and reads what it accepted. Loss is offered minus accepted; CPU is the server's
 utime+stime over the run (/proc/PID/stat) divided by what it accepted; RSS is VmRSS at the end.
 Tables of medians (markdown, ready for bench/README.md) go to stdout, every run to --out (JSON).
+
+`paired` compares two builds of telemetryd on a machine whose speed drifts: both daemons run at
+once on SERVER_CPU, and the load goes to one, then the other, in alternating bursts of DURATION
+seconds (the order swapped each round), so that each pair of bursts sees the same machine. It
+reports each build's CPU per accepted event and the median of the paired differences.
 
 Python 3 standard library only; run from anywhere after a build (BUILD_DIR, default build/).
 """
@@ -350,6 +358,63 @@ def scrape(args, series_counts):
 # ---------------------------------------------------------------------------------------------
 
 
+def paired(args):
+    """Baseline build against this one, same load, alternating bursts (see the module doc)."""
+    baseline_binary = os.path.join(os.path.abspath(args.baseline), "daemon", "telemetryd")
+    if not os.path.exists(baseline_binary):
+        raise SystemExit(f"{baseline_binary} is missing: --baseline is another build directory")
+    rate = None if args.rate == 0 else args.rate
+    rows, runs = [], []
+    for workload in args.workloads:
+        builds = {
+            "baseline": sv.Telemetryd(args.server_cpu, args.receive_buffer, args.workers,
+                                      binary=baseline_binary,
+                                      environment={} if args.baseline_without_unit_env else None),
+            "this": sv.Telemetryd(args.server_cpu, args.receive_buffer, args.workers),
+        }
+        ports = {}
+        try:
+            for name, server in builds.items():
+                ports[name] = server.start(workload)
+            for name, server in builds.items():  # the series exist before the first burst
+                sv.run_loadgen(workload, ports[name], 500_000,
+                               max(1.0, 2 * args.series / 500_000), args.series,
+                               cpu=args.loadgen_cpu)
+                sv.wait_idle(server.pid)
+            cpu = {"baseline": [], "this": []}
+            for round_ in range(args.rounds):
+                order = ("baseline", "this") if round_ % 2 == 0 else ("this", "baseline")
+                for name in order:
+                    server = builds[name]
+                    accepted_before = server.counts()["accepted"]
+                    cpu_before = sv.cpu_seconds(server.pid)
+                    offered = sv.run_loadgen(workload, ports[name], rate, args.duration,
+                                             args.series, cpu=args.loadgen_cpu)
+                    sv.wait_idle(server.pid)
+                    accepted = server.counts()["accepted"] - accepted_before
+                    spent = sv.cpu_seconds(server.pid) - cpu_before
+                    n = offered.get("events") or offered.get("lines") or 0
+                    cpu[name].append(1e9 * spent / accepted if accepted else float("nan"))
+                    runs.append({"workload": workload, "build": name, "round": round_,
+                                 "offered": n, "accepted": accepted, "cpu_seconds": spent})
+                    log(f"{workload} round {round_} {name}: {cpu[name][-1]:.0f} ns per event, "
+                        f"loss {fmt_pct(1 - accepted / n) if n else '-'}")
+        finally:
+            for server in builds.values():
+                server.close()
+        diffs = [b - a for a, b in zip(cpu["baseline"], cpu["this"])]
+        rows.append((workload, cpu["baseline"], cpu["this"], diffs))
+
+    def spread(values):
+        return f"{median(values):.0f} ns ({min(values):.0f} to {max(values):.0f})"
+    lines = ["| workload | rate | loadgen --series | baseline: CPU per event | this build | paired "
+             "difference | rounds |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for workload, base, this, diffs in rows:
+        lines.append(f"| {workload} | {fmt_rate(rate) if rate else 'full'} | {args.series:,} | "
+                     f"{spread(base)} | {spread(this)} | {spread(diffs)} | {len(diffs)} |")
+    return {"baseline": baseline_binary, "paired": runs}, "\n".join(lines)
+
+
 def machine():
     model = "?"
     with open("/proc/cpuinfo") as f:
@@ -401,8 +466,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("throughput", "memory", "scrape", "all"):
+    for name in ("throughput", "memory", "scrape", "all", "paired"):
         p = sub.add_parser(name, parents=[common])
+        if name == "paired":
+            p.add_argument("--baseline", required=True,
+                           help="another build directory (its daemon/telemetryd)")
+            p.add_argument("--baseline-without-unit-env", action="store_true",
+                           help="run the baseline without the systemd unit's environment (a "
+                                "build from before the unit set one)")
+            p.add_argument("--workloads", type=csv_list(str), default=["native-udp-25"])
+            p.add_argument("--rate", type=float, default=4_000_000, help="0: full rate")
+            p.add_argument("--rounds", type=int, default=8)
         if name in ("throughput", "all"):
             p.add_argument("--workloads", type=csv_list(str), default=sv.DEFAULT_WORKLOADS)
             p.add_argument("--modes", type=csv_list(str), default=["full", "fixed", "search"])
@@ -452,6 +526,12 @@ def main():
         data, table = memory(args, counts, peer_counts)
         results.update(data)
         tables.append(("Memory per series", table))
+    if args.command == "paired":
+        if args.quick:
+            args.rounds = 2
+        data, table = paired(args)
+        results.update(data)
+        tables.append(("Paired CPU per event (this build against the baseline)", table))
     if args.command in ("scrape", "all"):
         counts = (getattr(args, "series_counts", None) or args.scrape_series or
                   (quick_series if args.quick else [10_000, 100_000, 1_000_000]))

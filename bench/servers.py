@@ -316,8 +316,13 @@ def unit_environment():
 class Telemetryd(Server):
     name = "telemetryd"
 
-    def __init__(self, cpu=1, receive_buffer=64 << 20, workers=1, max_series=2_000_000):
+    def __init__(self, cpu=1, receive_buffer=64 << 20, workers=1, max_series=2_000_000,
+                 binary=None, environment=None):
+        """binary: another build's telemetryd (default: this build's); environment: instead of
+        the unit's (unit_environment())."""
         super().__init__(cpu)
+        self.binary = binary or TELEMETRYD
+        self.environment = environment
         self.config_path = os.path.join(self.dir, "telemetryd.yaml")
         with open(self.config_path, "w") as f:
             f.write(telemetryd_config(receive_buffer, workers, max_series))
@@ -327,9 +332,10 @@ class Telemetryd(Server):
 
     def start(self, workload=None):
         log = open(os.path.join(self.dir, "log"), "w")
-        self.proc = spawn([TELEMETRYD, "--config", self.config_path], cpu=self.cpu,
+        environment = unit_environment() if self.environment is None else self.environment
+        self.proc = spawn([self.binary, "--config", self.config_path], cpu=self.cpu,
                           stdout=subprocess.DEVNULL, stderr=log,
-                          env=dict(os.environ, **unit_environment()))
+                          env=dict(os.environ, **environment))
         log.close()
 
         def ready():
