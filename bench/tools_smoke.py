@@ -7,10 +7,12 @@ what was sent. A few seconds in all.
   BUILD_DIR=build python3 bench/tools_smoke.py
 """
 
+import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -159,6 +161,24 @@ def udp_bare_rejects_garbage():
           f"bare loop --parse: 4 lines, 3 malformed ({counts['events']}, {counts['parse_errors']})")
 
 
+def e2e_paired():
+    """e2e.py paired with this build as its own baseline: every burst of either daemon is
+    accepted whole and costs CPU."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "paired.json")
+        run = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "e2e.py"),
+                              "paired", "--quick", "--baseline", sv.BUILD, "--duration", "1",
+                              "--rate", "200000", "--out", out], capture_output=True, text=True)
+        check(run.returncode == 0, f"e2e.py paired ran: {run.stderr[-500:]}")
+        if run.returncode != 0:
+            return
+        runs = json.load(open(out))["paired"]
+        check(sorted(r["build"] for r in runs) == ["baseline", "baseline", "this", "this"],
+              "e2e.py paired: two bursts for each build")
+        check(all(r["offered"] > 0 and r["accepted"] == r["offered"] and r["cpu_seconds"] > 0
+                  for r in runs), f"e2e.py paired: every burst accepted whole: {runs}")
+
+
 def main():
     for binary in (sv.LOADGEN, sv.BARE_RECV):
         if not os.access(binary, os.X_OK):
@@ -173,6 +193,7 @@ def main():
     udp_bare("statsd-udp-1", parse=False)
     udp_bare("native-udp-25", parse=False)
     udp_bare_rejects_garbage()
+    e2e_paired()
     sys.exit(1 if failures else 0)
 
 
