@@ -459,6 +459,8 @@ def main():
     common.add_argument("--collectd-interval", type=float, default=10,
                         help="collectd's Interval in throughput runs (its default; each run waits "
                              "for the next dispatch to read the counters)")
+    common.add_argument("--without-unit-env", action="store_true",
+                        help="run telemetryd without its systemd unit's environment (huge pages)")
     common.add_argument("--settle", type=float, default=0.5)
     common.add_argument("--series", type=int, default=1000, help="series in throughput runs")
     common.add_argument("--servers", type=csv_list(str), default=sv.SERVERS)
@@ -511,6 +513,7 @@ def main():
         if name not in sv.WORKLOADS:
             parser.error(f"unknown workload {name} (known: {', '.join(sv.WORKLOADS)})")
 
+    sv.USE_UNIT_ENVIRONMENT = not args.without_unit_env
     sv.pin_self(args.loadgen_cpu)  # scrapes and admin queries share the generator's core
     results = {"machine": machine(), "command": " ".join(sys.argv[1:]), "quick": args.quick}
     tables = []

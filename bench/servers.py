@@ -301,10 +301,16 @@ logging:
 """
 
 
+# False: telemetryd runs without its unit's environment (e2e.py --without-unit-env).
+USE_UNIT_ENVIRONMENT = True
+
+
 def unit_environment():
     """The Environment= assignments of packaging/telemetryd.service: telemetryd runs here as the
-    packaged service runs it."""
+    packaged service runs it (unless USE_UNIT_ENVIRONMENT is False)."""
     env = {}
+    if not USE_UNIT_ENVIRONMENT:
+        return env
     with open(os.path.join(REPO, "packaging", "telemetryd.service")) as f:
         for line in f:
             m = re.match(r"Environment=([A-Za-z_][A-Za-z0-9_]*)=(.*)$", line.strip())
