@@ -1396,11 +1396,9 @@ void Shard::State::Flush() {
       t = table.Find(key, hash);
       if (t == table.kNone) {
         // A StatsD name's series count against the limit per metric by name.
-        detail::StatsdNames::Entry* name =
-            engine_.IsStatsd(s.metric) ? engine_.StatsdName(key) : nullptr;
-        const std::size_t held = name != nullptr              ? name->series
-                                 : engine_.IsStatsd(s.metric) ? 0
-                                                              : table.size();
+        const bool statsd = engine_.IsStatsd(s.metric);
+        detail::StatsdNames::Entry* name = statsd ? engine_.StatsdName(key) : nullptr;
+        const std::size_t held = statsd ? (name != nullptr ? name->series : 0) : table.size();
         if (held >= engine_.options.max_series_per_metric ||
             engine_.total_series >= engine_.options.max_series_total) {
           // Updates lost: a catalog counter counts them (one per event), a distribution or
