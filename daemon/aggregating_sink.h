@@ -3,7 +3,9 @@
 // Thread-safety: one sink per worker thread.
 #pragma once
 
+#include <algorithm>
 #include <array>
+#include <cstddef>
 #include <cstdio>
 #include <span>
 #include <string_view>
@@ -48,31 +50,41 @@ class AggregatingSink final : public ingest::EventSink {
   }
   void PreviewDone() noexcept override { shard_->PreviewDone(); }
   void OnStatsd(const ingest::StatsdSample& sample) noexcept override {
-    // The engine asks for the tags only for a sample its cache has not seen.
-    split_text_ = sample.tag_text;
-    shard_->RecordStatsd(aggregate::StatsdInput{sample.name,
-                                                static_cast<aggregate::StatsdKind>(sample.type),
-                                                sample.value,
-                                                sample.set_member,
-                                                sample.gauge_delta,
-                                                sample.sample_rate,
-                                                {},
-                                                sample.tag_text,
-                                                &AggregatingSink::SplitTags,
-                                                this});
-    if (print_) debug_.OnStatsd(sample);
+    OnStatsdSamples(std::span<const ingest::StatsdSample>(&sample, 1));
+  }
+  void OnStatsdSamples(std::span<const ingest::StatsdSample> samples) noexcept override {
+    while (!samples.empty()) {
+      const std::size_t n = std::min(samples.size(), inputs_.size());
+      for (std::size_t i = 0; i < n; ++i) {
+        const ingest::StatsdSample& sample = samples[i];
+        // The engine asks for the tags only for a sample its cache has not seen.
+        inputs_[i] = aggregate::StatsdInput{sample.name,
+                                            static_cast<aggregate::StatsdKind>(sample.type),
+                                            sample.value,
+                                            sample.set_member,
+                                            sample.gauge_delta,
+                                            sample.sample_rate,
+                                            {},
+                                            sample.tag_text,
+                                            &AggregatingSink::SplitTags,
+                                            this};
+        if (print_) debug_.OnStatsd(sample);
+      }
+      shard_->RecordStatsd(std::span<const aggregate::StatsdInput>(inputs_.data(), n));
+      samples = samples.subspan(n);
+    }
   }
 
  private:
-  static std::span<const aggregate::StatsdTagView> SplitTags(const void* self) noexcept {
-    const auto* sink = static_cast<const AggregatingSink*>(self);
-    return ingest::SplitStatsdTags(sink->split_text_, sink->tags_);
+  static std::span<const aggregate::StatsdTagView> SplitTags(const void* self,
+                                                             std::string_view text) noexcept {
+    return ingest::SplitStatsdTags(text, static_cast<const AggregatingSink*>(self)->tags_);
   }
 
   aggregate::Shard* shard_;
   ingest::DebugSink debug_;
   bool print_;
-  std::string_view split_text_;
+  std::array<aggregate::StatsdInput, 32> inputs_{};                       // scratch
   mutable std::array<ingest::StatsdTag, ingest::kStatsdMaxTags> tags_{};  // scratch
 };
 

@@ -189,6 +189,36 @@ TEST_CASE("StatsD lines over UDP and TCP: good lines counted, bad lines rejected
   CHECK(d.WaitForLog("statsd latency:12.5|ms|@0.5", std::chrono::seconds(2)));
 }
 
+TEST_CASE("StatsD values reach /metrics exactly, in order, from long TCP runs and datagrams") {
+  DaemonProcess d(TELEMETRYD_BINARY, kConfig);
+  REQUIRE(d.ready());
+  // One TCP write of more lines than the intake hands the sink at once, a bad line among them,
+  // and a gauge set then moved: order matters.
+  std::string lines;
+  for (int i = 0; i < 80; ++i) {
+    lines += i == 40 ? std::string("runs.hits:x|c\n")
+                     : "runs.hits:1|c|#k:v" + std::to_string(i % 3) + "\n";
+  }
+  lines += "runs.level:10|g\nruns.level:+5|g\nruns.level:-3|g\n";
+  asio::io_context io;
+  asio::ip::tcp::socket socket(io);
+  socket.connect({asio::ip::make_address("127.0.0.1"), d.port("statsd_tcp")});
+  asio::write(socket, asio::buffer(lines));
+  socket.shutdown(asio::ip::tcp::socket::shutdown_send);
+  std::string datagram;
+  for (int i = 0; i < 30; ++i) datagram += "runs.hits:2|c|#k:v0\n";
+  SendUdp(d.port("statsd_udp"), datagram);
+  CHECK(MetricReaches(d, "telemetryd_ingest_events_total{listener=\"statsd_tcp\"}", 82));
+  CHECK(MetricReaches(d, "telemetryd_ingest_events_total{listener=\"statsd_udp\"}", 30));
+  CHECK(
+      Metric(d, "telemetryd_ingest_rejected_total{listener=\"statsd_tcp\",reason=\"bad_value\"}") ==
+      1);
+  CHECK(MetricReaches(d, "runs_hits_total{k=\"v0\"}", 27 + 60));
+  CHECK(Metric(d, "runs_hits_total{k=\"v1\"}") == 26);
+  CHECK(Metric(d, "runs_hits_total{k=\"v2\"}") == 26);
+  CHECK(MetricReaches(d, "runs_level", 12));
+}
+
 TEST_CASE("garbage never takes the daemon down and is counted by reason") {
   DaemonProcess d(TELEMETRYD_BINARY, kConfig);
   REQUIRE(d.ready());

@@ -371,6 +371,7 @@ class Shard::State {
   void Preview(const wire::FrameInfo& frame, const wire::Event& event) noexcept;
   void PreviewDone() noexcept;
   void RecordStatsd(const StatsdInput& sample) noexcept;
+  void RecordStatsd(std::span<const StatsdInput> samples) noexcept;
   void Flush();
   void AdoptSpans(State& previous) noexcept;
 
@@ -479,21 +480,43 @@ class Shard::State {
   std::uint64_t unknown_other_ = 0;
   std::array<StatsdTagView, 80> tag_scratch_{};
 
-  // StatsD fast path: a two-way set-associative cache from the hash of a sample's identity as sent
-  // (kind, name, and the tag text as sent or else the tags in wire order) to its series, so that a
-  // repeated sample skips the mapping, the tag sort and the key build. Cleared whenever a shard
-  // series is erased (indexes are reused). A hit needs the hash and the identity's length to match.
+  // StatsD fast path: a four-way set-associative cache from the hash of a sample's identity as
+  // sent (kind, name, and the tag text as sent or else the tags in wire order) to its series, so
+  // that a repeated sample skips the mapping, the tag sort and the key build. Cleared whenever a
+  // shard series is erased (indexes are reused). A hit needs the hash and the identity's length
+  // to match. A set is one cache line: one miss at most per lookup.
   struct SampleIdentity {
     std::uint64_t hash = 0;  // 0: empty slot
     std::uint32_t length = 0;
   };
   struct SampleSlot {
-    SampleIdentity identity;
+    std::uint64_t hash = 0;
+    std::uint32_t length = 0;
     std::uint32_t series = kNoSeries;
+    [[nodiscard]] bool Holds(const SampleIdentity& identity) const noexcept {
+      return hash == identity.hash && length == identity.length;
+    }
   };
-  static constexpr std::size_t kSampleCacheSlots = 4096;
-  std::vector<SampleSlot> sample_cache_ = std::vector<SampleSlot>(kSampleCacheSlots);
+  struct alignas(64) SampleSet {
+    std::array<SampleSlot, 4> ways;
+  };
+  static_assert(sizeof(SampleSet) == 64);
+  static constexpr std::size_t kSampleSets = 2048;  // 8,192 samples, 128 KiB
+  std::vector<SampleSet> sample_cache_ = std::vector<SampleSet>(kSampleSets);
   static SampleIdentity Identify(const StatsdInput& sample) noexcept;
+  SampleSet& SetOf(const SampleIdentity& identity) noexcept {
+    return sample_cache_[identity.hash & (kSampleSets - 1)];
+  }
+  const SampleSet& SetOf(const SampleIdentity& identity) const noexcept {
+    return sample_cache_[identity.hash & (kSampleSets - 1)];
+  }
+  // The series sample_cache_ holds for `identity`, or kNoSeries.
+  std::uint32_t CachedSample(const SampleIdentity& identity) const noexcept;
+  // Records a sample with its identity, and its series when the cache already told (else
+  // kNoSeries). now_ns_ is the caller's to set.
+  void RecordSample(const StatsdInput& sample, const SampleIdentity& identity,
+                    std::uint32_t cached) noexcept;
+  static constexpr std::size_t kStatsdRun = 32;  // samples per run of RecordStatsd(span)
   void Apply(ShardSeries* s, const CompiledMetric& m, const StatsdInput& sample) noexcept;
 };
 
@@ -1046,6 +1069,41 @@ class IdentityHash {
 void Shard::State::RecordStatsd(const StatsdInput& sample) noexcept {
   if (!engine_.options.statsd_enabled) return;
   now_ns_ = CoarseNowNs();
+  RecordSample(sample, Identify(sample), kNoSeries);
+}
+
+// Three passes over each run of samples, so that their cache misses overlap with one another's
+// work instead of following one after another: the identities (each starting to load its cache
+// set), the cached series (each starting to load its entry), then the records.
+void Shard::State::RecordStatsd(std::span<const StatsdInput> samples) noexcept {
+  if (!engine_.options.statsd_enabled) return;
+  now_ns_ = CoarseNowNs();
+  std::array<SampleIdentity, kStatsdRun> identities;
+  std::array<std::uint32_t, kStatsdRun> cached;
+  while (!samples.empty()) {
+    const std::size_t n = std::min(samples.size(), kStatsdRun);
+    for (std::size_t i = 0; i < n; ++i) {
+      identities[i] = Identify(samples[i]);
+      __builtin_prefetch(&SetOf(identities[i]));
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      cached[i] = CachedSample(identities[i]);
+      if (cached[i] != kNoSeries) series_.PrefetchValue(cached[i]);
+    }
+    for (std::size_t i = 0; i < n; ++i) RecordSample(samples[i], identities[i], cached[i]);
+    samples = samples.subspan(n);
+  }
+}
+
+std::uint32_t Shard::State::CachedSample(const SampleIdentity& identity) const noexcept {
+  for (const SampleSlot& way : SetOf(identity).ways) {
+    if (way.Holds(identity)) return way.series;
+  }
+  return kNoSeries;
+}
+
+void Shard::State::RecordSample(const StatsdInput& sample, const SampleIdentity& identity,
+                                std::uint32_t cached) noexcept {
   if (!std::isfinite(sample.value) || !(sample.sample_rate > 0)) {
     Drop(DropReason::kNonFinite);
     return;
@@ -1054,15 +1112,12 @@ void Shard::State::RecordStatsd(const StatsdInput& sample) noexcept {
     Drop(DropReason::kNegativeCounter);
     return;
   }
-  const SampleIdentity identity = Identify(sample);
-  // The two ways of a set are neighbours in memory.
-  SampleSlot* const set = &sample_cache_[identity.hash & (kSampleCacheSlots - 2)];
-  for (std::size_t way = 0; way < 2; ++way) {
-    if (set[way].identity.hash == identity.hash && set[way].identity.length == identity.length) {
-      ShardSeries& s = series_.value(set[way].series);
-      Apply(&s, engine_.metrics[s.metric], sample);
-      return;
-    }
+  // A miss of a run's second pass may have been filled by an earlier sample of the run since.
+  if (cached == kNoSeries) cached = CachedSample(identity);
+  if (cached != kNoSeries) {
+    ShardSeries& s = series_.value(cached);
+    Apply(&s, engine_.metrics[s.metric], sample);
+    return;
   }
   const unsigned type = StatsdTypeOf(sample.kind);
   const std::uint32_t metric = engine_.statsd_first + type;
@@ -1081,8 +1136,9 @@ void Shard::State::RecordStatsd(const StatsdInput& sample) noexcept {
   // Series key: the carrier's id, the name, the mapped labels, then the tags sorted by key (tag
   // order on the wire varies).
   std::size_t n = 0;
-  const auto tags =
-      sample.split_tags != nullptr ? sample.split_tags(sample.split_context) : sample.tags;
+  const auto tags = sample.split_tags != nullptr
+                        ? sample.split_tags(sample.split_context, sample.tag_text)
+                        : sample.tags;
   for (const auto& t : tags) {
     if (n == tag_scratch_.size()) break;
     tag_scratch_[n++] = t;
@@ -1127,12 +1183,16 @@ void Shard::State::RecordStatsd(const StatsdInput& sample) noexcept {
     }
     if (NewSeries(metric, hash, &index) == nullptr) return;
   }
-  // Fill an empty way, else evict one picked by a hash bit the set index does not use.
-  const std::size_t way = set[0].identity.hash == 0 ? 0
-                          : set[1].identity.hash == 0
-                              ? 1
-                              : static_cast<std::size_t>(identity.hash >> 63);
-  set[way] = SampleSlot{identity, index};
+  // Fill an empty way, else evict one picked by hash bits the set index does not use.
+  auto& ways = SetOf(identity).ways;
+  std::size_t way = static_cast<std::size_t>(identity.hash >> 62);
+  for (std::size_t w = 0; w < ways.size(); ++w) {
+    if (ways[w].hash == 0) {
+      way = w;
+      break;
+    }
+  }
+  ways[way] = SampleSlot{identity.hash, identity.length, index};
   Apply(&series_.value(index), engine_.metrics[metric], sample);
 }
 
@@ -1426,7 +1486,7 @@ void Shard::State::Flush() {
     Touch(merged, now);
     MergeInto(m, s, merged);
   }
-  if (erased) std::fill(sample_cache_.begin(), sample_cache_.end(), SampleSlot{});
+  if (erased) std::fill(sample_cache_.begin(), sample_cache_.end(), SampleSet{});
   for (auto& [name, count] : unknown_) engine_.unknown_names[name] += count;
   unknown_.clear();
   engine_.unknown_other += unknown_other_;
@@ -1571,6 +1631,9 @@ void Shard::Preview(const wire::FrameInfo& frame, const wire::Event& event) noex
 }
 void Shard::PreviewDone() noexcept { state_->PreviewDone(); }
 void Shard::RecordStatsd(const StatsdInput& sample) noexcept { state_->RecordStatsd(sample); }
+void Shard::RecordStatsd(std::span<const StatsdInput> samples) noexcept {
+  state_->RecordStatsd(samples);
+}
 void Shard::Flush() { state_->Flush(); }
 void Shard::AdoptSpans(Shard& previous) noexcept { state_->AdoptSpans(*previous.state_); }
 

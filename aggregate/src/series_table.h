@@ -163,6 +163,9 @@ class SeriesTable {
     if (slot != 0) __builtin_prefetch(&At(slot - 1));
   }
 
+  // Starts loading the entry (and value) at `index`.
+  void PrefetchValue(std::uint32_t index) const noexcept { __builtin_prefetch(&At(index)); }
+
   // `key` must not be in the table. May move values (growth of the first chunk): re-read after
   // inserting.
   std::uint32_t Insert(std::string_view key, std::uint64_t hash) {

@@ -3,10 +3,12 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <map>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 
 #include "../src/series_table.h"
@@ -774,6 +776,132 @@ TEST_CASE("metadata keys are found by their string reference in each frame, neve
   CHECK(value("a", "5") == 4);
   CHECK(shard->dropped(DropReason::kMissingTag) == 0);
   CHECK(shard->dropped(DropReason::kMissingMeasurement) == 0);
+}
+
+TEST_CASE("StatsD: samples recorded in runs give exactly what they give one at a time") {
+  // Splits "k:v,k2" as the daemon's sink does, for the samples that give their tag text.
+  struct Splitter {
+    static std::span<const StatsdTagView> Split(const void* self, std::string_view text) noexcept {
+      auto& out = static_cast<const Splitter*>(self)->tags;
+      std::size_t n = 0;
+      while (!text.empty() && n < out.size()) {
+        const std::size_t comma = std::min(text.find(','), text.size());
+        const std::string_view tag = text.substr(0, comma);
+        const std::size_t colon = std::min(tag.find(':'), tag.size());
+        out[n++] = {tag.substr(0, colon), tag.substr(std::min(colon + 1, tag.size()))};
+        text.remove_prefix(std::min(comma + 1, text.size()));
+      }
+      return {out.data(), n};
+    }
+    mutable std::array<StatsdTagView, 8> tags{};
+  } splitter;
+  const std::array<std::string, 4> names = {"hits", "load", "lat", "hits.b"};
+  const std::array<std::string, 4> tag_texts = {"", "env:prod", "env:prod,host:a",
+                                                "host:b,env:dev"};
+  const StatsdTagView wire_tags[] = {{"host", "c"}, {"env", "prod"}};
+  // A fixed pseudo-random mix: counters, gauges set and moved, timers, sets; repeats within a run
+  // (the first creates the series, the later ones find it); a name used with two types; values
+  // that are dropped (not finite, a negative counter); runs longer than the shard's 32.
+  std::vector<StatsdInput> samples;
+  std::uint64_t r = 12345;
+  auto next = [&] {
+    r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+    return static_cast<unsigned>(r >> 33);
+  };
+  std::vector<std::string> members;
+  for (int i = 0; i < 300; ++i) members.push_back("m" + std::to_string(i % 7));
+  for (int i = 0; i < 300; ++i) {
+    StatsdInput in;
+    const unsigned name = next() % names.size();
+    in.name = names[name];
+    // Each name has its type; now and then another, a conflict.
+    const unsigned kinds[] = {0, 1, 2, 5};
+    in.kind = static_cast<StatsdKind>(next() % 10 == 0 ? next() % 6 : kinds[name]);
+    in.value = static_cast<double>(next() % 100) - 10;
+    in.sample_rate = next() % 5 == 0 ? 0.5 : 1;
+    in.gauge_delta = in.kind == StatsdKind::kGauge && next() % 2 == 0;
+    in.set_member = members[static_cast<std::size_t>(i)];
+    if (next() % 23 == 0) in.value = std::numeric_limits<double>::quiet_NaN();
+    const unsigned t = next() % 5;
+    if (t < tag_texts.size()) {
+      in.tag_text = tag_texts[t];
+      in.split_tags = &Splitter::Split;
+      in.split_context = &splitter;
+    } else {
+      in.tags = wire_tags;
+    }
+    samples.push_back(in);
+    if (next() % 4 == 0) samples.push_back(in);  // the same identity again, at once
+  }
+  auto one_at_a_time = MakeEngine();
+  auto in_runs = MakeEngine();
+  auto a = one_at_a_time->NewShard();
+  auto b = in_runs->NewShard();
+  for (const auto& in : samples) a->RecordStatsd(in);
+  // Runs of several lengths: 1, 7, 25, 32, 33, 100, then the rest.
+  std::span<const StatsdInput> rest(samples);
+  for (const std::size_t n : {1U, 7U, 25U, 32U, 33U, 100U}) {
+    b->RecordStatsd(rest.first(n));
+    rest = rest.subspan(n);
+  }
+  b->RecordStatsd(rest);
+  a->Flush();
+  b->Flush();
+  CHECK(a->recorded() == b->recorded());
+  CHECK(a->recorded() > 200);
+  for (std::size_t reason = 0; reason < kDropReasonCount; ++reason) {
+    CHECK(a->dropped(static_cast<DropReason>(reason)) ==
+          b->dropped(static_cast<DropReason>(reason)));
+  }
+  CHECK(a->dropped(DropReason::kNonFinite) > 0);
+  CHECK(a->dropped(DropReason::kNegativeCounter) > 0);
+  CHECK(a->dropped(DropReason::kStatsdTypeConflict) > 0);
+  auto points = [](Engine& engine) {
+    std::map<std::string, std::tuple<double, std::uint64_t, double, std::vector<double>>> out;
+    for (const auto& m : engine.Collect()) {
+      for (const auto& s : m.series) {
+        std::string key = m.info.name;
+        for (const auto& [k, v] : s.labels) key += "," + k + "=" + v;
+        out[key] = {s.value, s.count, s.sum, s.quantile_values};
+      }
+    }
+    return out;
+  };
+  const auto expected = points(*one_at_a_time);
+  CHECK(expected.size() > 10);
+  CHECK(points(*in_runs) == expected);
+}
+
+TEST_CASE("StatsD: more identities than the sample cache holds each reach their own series") {
+  EngineOptions options;
+  options.max_series_total = 100'000;
+  options.max_series_per_metric = 100'000;
+  auto engine = MakeEngine(options);
+  auto shard = engine->NewShard();
+  constexpr int kIds = 20'000;  // the cache holds 8,192: sets fill and evict
+  std::vector<std::string> ids;
+  for (int i = 0; i < kIds; ++i) ids.push_back(std::to_string(i));
+  std::vector<StatsdTagView> tags(kIds);
+  std::vector<StatsdInput> samples(kIds);
+  for (int round = 1; round <= 3; ++round) {
+    for (std::size_t i = 0; i < kIds; ++i) {
+      tags[i] = {"id", ids[i]};
+      samples[i] =
+          StatsdInput{"many", StatsdKind::kCounter, static_cast<double>(i % 5 + 1), {}, false,
+                      1,      {&tags[i], 1}};
+    }
+    shard->RecordStatsd(samples);
+  }
+  shard->Flush();
+  const auto all = engine->Collect();
+  const auto& many = Find(all, "many");
+  REQUIRE(many.series.size() == kIds);
+  std::size_t right = 0;
+  for (const auto& series : many.series) {
+    const auto i = std::stoul(series.labels.at(0).second);
+    right += series.value == static_cast<double>(3 * (i % 5 + 1)) ? 1 : 0;
+  }
+  CHECK(right == kIds);
 }
 
 TEST_CASE("StatsD: the sample cache keys on the tag text as sent") {

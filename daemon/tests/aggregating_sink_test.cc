@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "aggregating_sink.h"
 #include "telemetryd/aggregate/engine.h"
@@ -25,8 +26,15 @@ class Pipeline final : public ingest::StatsdVisitor {
  public:
   Pipeline() : engine_(NewEngine()), shard_(engine_->NewShard()) {}
 
-  void Send(std::string_view packet) { parser_.Parse(packet, *this); }
-  void OnSample(const ingest::StatsdSample& sample) noexcept override { sink_.OnStatsd(sample); }
+  // As the intake does: a packet's samples go to the sink in one run.
+  void Send(std::string_view packet) {
+    samples_.clear();
+    parser_.Parse(packet, *this);
+    sink_.OnStatsdSamples(samples_);
+  }
+  void OnSample(const ingest::StatsdSample& sample) noexcept override {
+    samples_.push_back(sample);
+  }
   void OnError(ingest::StatsdError error, std::string_view /*line*/) noexcept override {
     ++errors[std::string(ingest::StatsdErrorName(error))];
   }
@@ -55,6 +63,7 @@ class Pipeline final : public ingest::StatsdVisitor {
   std::unique_ptr<aggregate::Shard> shard_;
   AggregatingSink sink_{*shard_, false};
   ingest::StatsdLineParser parser_;
+  std::vector<ingest::StatsdSample> samples_;
 };
 
 }  // namespace

@@ -88,10 +88,11 @@ struct StatsdInput {
   std::span<const StatsdTagView> tags;  // in wire order
   // Optional: the tags as sent, a text that always splits into the same tags (see
   // ingest::StatsdSample::tag_text). When set, the shard's sample cache keys on it, and only a
-  // sample it has not seen yet needs its tags: from `split_tags(split_context)` when given, else
-  // from `tags`.
+  // sample it has not seen yet needs its tags: from `split_tags(split_context, tag_text)` when
+  // given, else from `tags`.
   std::string_view tag_text;
-  std::span<const StatsdTagView> (*split_tags)(const void* context) noexcept = nullptr;
+  std::span<const StatsdTagView> (*split_tags)(const void* context,
+                                               std::string_view tag_text) noexcept = nullptr;
   const void* split_context = nullptr;
 };
 
@@ -221,6 +222,9 @@ class Shard {
   void Preview(const wire::FrameInfo& frame, const wire::Event& event) noexcept;
   void PreviewDone() noexcept;
   void RecordStatsd(const StatsdInput& sample) noexcept;
+  // The same for each sample in order, cheaper than one call each: the samples' cache misses
+  // overlap.
+  void RecordStatsd(std::span<const StatsdInput> samples) noexcept;
   // Moves what this shard recorded into the engine's store; expires idle series and old spans.
   // Call on the thread that records.
   void Flush();

@@ -3,6 +3,8 @@
 // per-worker state and merges it when read). Calls must not throw and should not block.
 #pragma once
 
+#include <span>
+
 #include "telemetryd/ingest/statsd.h"
 #include "telemetryd/wire/event.h"
 
@@ -13,6 +15,12 @@ class EventSink {
   virtual ~EventSink() = default;
   virtual void OnEvent(const wire::FrameInfo& frame, const wire::Event& event) noexcept = 0;
   virtual void OnStatsd(const StatsdSample& sample) noexcept = 0;
+  // The samples of one packet (or part of one), in order: views into the packet, valid during the
+  // call. The intake delivers StatsD this way; a sink that gains from seeing several samples at
+  // once overrides it.
+  virtual void OnStatsdSamples(std::span<const StatsdSample> samples) noexcept {
+    for (const StatsdSample& sample : samples) OnStatsd(sample);
+  }
   // A sink may look at a native frame's events before it gets them: when WantsPreview says so
   // (asked per frame), the frame is decoded twice, and the sink gets Preview for each event, then
   // PreviewDone, then OnEvent for each. Worth it where what the events need is far from the caches.
