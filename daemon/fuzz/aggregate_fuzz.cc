@@ -1,9 +1,11 @@
 // libFuzzer target: any byte string through the daemon's own input path into aggregation, with the
 // built-in catalogs. An input that starts with the wire magic is a native frame (FrameDecoder),
-// anything else a StatsD datagram (StatsdLineParser); both go through the AggregatingSink into one
-// shard, whose small limits the fuzzer soon reaches. Every 16 inputs the shard is flushed and the
-// store is read both ways (a snapshot and the deltas, every label and value touched), so the
-// sanitizers see a bad view, a misused series record or a broken table anywhere on that path.
+// anything else a StatsD datagram (StatsdLineParser, its samples in runs as the intake hands them
+// on); both go through the AggregatingSink into one shard, whose small limits the fuzzer soon
+// reaches. Every 16 inputs the shard is flushed and the store is read both ways (a snapshot and the
+// deltas, every label and value touched), so the sanitizers see a bad view, a misused series record
+// or a broken table anywhere on that path.
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -28,11 +30,21 @@ class Forward final : public wire::FrameVisitor, public ingest::StatsdVisitor {
     sink_.OnEvent(frame, event);
   }
   void OnError(wire::DecodeError, std::uint32_t) noexcept override {}
-  void OnSample(const ingest::StatsdSample& sample) noexcept override { sink_.OnStatsd(sample); }
+  // As the intake does: the datagram's samples go to the sink in runs once it is parsed.
+  void OnSample(const ingest::StatsdSample& sample) noexcept override {
+    samples_[count_++] = sample;
+    if (count_ == samples_.size()) Deliver();
+  }
   void OnError(ingest::StatsdError, std::string_view) noexcept override {}
+  void Deliver() noexcept {
+    sink_.OnStatsdSamples(std::span<const ingest::StatsdSample>(samples_.data(), count_));
+    count_ = 0;
+  }
 
  private:
   AggregatingSink& sink_;
+  std::array<ingest::StatsdSample, 32> samples_{};
+  std::size_t count_ = 0;
 };
 
 class Toucher final : public aggregate::SnapshotVisitor {
@@ -98,6 +110,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     w.decoder.Decode(std::span<const std::uint8_t>(data, size), forward);
   } else {
     w.parser.Parse(std::string_view(reinterpret_cast<const char*>(data), size), forward);
+    forward.Deliver();
   }
   if (++w.inputs % 16 == 0) {
     w.shard->Flush();
