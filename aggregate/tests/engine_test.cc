@@ -949,9 +949,9 @@ TEST_CASE("StatsD: the sample cache keys on the tag text as sent") {
   CHECK(engine->counters().series == 3);
   CHECK(shard->dropped(DropReason::kStatsdTypeConflict) == 2);
 
-  // Far more identities than cache slots, each sent twice in a row and then all again: every
-  // sample lands on its own series whichever entries were evicted.
-  constexpr int kHosts = 6000;
+  // More identities than cache slots (8,192; the default series limit is 10,000), each sent twice
+  // in a row and then all again: every sample lands on its own series whichever were evicted.
+  constexpr int kHosts = 9'000;
   std::vector<std::string> hosts;
   for (int i = 0; i < kHosts; ++i) hosts.push_back(std::to_string(i));
   for (int round = 0; round < 2; ++round) {

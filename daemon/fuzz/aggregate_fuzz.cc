@@ -2,10 +2,12 @@
 // built-in catalogs. An input that starts with the wire magic is a native frame (FrameDecoder),
 // anything else a StatsD datagram (StatsdLineParser, its samples in runs as the intake hands them
 // on); both go through the AggregatingSink into one shard, whose small limits the fuzzer soon
-// reaches. Every 16 inputs the shard is flushed and the store is read both ways (a snapshot and the
-// deltas, every label and value touched), so the sanitizers see a bad view, a misused series record
-// or a broken table anywhere on that path.
+// reaches; series idle for 5 ms expire, so entries and cache slots are reused. Every 16 inputs the
+// shard is flushed and the store is read both ways (a snapshot and the deltas, every label and
+// value touched), so the sanitizers see a bad view, a misused series record or a broken table
+// anywhere on that path.
 #include <array>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -88,6 +90,7 @@ World& TheWorld() {
     options.max_series_total = 5'000;
     options.statsd_max_metrics = 300;
     options.max_open_spans = 256;
+    options.series_ttl = std::chrono::milliseconds(5);  // flushes erase, indexes are reused
     options.statsd_mappings = {
         aggregate::StatsdMapping{"app.*.requests", "app.requests", {{"service", "$1"}}}};
     auto engine = aggregate::Engine::Create(*catalogs, options);

@@ -35,6 +35,12 @@ class Pipeline final : public ingest::StatsdVisitor {
   void OnSample(const ingest::StatsdSample& sample) noexcept override {
     samples_.push_back(sample);
   }
+  // The same packet's samples one call each.
+  void SendOneByOne(std::string_view packet) {
+    samples_.clear();
+    parser_.Parse(packet, *this);
+    for (const auto& sample : samples_) sink_.OnStatsd(sample);
+  }
   void OnError(ingest::StatsdError error, std::string_view /*line*/) noexcept override {
     ++errors[std::string(ingest::StatsdErrorName(error))];
   }
@@ -86,4 +92,23 @@ TEST_CASE("StatsD through the sink: repeated tag texts, reordered tags, bad tag 
   p.Send("other:5|c|#env:prod,host:a\nhits:5|g|#env:prod,host:a\n");
   CHECK(p.Series("other") == std::map<std::string, double>{{"env=prod,host=a", 5}});
   CHECK(p.Series("hits").at("env=prod,host=a") == 87);
+}
+
+TEST_CASE("StatsD through the sink: a packet longer than a run, and samples one call each") {
+  // 100 lines with 10 tag texts in one packet: the sink records them in runs of its own size.
+  std::string packet;
+  for (int i = 0; i < 100; ++i) {
+    packet += "runs:" + std::to_string(i) + "|c|#k:" + std::to_string(i % 10) + "\n";
+  }
+  packet += "level:10|g\nlevel:+5|g\nlevel:-3|g\n";
+  Pipeline in_runs;
+  Pipeline one_by_one;
+  in_runs.Send(packet);
+  one_by_one.SendOneByOne(packet);
+  std::map<std::string, double> expected;
+  for (int i = 0; i < 100; ++i) expected["k=" + std::to_string(i % 10)] += i;
+  CHECK(in_runs.Series("runs") == expected);
+  CHECK(one_by_one.Series("runs") == expected);
+  CHECK(in_runs.Series("level") == std::map<std::string, double>{{"", 12}});
+  CHECK(one_by_one.Series("level") == std::map<std::string, double>{{"", 12}});
 }

@@ -222,8 +222,8 @@ class Shard {
   void Preview(const wire::FrameInfo& frame, const wire::Event& event) noexcept;
   void PreviewDone() noexcept;
   void RecordStatsd(const StatsdInput& sample) noexcept;
-  // The same for each sample in order, cheaper than one call each: the samples' cache misses
-  // overlap.
+  // The same for each sample in order (with one reading of the clock), cheaper than one call
+  // each: the samples' cache misses overlap.
   void RecordStatsd(std::span<const StatsdInput> samples) noexcept;
   // Moves what this shard recorded into the engine's store; expires idle series and old spans.
   // Call on the thread that records.

@@ -24,7 +24,9 @@ enum class StatsdType : std::uint8_t {
 
 using StatsdTag = TagView;  // value empty for a bare tag such as "canary"
 
-// One value of one line, as a view into the packet: valid only during the visitor call.
+// One value of one line. Its texts are views into the packet (never into the parser), so a sample
+// stays valid as long as the packet, beyond the visitor call: the intake keeps a packet's samples
+// and hands them on in runs.
 struct StatsdSample {
   std::string_view name;
   StatsdType type = StatsdType::kCounter;
