@@ -11,6 +11,7 @@
 #include "aggregating_sink.h"
 #include "telemetryd/aggregate/engine.h"
 #include "telemetryd/config/catalog_loader.h"
+#include "telemetryd/ingest/sink.h"
 #include "telemetryd/ingest/statsd.h"
 #include "telemetryd/wire/decoder.h"
 #include "telemetryd/wire/encoder.h"
@@ -158,19 +159,16 @@ void BM_StatsdDatagramToShard(benchmark::State& state) {
   auto shard = engine->NewShard();
   AggregatingSink sink(*shard, false);
   ingest::StatsdLineParser parser;
-  // As the intake does: the datagram's samples go to the sink in one run.
+  // As the intake does: the datagram's samples go to the sink in runs.
   struct Visitor final : ingest::StatsdVisitor {
-    std::vector<ingest::StatsdSample> samples;
-    void OnSample(const ingest::StatsdSample& sample) noexcept override {
-      samples.push_back(sample);
-    }
+    explicit Visitor(AggregatingSink& sink) : runs(sink) {}
+    void OnSample(const ingest::StatsdSample& sample) noexcept override { runs.Add(sample); }
     void OnError(ingest::StatsdError, std::string_view) noexcept override {}
-  } visitor;
-  visitor.samples.reserve(25);
+    ingest::StatsdRuns runs;
+  } visitor(sink);
   auto send = [&] {
-    visitor.samples.clear();
     parser.Parse(datagram, visitor);
-    sink.OnStatsdSamples(visitor.samples);
+    visitor.runs.Flush();
   };
   send();  // series exist from here
   for (auto _ : state) send();

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "telemetryd/aggregate/engine.h"
+#include "telemetryd/ingest/sink.h"
 #include "telemetryd/ingest/sinks.h"
 #include "telemetryd/ingest/statsd.h"
 
@@ -84,7 +85,7 @@ class AggregatingSink final : public ingest::EventSink {
   aggregate::Shard* shard_;
   ingest::DebugSink debug_;
   bool print_;
-  std::array<aggregate::StatsdInput, 32> inputs_{};                       // scratch
+  std::array<aggregate::StatsdInput, ingest::kStatsdRun> inputs_{};       // scratch
   mutable std::array<ingest::StatsdTag, ingest::kStatsdMaxTags> tags_{};  // scratch
 };
 

@@ -160,9 +160,8 @@ class SeriesTable {
   // Starts loading the entry in that slot (best after PrefetchSlot had time to bring it in).
   void PrefetchEntry(std::uint64_t hash) const noexcept {
     const std::uint32_t slot = slots_[hash & (slots_.size() - 1)];
-    if (slot != 0) __builtin_prefetch(&At(slot - 1));
+    if (slot != 0) PrefetchValue(slot - 1);
   }
-
   // Starts loading the entry (and value) at `index`.
   void PrefetchValue(std::uint32_t index) const noexcept { __builtin_prefetch(&At(index)); }
 

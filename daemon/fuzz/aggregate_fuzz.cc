@@ -6,7 +6,6 @@
 // shard is flushed and the store is read both ways (a snapshot and the deltas, every label and
 // value touched), so the sanitizers see a bad view, a misused series record or a broken table
 // anywhere on that path.
-#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -17,6 +16,7 @@
 #include "aggregating_sink.h"
 #include "telemetryd/aggregate/engine.h"
 #include "telemetryd/config/catalog_loader.h"
+#include "telemetryd/ingest/sink.h"
 #include "telemetryd/ingest/statsd.h"
 #include "telemetryd/wire/decoder.h"
 #include "telemetryd/wire/format.h"
@@ -27,26 +27,19 @@ using namespace telemetryd;
 
 class Forward final : public wire::FrameVisitor, public ingest::StatsdVisitor {
  public:
-  explicit Forward(AggregatingSink& sink) : sink_(sink) {}
+  explicit Forward(AggregatingSink& sink) : sink_(sink), runs_(sink) {}
   void OnEvent(const wire::FrameInfo& frame, const wire::Event& event) noexcept override {
     sink_.OnEvent(frame, event);
   }
   void OnError(wire::DecodeError, std::uint32_t) noexcept override {}
-  // As the intake does: the datagram's samples go to the sink in runs once it is parsed.
-  void OnSample(const ingest::StatsdSample& sample) noexcept override {
-    samples_[count_++] = sample;
-    if (count_ == samples_.size()) Deliver();
-  }
+  // As the intake does: the datagram's samples go to the sink in runs.
+  void OnSample(const ingest::StatsdSample& sample) noexcept override { runs_.Add(sample); }
   void OnError(ingest::StatsdError, std::string_view) noexcept override {}
-  void Deliver() noexcept {
-    sink_.OnStatsdSamples(std::span<const ingest::StatsdSample>(samples_.data(), count_));
-    count_ = 0;
-  }
+  void Flush() noexcept { runs_.Flush(); }
 
  private:
   AggregatingSink& sink_;
-  std::array<ingest::StatsdSample, 32> samples_{};
-  std::size_t count_ = 0;
+  ingest::StatsdRuns runs_;
 };
 
 class Toucher final : public aggregate::SnapshotVisitor {
@@ -113,7 +106,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     w.decoder.Decode(std::span<const std::uint8_t>(data, size), forward);
   } else {
     w.parser.Parse(std::string_view(reinterpret_cast<const char*>(data), size), forward);
-    forward.Deliver();
+    forward.Flush();
   }
   if (++w.inputs % 16 == 0) {
     w.shard->Flush();

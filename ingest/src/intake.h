@@ -2,8 +2,6 @@
 // parser, counts what it sees and logs rejections at a limited rate.
 #pragma once
 
-#include <array>
-#include <cstddef>
 #include <span>
 #include <string>
 #include <string_view>
@@ -39,7 +37,7 @@ class Intake final : public wire::FrameVisitor, public StatsdVisitor {
     } else {
       const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
       stats_.events.Add(parser_.Parse(text, *this));
-      DeliverSamples();
+      runs_.Flush();
     }
   }
 
@@ -61,10 +59,7 @@ class Intake final : public wire::FrameVisitor, public StatsdVisitor {
     if (log_.ShouldWrite()) Log(wire::DecodeErrorName(error), {});
   }
   // Samples are views into the packet, which outlives its Parse: they go to the sink in runs.
-  void OnSample(const StatsdSample& sample) noexcept override {
-    samples_[sample_count_++] = sample;
-    if (sample_count_ == samples_.size()) DeliverSamples();
-  }
+  void OnSample(const StatsdSample& sample) noexcept override { runs_.Add(sample); }
   void OnError(StatsdError error, std::string_view line) noexcept override {
     stats_.rejected[static_cast<std::size_t>(error)].Add();
     if (log_.ShouldWrite()) Log(StatsdErrorName(error), line);
@@ -80,12 +75,6 @@ class Intake final : public wire::FrameVisitor, public StatsdVisitor {
     void OnError(wire::DecodeError /*error*/, std::uint32_t /*events_lost*/) noexcept override {}
     EventSink& sink;
   };
-
-  void DeliverSamples() noexcept {
-    if (sample_count_ == 0) return;
-    sink_.OnStatsdSamples(std::span<const StatsdSample>(samples_.data(), sample_count_));
-    sample_count_ = 0;
-  }
 
   void Log(std::string_view reason, std::string_view line) noexcept {
     try {
@@ -104,8 +93,7 @@ class Intake final : public wire::FrameVisitor, public StatsdVisitor {
   ListenerStats& stats_;
   wire::FrameDecoder decoder_;
   StatsdLineParser parser_;
-  std::array<StatsdSample, 32> samples_{};  // a packet's samples not yet delivered
-  std::size_t sample_count_ = 0;
+  StatsdRuns runs_{sink_};  // a packet's samples not yet delivered
   log::RateLimitedLog log_{log::Level::kWarn, 10'000};
 };
 

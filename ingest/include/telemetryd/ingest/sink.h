@@ -3,6 +3,8 @@
 // per-worker state and merges it when read). Calls must not throw and should not block.
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <span>
 
 #include "telemetryd/ingest/statsd.h"
@@ -16,8 +18,8 @@ class EventSink {
   virtual void OnEvent(const wire::FrameInfo& frame, const wire::Event& event) noexcept = 0;
   virtual void OnStatsd(const StatsdSample& sample) noexcept = 0;
   // The samples of one packet (or part of one), in order: views into the packet, valid during the
-  // call. The intake delivers StatsD this way; a sink that gains from seeing several samples at
-  // once overrides it.
+  // call. The intake delivers StatsD this way (StatsdRuns); a sink that gains from seeing several
+  // samples at once overrides it.
   virtual void OnStatsdSamples(std::span<const StatsdSample> samples) noexcept {
     for (const StatsdSample& sample : samples) OnStatsd(sample);
   }
@@ -27,6 +29,31 @@ class EventSink {
   virtual bool WantsPreview() noexcept { return false; }
   virtual void Preview(const wire::FrameInfo& /*frame*/, const wire::Event& /*event*/) noexcept {}
   virtual void PreviewDone() noexcept {}
+};
+
+// The most samples StatsdRuns hands a sink at once.
+inline constexpr std::size_t kStatsdRun = 32;
+
+// Holds the samples a StatsdLineParser delivers for one packet and hands them to a sink's
+// OnStatsdSamples in runs: each time kStatsdRun are held, and at Flush. Call Flush when the packet
+// is parsed, before its bytes change: the samples are views into it.
+class StatsdRuns {
+ public:
+  explicit StatsdRuns(EventSink& sink) noexcept : sink_(sink) {}
+  void Add(const StatsdSample& sample) noexcept {
+    samples_[count_++] = sample;
+    if (count_ == samples_.size()) Flush();
+  }
+  void Flush() noexcept {
+    if (count_ == 0) return;
+    sink_.OnStatsdSamples(std::span<const StatsdSample>(samples_.data(), count_));
+    count_ = 0;
+  }
+
+ private:
+  EventSink& sink_;
+  std::array<StatsdSample, kStatsdRun> samples_{};
+  std::size_t count_ = 0;
 };
 
 }  // namespace telemetryd::ingest
