@@ -318,6 +318,9 @@ struct ShardSeries {
   std::int64_t touched_ns = 0;
   bool dirty = false;
   bool has_last = false;
+  // The series one index below has the same labels (the key's part after the metric id). Set when
+  // both were looked up with one event's labels; cleared when that series is erased (EraseSeries).
+  bool follows = false;
   // Where Flush last merged this series in the store (checked against the key before use: the
   // store may have expired and reused the entry).
   std::uint32_t store_index = detail::SeriesTable<ShardSeries>::kNone;
@@ -391,8 +394,12 @@ class Shard::State {
     }
     return nullptr;
   }
-  // The shard series of metric `metric` with the labels BuildLabels found; see Series.
+  // The shard series of metric `metric` with the labels BuildLabels found; see Series. After the
+  // first metric of a tag group, the next ones are usually the series one index further
+  // (`follows`): checked there before the table is probed.
   ShardSeries* LabelsSeries(std::uint32_t metric, std::uint32_t* index = nullptr) noexcept;
+  // Erases series `index` and unlinks the series one index above from it.
+  void EraseSeries(std::uint32_t index);
   // The shard series for key_, created if new; nullptr (counted) over the limit.
   ShardSeries* Series(std::uint32_t metric, std::uint32_t* index = nullptr) noexcept;
   // Creates the series for key_ with `hash` (not in the table yet).
@@ -433,6 +440,7 @@ class Shard::State {
   std::size_t labels_length_ = 0;
   std::uint64_t labels_hash_ = 0;
   std::uint32_t labels_group_ = kNoGroup;
+  std::uint32_t labels_series_ = kNoSeries;  // the last series LabelsSeries gave for these labels
   bool labels_ok_ = false;
   DropReason labels_drop_ = DropReason::kMissingTag;
   // Per-frame cache of name reference -> binding.
@@ -602,6 +610,7 @@ bool Shard::State::BuildLabels(const CompiledMetric& m, const wire::Event& event
   detail::KeyHasher hasher;
   label_count_ = 0;
   labels_length_ = 0;
+  labels_series_ = kNoSeries;
   for (const auto& tag : m.tags) {
     const auto* field = FindByKey(event.metadata, m.tag_keys[label_count_]);
     std::string_view text;
@@ -659,6 +668,15 @@ bool Shard::State::BuildLabels(const CompiledMetric& m, const wire::Event& event
 // Looks the labels up where they lie: no key is put together unless the series is new. A stored
 // key of the metric is its id, then the labels part.
 ShardSeries* Shard::State::LabelsSeries(std::uint32_t metric, std::uint32_t* index) noexcept {
+  const std::uint32_t previous = labels_series_;
+  if (previous != kNoSeries && previous + 1 < series_.end()) {
+    ShardSeries& next = series_.value(previous + 1);
+    if (next.follows && next.metric == metric) {
+      labels_series_ = previous + 1;
+      if (index != nullptr) *index = previous + 1;
+      return &next;
+    }
+  }
   std::size_t id_length = 1;
   for (std::uint32_t rest = metric; rest >= 10; rest /= 10) ++id_length;
   const std::uint64_t hash = SeriesHash(metric, labels_hash_);
@@ -679,6 +697,9 @@ ShardSeries* Shard::State::LabelsSeries(std::uint32_t metric, std::uint32_t* ind
     return true;
   });
   if (i != series_.kNone) {
+    // Both have these labels: link them, also when they were created apart.
+    if (previous != kNoSeries && i == previous + 1) series_.value(i).follows = true;
+    labels_series_ = i;
     if (index != nullptr) *index = i;
     return &series_.value(i);
   }
@@ -693,7 +714,18 @@ ShardSeries* Shard::State::LabelsSeries(std::uint32_t metric, std::uint32_t* ind
     Drop(DropReason::kSeriesOverflow);
     return nullptr;
   }
-  return NewSeries(metric, hash, index);
+  std::uint32_t created = kNoSeries;
+  ShardSeries* s = NewSeries(metric, hash, &created);
+  if (s == nullptr) return nullptr;
+  s->follows = previous != kNoSeries && created == previous + 1;
+  labels_series_ = created;
+  if (index != nullptr) *index = created;
+  return s;
+}
+
+void Shard::State::EraseSeries(std::uint32_t index) {
+  series_.Erase(index);
+  if (index + 1 < series_.end()) series_.value(index + 1).follows = false;
 }
 
 ShardSeries* Shard::State::Series(std::uint32_t metric, std::uint32_t* index) noexcept {
@@ -1442,7 +1474,7 @@ void Shard::State::Flush() {
     ShardSeries& s = series_.value(i);
     if (!s.dirty) {
       if (ttl > 0 && s.open_refs == 0 && now - s.touched_ns > ttl) {
-        series_.Erase(i);
+        EraseSeries(i);
         erased = true;
       }
       continue;

@@ -395,6 +395,53 @@ TEST_CASE("idle series expire after the TTL") {
   CHECK(engine->counters().series == 0);
 }
 
+// An event's metrics with the same tags are created one index apart, and the second is then found
+// from the first without a table probe. Here the first expires alone (its filter keeps it idle),
+// its entry goes to another node's series, and the second must not be taken for that node's.
+TEST_CASE("a series expired under its neighbour does not lend the neighbour to new labels") {
+  CatalogSpec c;
+  c.system = "test";
+  c.events = {Event("app.request", {{"bytes", Unit::kNone}}, {{"node_id", MetadataType::kString}})};
+  auto big = Metric(MetricType::kCounter, "app.request.big", "app.request", "bytes", {"node_id"});
+  big.keep = {FilterSpec{.measurement = "bytes", .op = FilterSpec::Op::kGe, .threshold = 100}};
+  c.metrics = {big,
+               Metric(MetricType::kSum, "app.request.bytes", "app.request", "bytes", {"node_id"})};
+  EngineOptions options;
+  options.series_ttl = std::chrono::milliseconds(20);
+  auto created = Engine::Create({c}, options);
+  REQUIRE(created.has_value());
+  auto& engine = *created;
+  auto shard = engine->NewShard();
+  Feeder feed(*shard);
+  auto request = [](const char* node, std::int64_t bytes) {
+    return Ev("app.request", {{"bytes", Number::Int(bytes)}}, {{"node_id", Term::String(node)}});
+  };
+  feed.Send({request("a", 500)});
+  shard->Flush();
+  // Small requests keep a's sum alive; a's counter idles past the TTL and is erased.
+  std::int64_t small = 0;
+  for (int i = 0; i < 12; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(8));
+    feed.Send({request("a", 1)});
+    ++small;
+    shard->Flush();
+  }
+  REQUIRE(Find(engine->Collect(), "app.request.big").series.empty());
+  feed.Send({request("b", 700), request("b", 300), request("a", 2)});
+  shard->Flush();
+  const auto all = engine->Collect();
+  const auto& sums = Find(all, "app.request.bytes");
+  CHECK(sums.series.size() == 2);
+  REQUIRE(Series(sums, {{"node_id", "a"}}) != nullptr);
+  CHECK(Series(sums, {{"node_id", "a"}})->value == static_cast<double>(500 + small + 2));
+  REQUIRE(Series(sums, {{"node_id", "b"}}) != nullptr);
+  CHECK(Series(sums, {{"node_id", "b"}})->value == 1000);
+  const auto& counts = Find(all, "app.request.big");
+  CHECK(counts.series.size() == 1);
+  REQUIRE(Series(counts, {{"node_id", "b"}}) != nullptr);
+  CHECK(Series(counts, {{"node_id", "b"}})->value == 2);
+}
+
 TEST_CASE("shards merge; deltas are what changed since the previous push") {
   auto engine = MakeEngine();
   auto a = engine->NewShard();
