@@ -1,10 +1,12 @@
-// Private: bounds-checked reading and appending of v1 primitives (varints, zigzag, binary64).
+// Private: bounds-checked reading and appending of v1 primitives (varints, zigzag, binary64), and
+// the word-at-a-time ASCII scan that string validation starts with.
 #pragma once
 
 #include <bit>
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <string_view>
 #include <vector>
 
 namespace telemetryd::wire::detail {
@@ -70,6 +72,33 @@ class Cursor {
   std::span<const std::uint8_t> bytes_;
   std::size_t pos_ = 0;
 };
+
+// True when no byte of `text` has its high bit set (ASCII, which is valid UTF-8). No byte loop
+// from 4 bytes on: whole 8-byte words, then a last word overlapping the one before, all within
+// the text.
+inline bool IsAscii(std::string_view text) noexcept {
+  const char* p = text.data();
+  const std::size_t n = text.size();
+  auto word = [](const char* at) {
+    std::uint64_t w = 0;
+    std::memcpy(&w, at, sizeof w);
+    return w;
+  };
+  auto half = [](const char* at) {
+    std::uint32_t w = 0;
+    std::memcpy(&w, at, sizeof w);
+    return w;
+  };
+  if (n >= 8) {
+    std::uint64_t high = word(p + n - 8);
+    for (std::size_t i = 0; i + 8 <= n; i += 8) high |= word(p + i);
+    return (high & 0x8080808080808080ULL) == 0;
+  }
+  if (n >= 4) return ((half(p) | half(p + n - 4)) & 0x80808080U) == 0;
+  unsigned high = 0;
+  for (std::size_t i = 0; i < n; ++i) high |= static_cast<unsigned char>(p[i]);
+  return (high & 0x80U) == 0;
+}
 
 inline std::int64_t ZigzagDecode(std::uint64_t v) noexcept {
   return static_cast<std::int64_t>(v >> 1) ^ -static_cast<std::int64_t>(v & 1);

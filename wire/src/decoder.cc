@@ -358,7 +358,8 @@ DecodeSummary FrameDecoder::Decode(std::span<const std::uint8_t> frame,
     std::span<const std::uint8_t> raw;
     if (!in.Take(static_cast<std::size_t>(n), raw)) return reject(DecodeError::kTruncated);
     strings_[i] = std::string_view(reinterpret_cast<const char*>(raw.data()), raw.size());
-    string_flags_[i] = IsValidUtf8(strings_[i]) ? kUtf8Valid : 0;
+    // Most frame strings are ASCII: checked inline, without the call of the full validation.
+    string_flags_[i] = detail::IsAscii(strings_[i]) || IsValidUtf8(strings_[i]) ? kUtf8Valid : 0;
   }
 
   if ((status = in.Varint(n)) != Cursor::VarintStatus::kOk) {

@@ -2,6 +2,8 @@
 
 #include <array>
 
+#include "bytes.h"
+
 namespace telemetryd::wire {
 std::span<const std::string_view> StaticStrings() noexcept { return kStaticTable; }
 
@@ -13,6 +15,7 @@ std::optional<std::uint32_t> FindStatic(std::string_view text) noexcept {
 }
 
 bool IsValidUtf8(std::string_view text) noexcept {
+  if (detail::IsAscii(text)) return true;
   const auto* p = reinterpret_cast<const unsigned char*>(text.data());
   const unsigned char* end = p + text.size();
   while (p < end) {

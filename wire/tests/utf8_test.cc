@@ -17,6 +17,27 @@ TEST_CASE("UTF-8 validation") {
   CHECK_FALSE(IsValidUtf8("abcdefgh\x80"));      // stray continuation after the fast path
 }
 
+// Every length a scan by words handles differently (under 4, 4 to 7, whole words and a last
+// overlapping word), with the one non-ASCII byte at every position.
+TEST_CASE("UTF-8 validation sees a non-ASCII byte at any position of any length") {
+  for (std::size_t n = 0; n <= 40; ++n) {
+    const std::string ascii(n, 'a');
+    CHECK(IsValidUtf8(ascii));
+    for (std::size_t at = 0; at < n; ++at) {
+      std::string stray = ascii;
+      stray[at] = '\x80';  // a continuation byte with no lead
+      CHECK_MESSAGE(!IsValidUtf8(stray), "length " << n << ", at " << at);
+      std::string lead = ascii;
+      lead[at] = '\xC5';  // a lead byte; valid only when its continuation follows
+      CHECK_MESSAGE(!IsValidUtf8(lead.substr(0, at + 1)), "length " << at + 1);
+      if (at + 1 < n) {
+        lead[at + 1] = '\x93';
+        CHECK_MESSAGE(IsValidUtf8(lead), "length " << n << ", at " << at);
+      }
+    }
+  }
+}
+
 TEST_CASE("event names") {
   CHECK(IsValidEventName("vsr.protocol.prepare.sent"));
   CHECK(IsValidEventName("routes_total"));
