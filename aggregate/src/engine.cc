@@ -669,13 +669,18 @@ bool Shard::State::BuildLabels(const CompiledMetric& m, const wire::Event& event
 // key of the metric is its id, then the labels part.
 ShardSeries* Shard::State::LabelsSeries(std::uint32_t metric, std::uint32_t* index) noexcept {
   const std::uint32_t previous = labels_series_;
+  // `i` has these labels: it is the last series given for them, and follows the one before if
+  // that is `previous` (also when the two were created apart).
+  auto take = [&](std::uint32_t i) {
+    ShardSeries& s = series_.value(i);
+    if (previous != kNoSeries && i == previous + 1) s.follows = true;
+    labels_series_ = i;
+    if (index != nullptr) *index = i;
+    return &s;
+  };
   if (previous != kNoSeries && previous + 1 < series_.end()) {
-    ShardSeries& next = series_.value(previous + 1);
-    if (next.follows && next.metric == metric) {
-      labels_series_ = previous + 1;
-      if (index != nullptr) *index = previous + 1;
-      return &next;
-    }
+    const ShardSeries& next = series_.value(previous + 1);
+    if (next.follows && next.metric == metric) return take(previous + 1);
   }
   std::size_t id_length = 1;
   for (std::uint32_t rest = metric; rest >= 10; rest /= 10) ++id_length;
@@ -696,13 +701,7 @@ ShardSeries* Shard::State::LabelsSeries(std::uint32_t metric, std::uint32_t* ind
     }
     return true;
   });
-  if (i != series_.kNone) {
-    // Both have these labels: link them, also when they were created apart.
-    if (previous != kNoSeries && i == previous + 1) series_.value(i).follows = true;
-    labels_series_ = i;
-    if (index != nullptr) *index = i;
-    return &series_.value(i);
-  }
+  if (i != series_.kNone) return take(i);
   try {
     char id[16];
     key_.assign(id, static_cast<std::size_t>(std::to_chars(id, id + sizeof id, metric).ptr - id));
@@ -715,12 +714,8 @@ ShardSeries* Shard::State::LabelsSeries(std::uint32_t metric, std::uint32_t* ind
     return nullptr;
   }
   std::uint32_t created = kNoSeries;
-  ShardSeries* s = NewSeries(metric, hash, &created);
-  if (s == nullptr) return nullptr;
-  s->follows = previous != kNoSeries && created == previous + 1;
-  labels_series_ = created;
-  if (index != nullptr) *index = created;
-  return s;
+  if (NewSeries(metric, hash, &created) == nullptr) return nullptr;
+  return take(created);
 }
 
 void Shard::State::EraseSeries(std::uint32_t index) {

@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "telemetryd/common/bytes.h"
+
 namespace telemetryd::wire::detail {
 
 // Reads from a byte span; every read checks bounds and reports failure instead of throwing.
@@ -79,22 +81,12 @@ class Cursor {
 inline bool IsAscii(std::string_view text) noexcept {
   const char* p = text.data();
   const std::size_t n = text.size();
-  auto word = [](const char* at) {
-    std::uint64_t w = 0;
-    std::memcpy(&w, at, sizeof w);
-    return w;
-  };
-  auto half = [](const char* at) {
-    std::uint32_t w = 0;
-    std::memcpy(&w, at, sizeof w);
-    return w;
-  };
   if (n >= 8) {
-    std::uint64_t high = word(p + n - 8);
-    for (std::size_t i = 0; i + 8 <= n; i += 8) high |= word(p + i);
+    std::uint64_t high = Load<std::uint64_t>(p + n - 8);
+    for (std::size_t i = 0; i + 8 <= n; i += 8) high |= Load<std::uint64_t>(p + i);
     return (high & 0x8080808080808080ULL) == 0;
   }
-  if (n >= 4) return ((half(p) | half(p + n - 4)) & 0x80808080U) == 0;
+  if (n >= 4) return ((Load<std::uint32_t>(p) | Load<std::uint32_t>(p + n - 4)) & 0x80808080U) == 0;
   unsigned high = 0;
   for (std::size_t i = 0; i < n; ++i) high |= static_cast<unsigned char>(p[i]);
   return (high & 0x80U) == 0;

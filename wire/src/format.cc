@@ -21,9 +21,9 @@ bool IsValidUtf8(std::string_view text) noexcept {
   while (p < end) {
     // Fast path over ASCII, eight bytes at a time.
     while (end - p >= 8) {
-      std::uint64_t chunk = 0;
-      for (int i = 0; i < 8; ++i) chunk |= static_cast<std::uint64_t>(p[i]) << (8 * i);
-      if ((chunk & 0x8080808080808080ULL) != 0) break;
+      if ((Load<std::uint64_t>(reinterpret_cast<const char*>(p)) & 0x8080808080808080ULL) != 0) {
+        break;
+      }
       p += 8;
     }
     if (p >= end) break;
