@@ -257,6 +257,9 @@ class Engine::Impl {
   std::int64_t window_start_ns = 0;
   std::int64_t last_sweep_ns = 0;
   detail::StatsdNames statsd_names;
+  // How many times Sweep forgot StatsD names: a shard that saw another number clears its cache
+  // of names (Shard::State::statsd_names_).
+  std::uint64_t statsd_forget_epoch = 0;
   mutable std::size_t snapshot_key_bytes = 0;  // key text in the last CollectSnapshot
   std::unordered_map<std::string, std::uint64_t> unknown_names;
   std::uint64_t unknown_other = 0;
@@ -271,6 +274,11 @@ class Engine::Impl {
   detail::StatsdNames::Entry* StatsdName(std::string_view store_key) noexcept {
     return statsd_names.Find(detail::HashKey(StatsdNameOf(store_key)));
   }
+  // The entry of the name of a new store series of carrier type `type`: admitted again if it was
+  // forgotten since a shard admitted it. nullptr, with the reason, when the name now has another
+  // type or no room is left. Under mutex.
+  detail::StatsdNames::Entry* StatsdSeriesName(std::string_view store_key, unsigned type,
+                                               DropReason& why) noexcept;
   void RollWindows(std::int64_t now);
   void Sweep(std::int64_t now);
   // Moves another engine's series into metric `id`'s table (under both mutexes); returns how
@@ -284,6 +292,23 @@ unsigned Engine::Impl::AdmitStatsdName(std::uint64_t hash, unsigned type) {
   if (statsd_names.size() >= options.statsd_max_metrics) return kStatsdNoRoom;
   statsd_names.Add(hash, type);
   return type;
+}
+
+detail::StatsdNames::Entry* Engine::Impl::StatsdSeriesName(std::string_view store_key,
+                                                           unsigned type,
+                                                           DropReason& why) noexcept {
+  const std::uint64_t hash = detail::HashKey(StatsdNameOf(store_key));
+  unsigned admitted = kStatsdNoRoom;
+  try {
+    admitted = AdmitStatsdName(hash, type);
+  } catch (...) {
+  }
+  if (admitted != type) {
+    why = admitted == kStatsdNoRoom ? DropReason::kStatsdMetricOverflow
+                                    : DropReason::kStatsdTypeConflict;
+    return nullptr;
+  }
+  return statsd_names.Find(hash);
 }
 
 // ---- Shard state ----
@@ -459,14 +484,16 @@ class Shard::State {
   std::vector<SpanSlot> spans_;
   std::size_t open_spans_ = 0;
   // StatsD names this shard admitted or was refused, by StatsdNames::Key: the engine's answer
-  // for a name never changes, so a shard asks (under the engine's lock) only for names it has
-  // not kept here. Direct-mapped, key 0 empty.
+  // for a name only changes when the name is forgotten, so a shard asks (under the engine's lock)
+  // only for names it has not kept here, and forgets its answers when the engine forgot names
+  // (statsd_forget_epoch). Direct-mapped, key 0 empty.
   struct NameSlot {
     std::uint64_t key = 0;
     unsigned type = 0;  // Engine::Impl::AdmitStatsdName's answer
   };
   static constexpr std::size_t kNameCacheSlots = 4096;
   std::vector<NameSlot> statsd_names_ = std::vector<NameSlot>(kNameCacheSlots);
+  std::uint64_t statsd_forget_epoch_ = 0;
   // Whether the StatsD name may be recorded with `type`, else why not.
   bool AdmitStatsdName(std::string_view name, unsigned type, DropReason& why) noexcept;
   // What statsd_mappings make of a StatsD name, for the last names seen (direct-mapped).
@@ -1198,7 +1225,7 @@ void Shard::State::RecordSample(const StatsdInput& sample, const SampleIdentity&
   const std::uint64_t hash = KeyHash(metric);
   std::uint32_t index = series_.Find(key_, hash);
   if (index == kNoSeries) {
-    // A name takes a place among statsd.max_metrics for good: only with a series.
+    // A name takes a place among statsd.max_metrics only with a series, until its last expires.
     if (series_.size() >= engine_.options.max_series_total) {
       Drop(DropReason::kSeriesOverflow);
       return;
@@ -1364,8 +1391,12 @@ void Engine::Impl::Sweep(std::int64_t now) {
     for (std::uint32_t i = 0; i < table.end(); ++i) {
       if (table.live(i) && now - table.value(i).touched_ns > ttl) {
         if (IsStatsd(m)) {
+          // A name goes with its last series: its place and its type are free again.
           if (auto* name = StatsdName(table.key(i)); name != nullptr && name->series > 0) {
-            --name->series;
+            if (--name->series == 0) {
+              statsd_names.Erase(name);
+              ++statsd_forget_epoch;
+            }
           }
         }
         table.Erase(i);
@@ -1482,23 +1513,30 @@ void Shard::State::Flush() {
       const std::uint64_t hash = table.Hash(key);
       t = table.Find(key, hash);
       if (t == table.kNone) {
-        // A StatsD name's series count against the limit per metric by name.
+        // A StatsD name's series count against the limit per metric by name. Its name may have
+        // been forgotten (Sweep) since this shard admitted it: it is admitted again, with this
+        // series' type, unless another type or no room took its place.
         const bool statsd = engine_.IsStatsd(s.metric);
-        detail::StatsdNames::Entry* name = statsd ? engine_.StatsdName(key) : nullptr;
-        const std::size_t held = statsd ? (name != nullptr ? name->series : 0) : table.size();
-        if (held >= engine_.options.max_series_per_metric ||
-            engine_.total_series >= engine_.options.max_series_total) {
+        DropReason why = DropReason::kSeriesOverflow;
+        detail::StatsdNames::Entry* name = nullptr;
+        bool room = engine_.total_series < engine_.options.max_series_total;
+        if (room && statsd) {
+          name = engine_.StatsdSeriesName(key, s.metric - engine_.statsd_first, why);
+          room = name != nullptr && name->series < engine_.options.max_series_per_metric;
+        } else if (room) {
+          room = table.size() < engine_.options.max_series_per_metric;
+        }
+        if (!room) {
           // Updates lost: a catalog counter counts them (one per event), a distribution or
           // summary too; for a sum, a last value or a StatsD counter (whose pending sum is of
           // the values sent) at least one was lost.
-          const bool counts_events =
-              m.info.type == MetricType::kCounter && !engine_.IsStatsd(s.metric);
+          const bool counts_events = m.info.type == MetricType::kCounter && !statsd;
           const std::uint64_t lost =
               std::max<std::uint64_t>(1, counts_events ? static_cast<std::uint64_t>(s.sums.isum)
                                          : s.extra     ? s.extra->count
                                                        : 0);
-          engine_.store[s.metric].overflow += lost;
-          owner_.drops_[static_cast<std::size_t>(DropReason::kSeriesOverflow)].Add(lost);
+          if (why == DropReason::kSeriesOverflow) engine_.store[s.metric].overflow += lost;
+          owner_.drops_[static_cast<std::size_t>(why)].Add(lost);
           StoreSeries scratch;
           MergeInto(m, s, scratch);  // clears the shard series
           continue;
@@ -1519,6 +1557,12 @@ void Shard::State::Flush() {
   engine_.unknown_other += unknown_other_;
   unknown_other_ = 0;
   engine_.Sweep(now);
+  // Names forgotten since this shard's last flush: its answers for them may be stale (a type,
+  // or no room that is now free).
+  if (statsd_forget_epoch_ != engine_.statsd_forget_epoch) {
+    statsd_forget_epoch_ = engine_.statsd_forget_epoch;
+    std::fill(statsd_names_.begin(), statsd_names_.end(), NameSlot{});
+  }
 }
 
 void Shard::State::AdoptSpans(State& previous) noexcept {

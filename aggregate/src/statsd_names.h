@@ -67,6 +67,24 @@ class StatsdNames {
     return no_room;
   }
 
+  // Forgets the name of `entry` (from Find). Entries after it in its probe run move back into
+  // the hole, so pointers from Find are invalid afterwards.
+  void Erase(Entry* entry) noexcept {
+    auto hole = static_cast<std::size_t>(entry - slots_.data());
+    slots_[hole] = Entry{};
+    --size_;
+    for (std::size_t j = Next(hole); slots_[j].Tag() != 0; j = Next(j)) {
+      const std::size_t home = Home(slots_[j].Tag());
+      // The entry at j stays when its home lies cyclically in (hole, j]: Find reaches it there.
+      const bool stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
+      if (!stays) {
+        slots_[hole] = slots_[j];
+        slots_[j] = Entry{};
+        hole = j;
+      }
+    }
+  }
+
   // Sets every name's series count to 0.
   void ClearSeries() noexcept {
     for (Entry& e : slots_) e.series = 0;

@@ -1189,6 +1189,87 @@ TEST_CASE("StatsD: expired series leave their name's room to new ones") {
   CHECK(shard->dropped(DropReason::kSeriesOverflow) == 2);
 }
 
+TEST_CASE("StatsD: a name goes with its last series; its place and its type are free again") {
+  EngineOptions options;
+  options.series_ttl = std::chrono::milliseconds(20);
+  options.statsd_max_metrics = 1;
+  auto engine = MakeEngine(options);
+  auto shard = engine->NewShard();
+  auto sample = [&](std::string_view name, StatsdKind kind, double value) {
+    shard->RecordStatsd(StatsdInput{name, kind, value, {}, false, 1, {}});
+  };
+  auto expire = [&] {
+    for (int i = 0; i < 2; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(60));
+      shard->Flush();
+    }
+  };
+  sample("a", StatsdKind::kCounter, 5);
+  shard->Flush();
+  CHECK(engine->counters().statsd_metrics == 1);
+  // The one place is taken: refused, and the shard keeps that answer.
+  sample("b", StatsdKind::kGauge, 7);
+  sample("b", StatsdKind::kGauge, 7);
+  CHECK(shard->dropped(DropReason::kStatsdMetricOverflow) == 2);
+  expire();
+  CHECK(engine->counters().series == 0);
+  CHECK(engine->counters().statsd_metrics == 0);
+  // The same shard takes the name it refused before.
+  sample("b", StatsdKind::kGauge, 7);
+  shard->Flush();
+  CHECK(shard->dropped(DropReason::kStatsdMetricOverflow) == 2);
+  CHECK(Find(engine->Collect(), "b").series.at(0).value == 7);
+  sample("a", StatsdKind::kGauge, 3);
+  CHECK(shard->dropped(DropReason::kStatsdMetricOverflow) == 3);
+  expire();
+  // "a" was a counter; forgotten, it may come back as a gauge.
+  sample("a", StatsdKind::kGauge, 3);
+  shard->Flush();
+  const auto all = engine->Collect();
+  CHECK(Find(all, "a").info.type == MetricType::kLastValue);
+  CHECK(Find(all, "a").series.at(0).value == 3);
+  CHECK(shard->dropped(DropReason::kStatsdTypeConflict) == 0);
+}
+
+TEST_CASE("StatsD: a shard that kept a forgotten name's old type cannot bring it back as that") {
+  EngineOptions options;
+  options.series_ttl = std::chrono::milliseconds(20);
+  auto engine = MakeEngine(options);
+  auto first = engine->NewShard();
+  auto second = engine->NewShard();
+  auto sample = [](Shard& shard, StatsdKind kind, double value) {
+    shard.RecordStatsd(StatsdInput{"a", kind, value, {}, false, 1, {}});
+  };
+  sample(*first, StatsdKind::kCounter, 1);
+  sample(*second, StatsdKind::kCounter, 1);
+  first->Flush();
+  second->Flush();
+  CHECK(Find(engine->Collect(), "a").series.at(0).value == 2);
+  // The first shard's flushes expire the store's series and forget the name; the second shard
+  // still holds its own idle series of "a" as a counter.
+  for (int i = 0; i < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    first->Flush();
+  }
+  CHECK(engine->counters().statsd_metrics == 0);
+  sample(*first, StatsdKind::kGauge, 9);
+  sample(*second, StatsdKind::kCounter, 4);
+  first->Flush();
+  second->Flush();
+  CHECK(second->dropped(DropReason::kStatsdTypeConflict) == 1);
+  // Its series of "a" as a counter lives on in the shard until it idles out, and every flush
+  // of it is refused.
+  sample(*second, StatsdKind::kCounter, 4);
+  second->Flush();
+  CHECK(second->dropped(DropReason::kStatsdTypeConflict) == 2);
+  std::size_t named_a = 0;
+  for (const auto& m : engine->Collect())
+    if (m.info.name == "a") ++named_a;
+  CHECK(named_a == 1);
+  CHECK(Find(engine->Collect(), "a").info.type == MetricType::kLastValue);
+  CHECK(Find(engine->Collect(), "a").series.at(0).value == 9);
+}
+
 TEST_CASE("reload: StatsD names keep their types, also names first seen during the switch") {
   EngineOptions options;
   auto before = MakeEngine(options);
