@@ -320,7 +320,16 @@ Status Daemon::ApplyReload(config::Config next) {
     log::Write(log::Level::kWarn, "reload: waiting for an ingest worker to switch");
     std::this_thread::sleep_for(std::chrono::seconds(1));
   }
-  const auto adopted = fresh->engine->Adopt(*old->engine);
+  // The workers record into the new engine from now on, so it is the one exported even if
+  // carrying the old series over runs out of memory: those series then start again from zero.
+  aggregate::Engine::AdoptResult adopted;
+  try {
+    adopted = fresh->engine->Adopt(*old->engine);
+  } catch (const std::exception& e) {
+    log::Write(log::Level::kError,
+               std::string("reload: the previous series could not all be carried over (") +
+                   e.what() + "); those left behind start again from zero");
+  }
   retired_.Add(*old);
   generation_ = fresh;
   log::Write(log::Level::kInfo, "reload: " + std::to_string(fresh->engine->metrics().size()) +

@@ -1665,6 +1665,7 @@ std::size_t Engine::Impl::AdoptSeries(StoreMetric& from, std::uint32_t id, int s
   if (to.size() == 0 && statsd_type < 0) {  // the usual case: take the whole table
     moved = from.series.size();
     to = std::exchange(from.series, {});
+    total_series += moved;
   } else {
     for (std::uint32_t i = 0; i < from.series.end(); ++i) {
       if (!from.series.live(i)) continue;
@@ -1680,12 +1681,12 @@ std::size_t Engine::Impl::AdoptSeries(StoreMetric& from, std::uint32_t id, int s
         ++absorbed;
         continue;
       }
-      const std::uint32_t t = to.Insert(key, hash);
+      const std::uint32_t t = to.Insert(key, hash);  // may throw: counts stay exact
       to.value(t) = std::move(from.series.value(i));
       ++moved;
+      ++total_series;
     }
   }
-  total_series += moved;
   return moved + absorbed;
 }
 
@@ -2262,23 +2263,34 @@ Engine::AdoptResult Engine::Adopt(Engine& previous) {
     // This engine's shards admitted names since they took over, or statsd.max_metrics is lower:
     // its own names keep their types, the old ones come while there is room, and the old series
     // of a name left out, or now of another type, are left out.
-    const std::size_t no_room =
-        self.statsd_names.Merge(old.statsd_names, self.options.statsd_max_metrics);
-    result.kept += old.statsd_names.size() - no_room;
-    result.removed += no_room;
-    for (unsigned type = 0; type < kStatsdTypes; ++type) {
-      result.series += self.AdoptSeries(old.store[old.statsd_first + type],
-                                        self.statsd_first + type, static_cast<int>(type));
-    }
-    // The names' series, counted again.
-    self.statsd_names.ClearSeries();
-    for (unsigned type = 0; type < kStatsdTypes; ++type) {
-      const auto& table = self.store[self.statsd_first + type].series;
-      for (std::uint32_t i = 0; i < table.end(); ++i) {
-        if (!table.live(i)) continue;
-        if (auto* name = self.StatsdName(table.key(i))) ++name->series;
+    // The names' series, counted again afterwards, also when a move runs out of memory.
+    auto count_series = [&self] {
+      self.statsd_names.ClearSeries();
+      for (unsigned type = 0; type < kStatsdTypes; ++type) {
+        const auto& table = self.store[self.statsd_first + type].series;
+        for (std::uint32_t i = 0; i < table.end(); ++i) {
+          if (!table.live(i)) continue;
+          if (auto* name = self.StatsdName(table.key(i))) ++name->series;
+        }
       }
+    };
+    try {
+      const std::size_t no_room =
+          self.statsd_names.Merge(old.statsd_names, self.options.statsd_max_metrics);
+      result.kept += old.statsd_names.size() - no_room;
+      result.removed += no_room;
+      for (unsigned type = 0; type < kStatsdTypes; ++type) {
+        result.series += self.AdoptSeries(old.store[old.statsd_first + type],
+                                          self.statsd_first + type, static_cast<int>(type));
+      }
+    } catch (...) {
+      // Out of memory: the names whose series stayed behind are forgotten again (a shard's
+      // name without a series yet is admitted again when its series reaches the store).
+      count_series();
+      if (self.statsd_names.EraseEmpty() > 0) ++self.statsd_forget_epoch;
+      throw;
     }
+    count_series();
   }
   for (auto& [name, count] : old.unknown_names) self.unknown_names[name] += count;
   self.unknown_other += old.unknown_other;

@@ -85,6 +85,20 @@ class StatsdNames {
     }
   }
 
+  // Forgets every name that holds no series; returns how many.
+  std::size_t EraseEmpty() noexcept {
+    std::size_t erased = 0;
+    for (std::size_t i = 0; i < slots_.size();) {
+      if (slots_[i].Tag() != 0 && slots_[i].series == 0) {
+        Erase(&slots_[i]);
+        ++erased;
+        continue;  // another entry may have moved into slot i
+      }
+      ++i;
+    }
+    return erased;
+  }
+
   // Sets every name's series count to 0.
   void ClearSeries() noexcept {
     for (Entry& e : slots_) e.series = 0;

@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <map>
+#include <new>
 #include <thread>
 #include <tuple>
 #include <unordered_map>
@@ -20,6 +22,35 @@ using namespace telemetryd;
 using namespace telemetryd::aggregate;
 using wire::Number;
 using wire::Term;
+
+// Allocations that fail on demand (after `allocations_left` more), for code that must stay
+// consistent when memory runs out. -1: never.
+namespace {
+thread_local long allocations_left = -1;
+}  // namespace
+
+void* operator new(std::size_t size) {
+  if (allocations_left == 0) throw std::bad_alloc();
+  if (allocations_left > 0) --allocations_left;
+  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+  throw std::bad_alloc();
+}
+// Replaced together with the operators new, so that malloc's blocks go back to free.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
+  if (allocations_left == 0) return nullptr;
+  if (allocations_left > 0) --allocations_left;
+  return std::malloc(size == 0 ? 1 : size);
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 namespace {
 
@@ -1322,6 +1353,50 @@ TEST_CASE("reload: StatsD names keep their types, also names first seen during t
   CHECK(flips == 1);
   CHECK(after->counters().statsd_metrics == 6);
   CHECK(after->counters().series == 6);
+}
+
+TEST_CASE("reload: an Adopt that runs out of memory leaves exact series counts behind") {
+  EngineOptions options;
+  options.series_ttl = std::chrono::milliseconds(5);
+  auto sample = [](Shard& shard, std::string_view name) {
+    shard.RecordStatsd(StatsdInput{name, StatsdKind::kCounter, 1, {}, false, 1, {}});
+  };
+  // Every allocation of Adopt fails once, one run each, until a run needs none to fail.
+  bool completed = false;
+  int runs = 0;
+  bool counts_exact = true;
+  bool names_expire = true;
+  for (long fail_after = 0; !completed && fail_after < 10'000; ++fail_after, ++runs) {
+    auto before = MakeEngine(options);
+    auto old_shard = before->NewShard();
+    for (int i = 0; i < 300; ++i) sample(*old_shard, "old." + std::to_string(i));
+    old_shard->Flush();
+    auto after = MakeEngine(options);
+    auto new_shard = after->NewShard();
+    sample(*new_shard, "new");  // a name of its own: the old names are merged one by one
+    new_shard->Flush();
+    allocations_left = fail_after;
+    try {
+      after->Adopt(*before);
+      completed = true;
+    } catch (const std::bad_alloc&) {
+    }
+    allocations_left = -1;
+    std::size_t collected = 0;
+    for (const auto& m : after->Collect()) collected += m.series.size();
+    counts_exact = counts_exact && after->counters().series == collected;
+    // Each name's count of series is right too: the last series' expiry forgets every name.
+    for (int i = 0; i < 2; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(15));
+      new_shard->Flush();
+    }
+    names_expire =
+        names_expire && after->counters().series == 0 && after->counters().statsd_metrics == 0;
+  }
+  CHECK(completed);
+  CHECK(runs > 1);
+  CHECK(counts_exact);
+  CHECK(names_expire);
 }
 
 TEST_CASE("reload: a lower statsd.max_metrics keeps as many StatsD names as it allows") {

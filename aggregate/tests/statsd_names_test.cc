@@ -46,3 +46,31 @@ TEST_CASE("StatsD names: forgetting a name keeps every other name findable") {
     CHECK(all_found);
   }
 }
+
+TEST_CASE("StatsD names: the names without series are forgotten, the others stay findable") {
+  std::mt19937_64 rng(11);
+  for (int round = 0; round < 200; ++round) {
+    StatsdNames names;
+    std::map<std::uint64_t, std::uint32_t> series;  // StatsdNames::Key -> series
+    const std::uint64_t highs[] = {0x00000000, 0x80000000, 0xFFFFFFF8, 0xFFFFFFFF};
+    const int count = 1 + static_cast<int>(rng() % 300);
+    for (int i = 0; i < count; ++i) {
+      const std::uint64_t hash = highs[rng() % 4] << 32 | (rng() & 0xFFFFFFF8U) | 0x8;
+      if (names.Find(hash) != nullptr) continue;
+      names.Add(hash, 1);
+      const auto n = static_cast<std::uint32_t>(rng() % 3);
+      names.Find(hash)->series = n;
+      series[StatsdNames::Key(hash)] = n;
+    }
+    std::size_t empty = 0;
+    for (const auto& [key, n] : series) empty += n == 0 ? 1 : 0;
+    CHECK(names.EraseEmpty() == empty);
+    CHECK(names.size() == series.size() - empty);
+    bool right = true;
+    for (const auto& [key, n] : series) {
+      const StatsdNames::Entry* entry = names.Find(key);
+      right = right && (n == 0 ? entry == nullptr : entry != nullptr && entry->series == n);
+    }
+    CHECK(right);
+  }
+}
