@@ -219,6 +219,35 @@ TEST_CASE("StatsD values reach /metrics exactly, in order, from long TCP runs an
   CHECK(MetricReaches(d, "runs_level", 12));
 }
 
+TEST_CASE("StatsD names that come and go do not fill statsd.max_metrics for good") {
+  DaemonProcess d(TELEMETRYD_BINARY, R"(
+listeners:
+  statsd:
+    udp: {port: 0}
+prometheus: {port: 0}
+aggregation: {series_ttl_seconds: 1}
+statsd: {max_metrics: 1}
+)");
+  REQUIRE(d.ready());
+  const std::string overflow =
+      "telemetryd_aggregate_dropped_total{reason=\"statsd_metric_overflow\"}";
+  SendUdp(d.port("statsd_udp"), "churn.first:1|c\n");
+  CHECK(MetricReaches(d, "churn_first_total", 1));
+  SendUdp(d.port("statsd_udp"), "churn.second:1|g\n");
+  CHECK(MetricReaches(d, overflow, 1));
+  // Once churn.first has idled past the TTL, its name is forgotten and churn.second gets its
+  // place (and each refusal until then is counted).
+  CHECK(Eventually(
+      [&] {
+        SendUdp(d.port("statsd_udp"), "churn.second:1|g\n");
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        return Metric(d, "churn_second") == 1;
+      },
+      std::chrono::seconds(10)));
+  CHECK(Metric(d, "churn_first_total") == -1);
+  CHECK(Metric(d, overflow) >= 1);
+}
+
 TEST_CASE("garbage never takes the daemon down and is counted by reason") {
   DaemonProcess d(TELEMETRYD_BINARY, kConfig);
   REQUIRE(d.ready());
