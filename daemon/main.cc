@@ -127,6 +127,11 @@ void AddAggregationMetrics(const Generation& g, const RetiredCounters& retired,
   exporters::AddSample(exporters::AddFamily(out, "telemetryd_series", "Series held, all metrics.",
                                             MetricType::Gauge),
                        {}, static_cast<double>(counters.series));
+  exporters::AddSample(
+      exporters::AddFamily(out, "telemetryd_statsd_names",
+                           "StatsD metric names held (at most statsd.max_metrics).",
+                           MetricType::Gauge),
+      {}, static_cast<double>(counters.statsd_metrics));
   auto& per_metric = exporters::AddFamily(out, "telemetryd_metric_series",
                                           "Series held per metric.", MetricType::Gauge);
   for (const auto& [name, n] : counters.series_per_metric) {

@@ -233,6 +233,7 @@ statsd: {max_metrics: 1}
       "telemetryd_aggregate_dropped_total{reason=\"statsd_metric_overflow\"}";
   SendUdp(d.port("statsd_udp"), "churn.first:1|c\n");
   CHECK(MetricReaches(d, "churn_first_total", 1));
+  CHECK(Metric(d, "telemetryd_statsd_names") == 1);
   SendUdp(d.port("statsd_udp"), "churn.second:1|g\n");
   CHECK(MetricReaches(d, overflow, 1));
   // Once churn.first has idled past the TTL, its name is forgotten and churn.second gets its
@@ -245,6 +246,7 @@ statsd: {max_metrics: 1}
       },
       std::chrono::seconds(10)));
   CHECK(Metric(d, "churn_first_total") == -1);
+  CHECK(Metric(d, "telemetryd_statsd_names") == 1);
   CHECK(Metric(d, overflow) >= 1);
 }
 
