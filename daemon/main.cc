@@ -328,20 +328,25 @@ Status Daemon::ApplyReload(config::Config next) {
   // The workers record into the new engine from now on, so it is the one exported even if
   // carrying the old series over runs out of memory: those series then start again from zero.
   aggregate::Engine::AdoptResult adopted;
+  bool carried_over = true;
   try {
     adopted = fresh->engine->Adopt(*old->engine);
-  } catch (const std::exception& e) {
-    log::Write(log::Level::kError,
-               std::string("reload: the previous series could not all be carried over (") +
-                   e.what() + "); those left behind start again from zero");
+  } catch (...) {  // out of memory
+    carried_over = false;
   }
   retired_.Add(*old);
   generation_ = fresh;
-  log::Write(log::Level::kInfo, "reload: " + std::to_string(fresh->engine->metrics().size()) +
-                                    " metrics; kept " + std::to_string(adopted.kept) + " with " +
-                                    std::to_string(adopted.series) + " series, " +
-                                    std::to_string(adopted.changed) + " changed (reset), " +
-                                    std::to_string(adopted.removed) + " removed");
+  const std::string metrics = std::to_string(fresh->engine->metrics().size()) + " metrics";
+  if (carried_over) {
+    log::Write(log::Level::kInfo, "reload: " + metrics + "; kept " + std::to_string(adopted.kept) +
+                                      " with " + std::to_string(adopted.series) + " series, " +
+                                      std::to_string(adopted.changed) + " changed (reset), " +
+                                      std::to_string(adopted.removed) + " removed");
+  } else {
+    log::Write(log::Level::kError, "reload: " + metrics +
+                                       "; out of memory while carrying the previous series over: "
+                                       "those left behind start again from zero");
+  }
   const bool push_changed = !(next.statsd_push == cfg_.statsd_push);
   if (push_changed) {
     push_timer_.cancel();

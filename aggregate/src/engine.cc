@@ -1391,12 +1391,8 @@ void Engine::Impl::Sweep(std::int64_t now) {
     for (std::uint32_t i = 0; i < table.end(); ++i) {
       if (table.live(i) && now - table.value(i).touched_ns > ttl) {
         if (IsStatsd(m)) {
-          // A name goes with its last series: its place and its type are free again.
           if (auto* name = StatsdName(table.key(i)); name != nullptr && name->series > 0) {
-            if (--name->series == 0) {
-              statsd_names.Erase(name);
-              ++statsd_forget_epoch;
-            }
+            --name->series;
           }
         }
         table.Erase(i);
@@ -1404,6 +1400,10 @@ void Engine::Impl::Sweep(std::int64_t now) {
       }
     }
   }
+  // A name without store series goes: its place and its type are free again. That is a name
+  // whose last series expired, and also one a shard admitted whose series never reached the
+  // store (lost to a limit) or has not yet: that one is admitted again at the shard's flush.
+  if (statsd_names.EraseEmpty() > 0) ++statsd_forget_epoch;
 }
 
 namespace {
@@ -2251,19 +2251,14 @@ Engine::AdoptResult Engine::Adopt(Engine& previous) {
   }
   if (!SameStatsdInput(old.options, self.options)) {
     result.changed += old.statsd_names.size();
-  } else if (self.statsd_names.size() == 0 &&
-             old.statsd_names.size() <= self.options.statsd_max_metrics) {
-    for (unsigned type = 0; type < kStatsdTypes; ++type) {
-      result.series +=
-          self.AdoptSeries(old.store[old.statsd_first + type], self.statsd_first + type);
-    }
-    result.kept += old.statsd_names.size();
-    self.statsd_names = std::exchange(old.statsd_names, {});
   } else {
-    // This engine's shards admitted names since they took over, or statsd.max_metrics is lower:
-    // its own names keep their types, the old ones come while there is room, and the old series
-    // of a name left out, or now of another type, are left out.
-    // The names' series, counted again afterwards, also when a move runs out of memory.
+    // Either this engine has no names yet and room for all (the usual case: the names and the
+    // carriers' tables are taken whole), or its shards admitted names since they took over, or
+    // statsd.max_metrics is lower: its own names keep their types, the old ones come while there
+    // is room, and the old series of a name left out, or now of another type, are left out.
+    const bool whole =
+        self.statsd_names.size() == 0 && old.statsd_names.size() <= self.options.statsd_max_metrics;
+    // The names' series, counted again after a merge, also when a move runs out of memory.
     auto count_series = [&self] {
       self.statsd_names.ClearSeries();
       for (unsigned type = 0; type < kStatsdTypes; ++type) {
@@ -2275,22 +2270,32 @@ Engine::AdoptResult Engine::Adopt(Engine& previous) {
       }
     };
     try {
-      const std::size_t no_room =
-          self.statsd_names.Merge(old.statsd_names, self.options.statsd_max_metrics);
-      result.kept += old.statsd_names.size() - no_room;
-      result.removed += no_room;
-      for (unsigned type = 0; type < kStatsdTypes; ++type) {
-        result.series += self.AdoptSeries(old.store[old.statsd_first + type],
-                                          self.statsd_first + type, static_cast<int>(type));
+      if (whole) {
+        result.kept += old.statsd_names.size();
+        self.statsd_names = std::exchange(old.statsd_names, {});  // names first: cannot throw
+        for (unsigned type = 0; type < kStatsdTypes; ++type) {
+          result.series +=
+              self.AdoptSeries(old.store[old.statsd_first + type], self.statsd_first + type);
+        }
+      } else {
+        const std::size_t no_room =
+            self.statsd_names.Merge(old.statsd_names, self.options.statsd_max_metrics);
+        result.kept += old.statsd_names.size() - no_room;
+        result.removed += no_room;
+        for (unsigned type = 0; type < kStatsdTypes; ++type) {
+          result.series += self.AdoptSeries(old.store[old.statsd_first + type],
+                                            self.statsd_first + type, static_cast<int>(type));
+        }
+        count_series();
       }
     } catch (...) {
       // Out of memory: the names whose series stayed behind are forgotten again (a shard's
-      // name without a series yet is admitted again when its series reaches the store).
+      // name without a series yet is admitted again when its series reaches the store), so no
+      // name keeps a type it has no series of.
       count_series();
       if (self.statsd_names.EraseEmpty() > 0) ++self.statsd_forget_epoch;
       throw;
     }
-    count_series();
   }
   for (auto& [name, count] : old.unknown_names) self.unknown_names[name] += count;
   self.unknown_other += old.unknown_other;

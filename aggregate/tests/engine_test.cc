@@ -1262,6 +1262,40 @@ TEST_CASE("StatsD: a name goes with its last series; its place and its type are 
   CHECK(shard->dropped(DropReason::kStatsdTypeConflict) == 0);
 }
 
+TEST_CASE("StatsD: a name whose series never reached the store is forgotten too") {
+  EngineOptions options;
+  options.series_ttl = std::chrono::milliseconds(20);
+  options.max_series_total = 1;
+  options.statsd_max_metrics = 2;
+  auto engine = MakeEngine(options);
+  auto first = engine->NewShard();
+  auto second = engine->NewShard();
+  auto third = engine->NewShard();
+  auto count = [](Shard& shard, std::string_view name) {
+    shard.RecordStatsd(StatsdInput{name, StatsdKind::kCounter, 1, {}, false, 1, {}});
+  };
+  count(*first, "a");
+  first->Flush();
+  // "b" is admitted by its shard, but the store has no room for its series.
+  count(*second, "b");
+  second->Flush();
+  CHECK(second->dropped(DropReason::kSeriesOverflow) == 1);
+  CHECK(engine->counters().statsd_metrics == 2);
+  count(*third, "c");
+  CHECK(third->dropped(DropReason::kStatsdMetricOverflow) == 1);
+  for (int i = 0; i < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    first->Flush();
+    second->Flush();
+    third->Flush();
+  }
+  CHECK(engine->counters().statsd_metrics == 0);
+  count(*third, "c");
+  third->Flush();
+  CHECK(third->dropped(DropReason::kStatsdMetricOverflow) == 1);
+  CHECK(Find(engine->Collect(), "c").series.at(0).value == 1);
+}
+
 TEST_CASE("StatsD: a shard that kept a forgotten name's old type cannot bring it back as that") {
   EngineOptions options;
   options.series_ttl = std::chrono::milliseconds(20);
@@ -1355,48 +1389,66 @@ TEST_CASE("reload: StatsD names keep their types, also names first seen during t
   CHECK(after->counters().series == 6);
 }
 
-TEST_CASE("reload: an Adopt that runs out of memory leaves exact series counts behind") {
+TEST_CASE("reload: an Adopt that runs out of memory leaves exact counts and one type per name") {
   EngineOptions options;
   options.series_ttl = std::chrono::milliseconds(5);
-  auto sample = [](Shard& shard, std::string_view name) {
-    shard.RecordStatsd(StatsdInput{name, StatsdKind::kCounter, 1, {}, false, 1, {}});
+  const StatsdKind kinds[] = {StatsdKind::kCounter, StatsdKind::kGauge, StatsdKind::kTimer};
+  auto sample = [](Shard& shard, std::string_view name, StatsdKind kind) {
+    shard.RecordStatsd(StatsdInput{name, kind, 1, {}, false, 1, {}});
   };
-  // Every allocation of Adopt fails once, one run each, until a run needs none to fail.
-  bool completed = false;
-  int runs = 0;
-  bool counts_exact = true;
-  bool names_expire = true;
-  for (long fail_after = 0; !completed && fail_after < 10'000; ++fail_after, ++runs) {
-    auto before = MakeEngine(options);
-    auto old_shard = before->NewShard();
-    for (int i = 0; i < 300; ++i) sample(*old_shard, "old." + std::to_string(i));
-    old_shard->Flush();
-    auto after = MakeEngine(options);
-    auto new_shard = after->NewShard();
-    sample(*new_shard, "new");  // a name of its own: the old names are merged one by one
-    new_shard->Flush();
-    allocations_left = fail_after;
-    try {
-      after->Adopt(*before);
-      completed = true;
-    } catch (const std::bad_alloc&) {
-    }
-    allocations_left = -1;
-    std::size_t collected = 0;
-    for (const auto& m : after->Collect()) collected += m.series.size();
-    counts_exact = counts_exact && after->counters().series == collected;
-    // Each name's count of series is right too: the last series' expiry forgets every name.
-    for (int i = 0; i < 2; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(15));
+  // Names taken whole (the new engine has none yet), or merged with the new engine's own.
+  for (const bool merge : {false, true}) {
+    CAPTURE(merge);
+    // Every allocation of Adopt fails once, one run each, until a run needs none to fail.
+    bool completed = false;
+    int runs = 0;
+    bool counts_exact = true;
+    bool one_type_per_name = true;
+    bool names_expire = true;
+    for (long fail_after = 0; !completed && fail_after < 10'000; ++fail_after, ++runs) {
+      auto before = MakeEngine(options);
+      auto old_shard = before->NewShard();
+      for (int i = 0; i < 300; ++i) sample(*old_shard, "old." + std::to_string(i), kinds[i % 3]);
+      old_shard->Flush();
+      auto after = MakeEngine(options);
+      auto new_shard = after->NewShard();
+      if (merge) {
+        sample(*new_shard, "new", StatsdKind::kCounter);
+        new_shard->Flush();
+      }
+      allocations_left = fail_after;
+      try {
+        after->Adopt(*before);
+        completed = true;
+      } catch (const std::bad_alloc&) {
+      }
+      allocations_left = -1;
+      std::size_t collected = 0;
+      for (const auto& m : after->Collect()) collected += m.series.size();
+      counts_exact = counts_exact && after->counters().series == collected;
+      // Every old name sent again as a set: refused where the name was carried over with its
+      // type, taken where it was left behind; never one name under two types.
+      for (int i = 0; i < 300; ++i) {
+        sample(*new_shard, "old." + std::to_string(i), StatsdKind::kSet);
+      }
       new_shard->Flush();
+      std::map<std::string, int> families;
+      for (const auto& m : after->Collect()) ++families[m.info.name];
+      for (const auto& [name, n] : families) one_type_per_name = one_type_per_name && n == 1;
+      // Each name's count of series is right too: the last series' expiry forgets every name.
+      for (int i = 0; i < 2; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(15));
+        new_shard->Flush();
+      }
+      names_expire =
+          names_expire && after->counters().series == 0 && after->counters().statsd_metrics == 0;
     }
-    names_expire =
-        names_expire && after->counters().series == 0 && after->counters().statsd_metrics == 0;
+    CHECK(completed);
+    CHECK(runs > 1);
+    CHECK(counts_exact);
+    CHECK(one_type_per_name);
+    CHECK(names_expire);
   }
-  CHECK(completed);
-  CHECK(runs > 1);
-  CHECK(counts_exact);
-  CHECK(names_expire);
 }
 
 TEST_CASE("reload: a lower statsd.max_metrics keeps as many StatsD names as it allows") {
