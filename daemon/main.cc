@@ -14,6 +14,7 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -327,21 +328,19 @@ Status Daemon::ApplyReload(config::Config next) {
   }
   // The workers record into the new engine from now on, so it is the one exported even if
   // carrying the old series over runs out of memory: those series then start again from zero.
-  aggregate::Engine::AdoptResult adopted;
-  bool carried_over = true;
+  std::optional<aggregate::Engine::AdoptResult> adopted;
   try {
     adopted = fresh->engine->Adopt(*old->engine);
   } catch (...) {  // out of memory
-    carried_over = false;
   }
   retired_.Add(*old);
   generation_ = fresh;
   const std::string metrics = std::to_string(fresh->engine->metrics().size()) + " metrics";
-  if (carried_over) {
-    log::Write(log::Level::kInfo, "reload: " + metrics + "; kept " + std::to_string(adopted.kept) +
-                                      " with " + std::to_string(adopted.series) + " series, " +
-                                      std::to_string(adopted.changed) + " changed (reset), " +
-                                      std::to_string(adopted.removed) + " removed");
+  if (adopted) {
+    log::Write(log::Level::kInfo, "reload: " + metrics + "; kept " + std::to_string(adopted->kept) +
+                                      " with " + std::to_string(adopted->series) + " series, " +
+                                      std::to_string(adopted->changed) + " changed (reset), " +
+                                      std::to_string(adopted->removed) + " removed");
   } else {
     log::Write(log::Level::kError, "reload: " + metrics +
                                        "; out of memory while carrying the previous series over: "

@@ -186,7 +186,7 @@ enum StatsdType : unsigned {
   kStatsdHistogram
 };
 constexpr unsigned kStatsdTypes = 5;
-constexpr unsigned kStatsdNoRoom = kStatsdTypes;  // AdmitStatsdName: no room for another name
+constexpr unsigned kStatsdNoRoom = kStatsdTypes;  // a shard's answer: no room for another name
 static_assert(kStatsdNoRoom < detail::StatsdNames::kTypes);
 constexpr std::array<std::string_view, kStatsdTypes> kStatsdCarrierNames = {
     "statsd:counter", "statsd:gauge", "statsd:set", "statsd:timer", "statsd:histogram"};
@@ -267,9 +267,9 @@ class Engine::Impl {
   [[nodiscard]] bool IsStatsd(std::size_t metric) const noexcept {
     return metric >= statsd_first && metric < statsd_first + kStatsdTypes;
   }
-  // The StatsD type recorded for the name with `hash`: `type` when the name is new (it is added),
-  // or kStatsdNoRoom when it is new and statsd_max_metrics names are held. Under mutex.
-  unsigned AdmitStatsdName(std::uint64_t hash, unsigned type);
+  // The entry of the StatsD name with `hash`, added with `type` when it is new; nullptr when it
+  // is new and statsd_max_metrics names are held. May throw std::bad_alloc. Under mutex.
+  detail::StatsdNames::Entry* AdmitStatsdName(std::uint64_t hash, unsigned type);
   // The StatsD name's entry for a store key of a carrier, if any. Under mutex.
   detail::StatsdNames::Entry* StatsdName(std::string_view store_key) noexcept {
     return statsd_names.Find(detail::HashKey(StatsdNameOf(store_key)));
@@ -287,28 +287,23 @@ class Engine::Impl {
   std::size_t AdoptSeries(StoreMetric& from, std::uint32_t id, int statsd_type = -1);
 };
 
-unsigned Engine::Impl::AdmitStatsdName(std::uint64_t hash, unsigned type) {
-  if (const auto* name = statsd_names.Find(hash)) return name->type();
-  if (statsd_names.size() >= options.statsd_max_metrics) return kStatsdNoRoom;
-  statsd_names.Add(hash, type);
-  return type;
+detail::StatsdNames::Entry* Engine::Impl::AdmitStatsdName(std::uint64_t hash, unsigned type) {
+  if (auto* name = statsd_names.Find(hash)) return name;
+  if (statsd_names.size() >= options.statsd_max_metrics) return nullptr;
+  return statsd_names.Add(hash, type);
 }
 
 detail::StatsdNames::Entry* Engine::Impl::StatsdSeriesName(std::string_view store_key,
                                                            unsigned type,
                                                            DropReason& why) noexcept {
-  const std::uint64_t hash = detail::HashKey(StatsdNameOf(store_key));
-  unsigned admitted = kStatsdNoRoom;
+  detail::StatsdNames::Entry* name = nullptr;
   try {
-    admitted = AdmitStatsdName(hash, type);
-  } catch (...) {
+    name = AdmitStatsdName(detail::HashKey(StatsdNameOf(store_key)), type);
+  } catch (...) {  // no room for the name's entry
   }
-  if (admitted != type) {
-    why = admitted == kStatsdNoRoom ? DropReason::kStatsdMetricOverflow
-                                    : DropReason::kStatsdTypeConflict;
-    return nullptr;
-  }
-  return statsd_names.Find(hash);
+  if (name != nullptr && name->type() == type) return name;
+  why = name == nullptr ? DropReason::kStatsdMetricOverflow : DropReason::kStatsdTypeConflict;
+  return nullptr;
 }
 
 // ---- Shard state ----
@@ -489,7 +484,7 @@ class Shard::State {
   // (statsd_forget_epoch). Direct-mapped, key 0 empty.
   struct NameSlot {
     std::uint64_t key = 0;
-    unsigned type = 0;  // Engine::Impl::AdmitStatsdName's answer
+    unsigned type = 0;  // the name's type, or kStatsdNoRoom (Engine::Impl::AdmitStatsdName)
   };
   static constexpr std::size_t kNameCacheSlots = 4096;
   std::vector<NameSlot> statsd_names_ = std::vector<NameSlot>(kNameCacheSlots);
@@ -1256,7 +1251,8 @@ bool Shard::State::AdmitStatsdName(std::string_view name, unsigned type, DropRea
   if (slot.key != key) {
     try {
       std::lock_guard lock(engine_.mutex);
-      slot.type = engine_.AdmitStatsdName(key, type);
+      const auto* entry = engine_.AdmitStatsdName(key, type);
+      slot.type = entry != nullptr ? entry->type() : kStatsdNoRoom;
     } catch (...) {
       why = DropReason::kStatsdMetricOverflow;
       return false;

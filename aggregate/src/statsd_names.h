@@ -48,9 +48,9 @@ class StatsdNames {
     }
   }
 
-  // Adds a name that Find did not find, with type `type` (below kTypes). May throw
-  // std::bad_alloc.
-  void Add(std::uint64_t hash, unsigned type) { Insert(Entry{}, Key(hash) | (type + 1)); }
+  // Adds a name that Find did not find, with type `type` (below kTypes); returns its entry, valid
+  // until the next Add. May throw std::bad_alloc.
+  Entry* Add(std::uint64_t hash, unsigned type) { return Insert(Entry{}, Key(hash) | (type + 1)); }
 
   // Adds the names of `other` that this table does not hold, with their types and counts, while
   // it holds fewer than `max`; returns how many of them found no room. May throw std::bad_alloc.
@@ -115,17 +115,18 @@ class StatsdNames {
   [[nodiscard]] std::size_t Next(std::size_t i) const noexcept {
     return i + 1 == slots_.size() ? 0 : i + 1;
   }
-  void Insert(const Entry& e, std::uint64_t tag) {
+  Entry* Insert(const Entry& e, std::uint64_t tag) {
     if ((size_ + 1) * 5 > slots_.size() * 4) Grow();
-    Place(e, tag);
     ++size_;
+    return Place(e, tag);
   }
-  void Place(Entry e, std::uint64_t tag) noexcept {
+  Entry* Place(Entry e, std::uint64_t tag) noexcept {
     e.tag_low = static_cast<std::uint32_t>(tag);
     e.tag_high = static_cast<std::uint32_t>(tag >> 32);
     std::size_t i = Home(tag);
     while (slots_[i].Tag() != 0) i = Next(i);
     slots_[i] = e;
+    return &slots_[i];
   }
   // Grows by half (a table of a million names does not double at once), at most 80% full.
   void Grow() {

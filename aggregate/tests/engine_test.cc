@@ -201,6 +201,20 @@ std::unique_ptr<Engine> MakeEngine(EngineOptions options = {}) {
   return std::move(*engine);
 }
 
+// One StatsD sample without tags.
+void SendStatsd(Shard& shard, std::string_view name, StatsdKind kind, double value = 1) {
+  shard.RecordStatsd(StatsdInput{name, kind, value, {}, false, 1, {}});
+}
+
+// Waits out a series TTL of 20 ms twice, flushing `shards` after each wait: the first flush
+// finds the series idle, the next sweep runs a quarter TTL later.
+void ExpireIdle(std::initializer_list<Shard*> shards) {
+  for (int i = 0; i < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    for (Shard* shard : shards) shard->Flush();
+  }
+}
+
 }  // namespace
 
 TEST_CASE("counters count events per label set; sums add measurements exactly") {
@@ -686,10 +700,7 @@ TEST_CASE("StatsD: repeated samples reach their own series, also after idle seri
   CHECK(value("b") == 30);
   CHECK(shard->dropped(DropReason::kStatsdTypeConflict) == 1);
   // Both expire; then b comes back first and takes a freed entry: a must not land on it.
-  std::this_thread::sleep_for(std::chrono::milliseconds(60));
-  shard->Flush();
-  std::this_thread::sleep_for(std::chrono::milliseconds(60));
-  shard->Flush();
+  ExpireIdle({shard.get()});
   CHECK(engine->counters().series == 0);
   count("hits", b, 100);
   count("hits", a, 7);
@@ -1048,10 +1059,7 @@ TEST_CASE("StatsD: the sample cache keys on the tag text as sent") {
                     [](const SeriesPoint& s) { return s.value == 4; }));
 
   // After idle series expire (their indexes are reused), a cached text must not reach a stale one.
-  std::this_thread::sleep_for(std::chrono::milliseconds(60));
-  shard->Flush();
-  std::this_thread::sleep_for(std::chrono::milliseconds(60));
-  shard->Flush();
+  ExpireIdle({shard.get()});
   CHECK(engine->counters().series == 0);
   count("hits", env_host_b, "env:prod,host:b", 3);
   count("hits", env_host, "env:prod,host:a", 7);
@@ -1209,10 +1217,7 @@ TEST_CASE("StatsD: expired series leave their name's room to new ones") {
   shard->Flush();
   CHECK(Find(engine->Collect(), "hits").series.size() == 3);
   CHECK(shard->dropped(DropReason::kSeriesOverflow) == 1);
-  std::this_thread::sleep_for(std::chrono::milliseconds(60));
-  shard->Flush();
-  std::this_thread::sleep_for(std::chrono::milliseconds(60));
-  shard->Flush();
+  ExpireIdle({shard.get()});
   CHECK(engine->counters().series == 0);
   for (const char* host : {"x", "y", "z", "w"}) count(host);
   shard->Flush();
@@ -1226,35 +1231,26 @@ TEST_CASE("StatsD: a name goes with its last series; its place and its type are 
   options.statsd_max_metrics = 1;
   auto engine = MakeEngine(options);
   auto shard = engine->NewShard();
-  auto sample = [&](std::string_view name, StatsdKind kind, double value) {
-    shard->RecordStatsd(StatsdInput{name, kind, value, {}, false, 1, {}});
-  };
-  auto expire = [&] {
-    for (int i = 0; i < 2; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(60));
-      shard->Flush();
-    }
-  };
-  sample("a", StatsdKind::kCounter, 5);
+  SendStatsd(*shard, "a", StatsdKind::kCounter, 5);
   shard->Flush();
   CHECK(engine->counters().statsd_metrics == 1);
   // The one place is taken: refused, and the shard keeps that answer.
-  sample("b", StatsdKind::kGauge, 7);
-  sample("b", StatsdKind::kGauge, 7);
+  SendStatsd(*shard, "b", StatsdKind::kGauge, 7);
+  SendStatsd(*shard, "b", StatsdKind::kGauge, 7);
   CHECK(shard->dropped(DropReason::kStatsdMetricOverflow) == 2);
-  expire();
+  ExpireIdle({shard.get()});
   CHECK(engine->counters().series == 0);
   CHECK(engine->counters().statsd_metrics == 0);
   // The same shard takes the name it refused before.
-  sample("b", StatsdKind::kGauge, 7);
+  SendStatsd(*shard, "b", StatsdKind::kGauge, 7);
   shard->Flush();
   CHECK(shard->dropped(DropReason::kStatsdMetricOverflow) == 2);
   CHECK(Find(engine->Collect(), "b").series.at(0).value == 7);
-  sample("a", StatsdKind::kGauge, 3);
+  SendStatsd(*shard, "a", StatsdKind::kGauge, 3);
   CHECK(shard->dropped(DropReason::kStatsdMetricOverflow) == 3);
-  expire();
+  ExpireIdle({shard.get()});
   // "a" was a counter; forgotten, it may come back as a gauge.
-  sample("a", StatsdKind::kGauge, 3);
+  SendStatsd(*shard, "a", StatsdKind::kGauge, 3);
   shard->Flush();
   const auto all = engine->Collect();
   CHECK(Find(all, "a").info.type == MetricType::kLastValue);
@@ -1271,26 +1267,18 @@ TEST_CASE("StatsD: a name whose series never reached the store is forgotten too"
   auto first = engine->NewShard();
   auto second = engine->NewShard();
   auto third = engine->NewShard();
-  auto count = [](Shard& shard, std::string_view name) {
-    shard.RecordStatsd(StatsdInput{name, StatsdKind::kCounter, 1, {}, false, 1, {}});
-  };
-  count(*first, "a");
+  SendStatsd(*first, "a", StatsdKind::kCounter);
   first->Flush();
   // "b" is admitted by its shard, but the store has no room for its series.
-  count(*second, "b");
+  SendStatsd(*second, "b", StatsdKind::kCounter);
   second->Flush();
   CHECK(second->dropped(DropReason::kSeriesOverflow) == 1);
   CHECK(engine->counters().statsd_metrics == 2);
-  count(*third, "c");
+  SendStatsd(*third, "c", StatsdKind::kCounter);
   CHECK(third->dropped(DropReason::kStatsdMetricOverflow) == 1);
-  for (int i = 0; i < 2; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(60));
-    first->Flush();
-    second->Flush();
-    third->Flush();
-  }
+  ExpireIdle({first.get(), second.get(), third.get()});
   CHECK(engine->counters().statsd_metrics == 0);
-  count(*third, "c");
+  SendStatsd(*third, "c", StatsdKind::kCounter);
   third->Flush();
   CHECK(third->dropped(DropReason::kStatsdMetricOverflow) == 1);
   CHECK(Find(engine->Collect(), "c").series.at(0).value == 1);
@@ -1302,29 +1290,23 @@ TEST_CASE("StatsD: a shard that kept a forgotten name's old type cannot bring it
   auto engine = MakeEngine(options);
   auto first = engine->NewShard();
   auto second = engine->NewShard();
-  auto sample = [](Shard& shard, StatsdKind kind, double value) {
-    shard.RecordStatsd(StatsdInput{"a", kind, value, {}, false, 1, {}});
-  };
-  sample(*first, StatsdKind::kCounter, 1);
-  sample(*second, StatsdKind::kCounter, 1);
+  SendStatsd(*first, "a", StatsdKind::kCounter, 1);
+  SendStatsd(*second, "a", StatsdKind::kCounter, 1);
   first->Flush();
   second->Flush();
   CHECK(Find(engine->Collect(), "a").series.at(0).value == 2);
   // The first shard's flushes expire the store's series and forget the name; the second shard
   // still holds its own idle series of "a" as a counter.
-  for (int i = 0; i < 2; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(60));
-    first->Flush();
-  }
+  ExpireIdle({first.get()});
   CHECK(engine->counters().statsd_metrics == 0);
-  sample(*first, StatsdKind::kGauge, 9);
-  sample(*second, StatsdKind::kCounter, 4);
+  SendStatsd(*first, "a", StatsdKind::kGauge, 9);
+  SendStatsd(*second, "a", StatsdKind::kCounter, 4);
   first->Flush();
   second->Flush();
   CHECK(second->dropped(DropReason::kStatsdTypeConflict) == 1);
   // Its series of "a" as a counter lives on in the shard until it idles out, and every flush
   // of it is refused.
-  sample(*second, StatsdKind::kCounter, 4);
+  SendStatsd(*second, "a", StatsdKind::kCounter, 4);
   second->Flush();
   CHECK(second->dropped(DropReason::kStatsdTypeConflict) == 2);
   std::size_t named_a = 0;
@@ -1393,9 +1375,6 @@ TEST_CASE("reload: an Adopt that runs out of memory leaves exact counts and one 
   EngineOptions options;
   options.series_ttl = std::chrono::milliseconds(5);
   const StatsdKind kinds[] = {StatsdKind::kCounter, StatsdKind::kGauge, StatsdKind::kTimer};
-  auto sample = [](Shard& shard, std::string_view name, StatsdKind kind) {
-    shard.RecordStatsd(StatsdInput{name, kind, 1, {}, false, 1, {}});
-  };
   // Names taken whole (the new engine has none yet), or merged with the new engine's own.
   for (const bool merge : {false, true}) {
     CAPTURE(merge);
@@ -1408,12 +1387,13 @@ TEST_CASE("reload: an Adopt that runs out of memory leaves exact counts and one 
     for (long fail_after = 0; !completed && fail_after < 10'000; ++fail_after, ++runs) {
       auto before = MakeEngine(options);
       auto old_shard = before->NewShard();
-      for (int i = 0; i < 300; ++i) sample(*old_shard, "old." + std::to_string(i), kinds[i % 3]);
+      for (int i = 0; i < 300; ++i)
+        SendStatsd(*old_shard, "old." + std::to_string(i), kinds[i % 3]);
       old_shard->Flush();
       auto after = MakeEngine(options);
       auto new_shard = after->NewShard();
       if (merge) {
-        sample(*new_shard, "new", StatsdKind::kCounter);
+        SendStatsd(*new_shard, "new", StatsdKind::kCounter);
         new_shard->Flush();
       }
       allocations_left = fail_after;
@@ -1429,7 +1409,7 @@ TEST_CASE("reload: an Adopt that runs out of memory leaves exact counts and one 
       // Every old name sent again as a set: refused where the name was carried over with its
       // type, taken where it was left behind; never one name under two types.
       for (int i = 0; i < 300; ++i) {
-        sample(*new_shard, "old." + std::to_string(i), StatsdKind::kSet);
+        SendStatsd(*new_shard, "old." + std::to_string(i), StatsdKind::kSet);
       }
       new_shard->Flush();
       std::map<std::string, int> families;
