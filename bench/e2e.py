@@ -463,6 +463,9 @@ def main():
                         help="run telemetryd without its systemd unit's environment (huge pages)")
     common.add_argument("--settle", type=float, default=0.5)
     common.add_argument("--series", type=int, default=1000, help="series in throughput runs")
+    common.add_argument("--send-batch", type=int, default=64,
+                        help="datagrams (or TCP writes) per system call of the load generator, "
+                             "1 to 64; 1 sends as a StatsD client library does")
     common.add_argument("--servers", type=csv_list(str), default=sv.SERVERS)
     common.add_argument("--out", default=os.path.join(sv.BUILD, "e2e-results.json"))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
@@ -513,7 +516,10 @@ def main():
         if name not in sv.WORKLOADS:
             parser.error(f"unknown workload {name} (known: {', '.join(sv.WORKLOADS)})")
 
+    if not 1 <= args.send_batch <= 64:
+        parser.error("--send-batch takes 1 to 64")
     sv.USE_UNIT_ENVIRONMENT = not args.without_unit_env
+    sv.LOADGEN_SEND_BATCH = args.send_batch
     sv.pin_self(args.loadgen_cpu)  # scrapes and admin queries share the generator's core
     results = {"machine": machine(), "command": " ".join(sys.argv[1:]), "quick": args.quick}
     tables = []

@@ -2,6 +2,8 @@
 // reports exactly what it offered as one JSON line on stdout. Payloads are built once (cycling
 // through `--series` distinct series) and sent in 1 ms slices, with sendmmsg (UDP) or writev (TCP),
 // so the generator itself costs little per event. `--rate max` sends as fast as it can.
+// `--send-batch N` caps the writes per system call (default 64); `--send-batch 1` sends one
+// datagram per call, as a StatsD client library does.
 //
 //   telemetryd-loadgen --port 7625 --protocol native --transport udp --rate 1000000 --duration 10
 //       --per-write 25 --series 100000 --cpu 0
@@ -50,11 +52,13 @@ struct Options {
   bool tags = true;
   bool series_in_tag = false;
   int cpu = -1;
+  std::size_t send_batch = 64;  // writes per sendmmsg or writev, 1 to Sender::kBatch
 };
 
 // What was offered: only complete datagrams and writes count as events.
 struct Offered {
   std::uint64_t writes = 0;
+  std::uint64_t calls = 0;  // sendmmsg or writev calls made
   std::uint64_t bytes = 0;
   std::uint64_t enobufs = 0;
   std::uint64_t eagain = 0;
@@ -83,6 +87,7 @@ int Usage() {
                "usage: telemetryd-loadgen [--host H] [--port P] [--protocol native|statsd]\n"
                "         [--transport udp|tcp] [--rate EVENTS_PER_S|max] [--duration S]\n"
                "         [--per-write N] [--series N] [--no-tags] [--series-in-tag] [--cpu N]\n"
+               "         [--send-batch N]\n"
                "  --per-datagram N is the same as --per-write N\n");
   return 2;
 }
@@ -131,6 +136,7 @@ std::vector<std::string> Payloads(const Options& o) {
 // out whole. failed() tells whether the last call met an error (counted in Offered).
 class Sender {
  public:
+  static constexpr std::size_t kBatch = 64;
   Sender(int fd, const std::vector<std::string>& payloads, Offered& offered)
       : fd_(fd), payloads_(payloads), offered_(offered) {}
   virtual ~Sender() = default;
@@ -151,7 +157,6 @@ class Sender {
       out[i] = {const_cast<char*>(d.data() + from), d.size() - from};
     }
   }
-  static constexpr std::size_t kBatch = 64;
   int fd_;
   const std::vector<std::string>& payloads_;
   Offered& offered_;
@@ -171,6 +176,7 @@ class UdpSender final : public Sender {
       msgs_[i].msg_hdr.msg_iovlen = 1;
     }
     const int r = ::sendmmsg(fd_, msgs_.data(), static_cast<unsigned>(n), 0);
+    ++offered_.calls;
     failed_ = r <= 0;
     if (failed_) {
       offered_.CountError(r < 0 ? errno : EAGAIN);
@@ -196,6 +202,7 @@ class TcpSender final : public Sender {
     n = std::min(n, kBatch);
     Gather(n, offset_, iov_.data());
     const ssize_t r = ::writev(fd_, iov_.data(), static_cast<int>(n));
+    ++offered_.calls;
     failed_ = r < 0;
     if (failed_) {
       offered_.CountError(errno);
@@ -262,6 +269,10 @@ bool ParseOptions(int argc, char** argv, Options& o) {
       o.series = std::max(1, std::atoi(v.c_str()));
     } else if (a == "--cpu") {
       o.cpu = std::atoi(v.c_str());
+    } else if (a == "--send-batch") {
+      const int n = std::atoi(v.c_str());
+      if (n < 1 || static_cast<std::size_t>(n) > Sender::kBatch) return false;
+      o.send_batch = static_cast<std::size_t>(n);
     } else {
       return false;
     }
@@ -317,7 +328,7 @@ int main(int argc, char** argv) {
   const auto end = start + std::chrono::duration_cast<Clock::duration>(
                                std::chrono::duration<double>(o.duration));
   if (o.rate == 0) {
-    while (Clock::now() < end) offered.writes += sender.Send(64);
+    while (Clock::now() < end) offered.writes += sender.Send(o.send_batch);
   } else {
     double owed = 0;
     auto slice = start;
@@ -326,7 +337,7 @@ int main(int argc, char** argv) {
       auto due = static_cast<std::size_t>(owed);
       owed -= static_cast<double>(due);
       while (due > 0 && Clock::now() < end) {
-        const std::size_t sent = sender.Send(due);
+        const std::size_t sent = sender.Send(std::min(due, o.send_batch));
         if (sender.failed()) break;  // counted; the rest of this slice is not offered
         offered.writes += sent;
         due -= std::min(due, sent);
@@ -347,7 +358,7 @@ int main(int argc, char** argv) {
       "\"writes\": %llu, \"bytes\": %llu, \"seconds\": %.3f, \"rate\": %.0f, "
       "\"writes_per_second\": %.0f, \"send_errors\": %llu, \"enobufs\": %llu, \"eagain\": %llu, "
       "\"econnrefused\": %llu, \"other_errors\": %llu, \"incomplete_write\": %s, "
-      "\"cpu_seconds\": %.3f}\n",
+      "\"cpu_seconds\": %.3f, \"send_batch\": %zu, \"send_calls\": %llu}\n",
       o.native ? "native" : "statsd", o.tcp ? "tcp" : "udp", o.per_write, o.series,
       o.tags && !o.native ? "true" : "false", o.series_in_tag ? "true" : "false", o.rate,
       static_cast<unsigned long long>(events), static_cast<unsigned long long>(offered.writes),
@@ -358,6 +369,7 @@ int main(int argc, char** argv) {
       static_cast<unsigned long long>(offered.eagain),
       static_cast<unsigned long long>(offered.econnrefused),
       static_cast<unsigned long long>(offered.other_errors),
-      offered.incomplete_write ? "true" : "false", cpu);
+      offered.incomplete_write ? "true" : "false", cpu, o.send_batch,
+      static_cast<unsigned long long>(offered.calls));
   return 0;
 }

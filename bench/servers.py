@@ -26,6 +26,7 @@ import urllib.request
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.abspath(os.environ.get("BUILD_DIR", os.path.join(REPO, "build")))
 LOADGEN = os.path.join(BUILD, "bench", "telemetryd-loadgen")
+LOADGEN_SEND_BATCH = 64  # telemetryd-loadgen --send-batch: datagrams per system call
 BARE_RECV = os.path.join(BUILD, "bench", "telemetryd-bare-recv")
 TELEMETRYD = os.path.join(BUILD, "daemon", "telemetryd")
 STATSD_JS = os.path.join(BUILD, "npm", "node_modules", "statsd", "stats.js")
@@ -211,7 +212,8 @@ def start_loadgen(workload, port, rate, duration, series=1000, cpu=None, series_
     w = WORKLOADS[workload]
     args = [LOADGEN, "--port", str(port), "--protocol", w["protocol"], "--transport", w["transport"],
             "--rate", "max" if not rate else str(int(rate)), "--duration", str(duration),
-            "--per-write", str(w["per_write"]), "--series", str(series)]
+            "--per-write", str(w["per_write"]), "--series", str(series),
+            "--send-batch", str(LOADGEN_SEND_BATCH)]
     if not w["tags"]:
         args.append("--no-tags")
     if series_in_tag:

@@ -128,16 +128,24 @@ def tcp_native(slow):
     check(len(nodes) == 333, f"{name}: {len(nodes)} distinct node ids == 333")
 
 
-def udp_bare(workload, parse):
+def udp_bare(workload, parse, send_batch=64):
     server = sv.BareLoop(cpu=None, parse=parse)
+    sv.LOADGEN_SEND_BATCH = send_batch
     try:
         port = server.start(workload)
         report = loadgen(workload, port, 200_000, 0.5, 1000)
         counts = server.counts()
     finally:
+        sv.LOADGEN_SEND_BATCH = 64
         server.close()
     per = sv.WORKLOADS[workload]["per_write"]
-    name = f"bare loop, {workload}{' --parse' if parse else ''}"
+    name = f"bare loop, {workload}{' --parse' if parse else ''}, --send-batch {send_batch}"
+    calls, writes = report["send_calls"], report["writes"]
+    if send_batch == 1:
+        check(calls == writes, f"{name}: one datagram per call ({calls} calls, {writes} datagrams)")
+    else:
+        check(calls * 2 <= writes, f"{name}: datagrams go out in batches ({calls} calls, "
+                                   f"{writes} datagrams)")
     check(counts["datagrams"] + counts["kernel_drops"] == report["writes"],
           f"{name}: datagrams {counts['datagrams']} + kernel drops {counts['kernel_drops']} == "
           f"{report['writes']}")
@@ -185,6 +193,9 @@ def main():
             sys.exit(f"{binary} is missing: build first (BUILD_DIR={sv.BUILD})")
     bad = subprocess.run([sv.LOADGEN, "--rate", "-5"], capture_output=True)
     check(bad.returncode == 2, "loadgen: a bad option is refused with status 2")
+    for batch in ("0", "65"):
+        bad = subprocess.run([sv.LOADGEN, "--send-batch", batch], capture_output=True)
+        check(bad.returncode == 2, f"loadgen: --send-batch {batch} is refused with status 2")
     tcp_statsd(series_in_tag=False)
     tcp_statsd(series_in_tag=True)
     tcp_native(slow=False)
@@ -192,6 +203,7 @@ def main():
     udp_bare("statsd-udp-25-tags", parse=True)
     udp_bare("statsd-udp-1", parse=False)
     udp_bare("native-udp-25", parse=False)
+    udp_bare("statsd-udp-25", parse=True, send_batch=1)
     udp_bare_rejects_garbage()
     e2e_paired()
     sys.exit(1 if failures else 0)
