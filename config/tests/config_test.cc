@@ -213,3 +213,36 @@ TEST_CASE("statsd_push: a destination that is telemetryd's own StatsD listener i
                     "ok.yaml")
             .has_value());
 }
+
+TEST_CASE("a key given twice is an error, as in a catalog") {
+  const auto config = ParseConfig(
+      "prometheus:\n"
+      "  port: 9100\n"
+      "  port: 9200\n",
+      "twice.yaml");
+  REQUIRE_FALSE(config.has_value());
+  CHECK(config.error().message.find("twice.yaml:3:3: prometheus.port") != std::string::npos);
+}
+
+TEST_CASE("two listeners on one transport, address and port are an error") {
+  // With SO_REUSEPORT both would bind, and the kernel would share the datagrams between them.
+  const auto config = ParseConfig(
+      "listeners:\n"
+      "  native: {udp: {port: 9125}}\n"
+      "  statsd: {udp: {port: 9125}}\n",
+      "same.yaml");
+  REQUIRE_FALSE(config.has_value());
+  CHECK(config.error().message.find("same.yaml:3:") != std::string::npos);
+  CHECK(config.error().message.find("listeners.statsd.udp.port") != std::string::npos);
+}
+
+TEST_CASE("StatsD mapping labels are checked like every other field") {
+  const auto config = ParseConfig(
+      "statsd:\n"
+      "  mappings:\n"
+      "    - {match: \"app.*.req\", name: app.req, labels: {svc: [1, 2], q: \"$9\"}}\n",
+      "labels.yaml");
+  REQUIRE_FALSE(config.has_value());
+  CHECK(config.error().message.find("statsd.mappings[0].labels.svc") != std::string::npos);
+  CHECK(config.error().message.find("statsd.mappings[0].labels.q") != std::string::npos);
+}
