@@ -7,6 +7,7 @@
 #include <fstream>
 #include <initializer_list>
 #include <limits>
+#include <set>
 #include <sstream>
 #include <vector>
 
@@ -35,8 +36,14 @@ class Reader {
       Fail(node, path, "expected a mapping");
       return false;
     }
+    std::set<std::string> seen;
     for (const auto& kv : node) {
       const auto key = kv.first.as<std::string>("");
+      // Lookups see only the first of a repeated key: report the repeat instead of ignoring it.
+      if (!seen.insert(key).second) {
+        Fail(kv.first, Join(path, key), "is given twice");
+        continue;
+      }
       bool known = false;
       for (const auto a : allowed) known = known || a == key;
       if (!known) {
