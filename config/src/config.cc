@@ -498,6 +498,11 @@ Expected<Config> ParseConfig(std::string_view yaml, const std::string& source) {
 }
 
 Expected<Config> LoadConfigFile(const std::string& path) {
+  // A directory opens as a stream that reads nothing, which would parse as every default.
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return Error{"config.read", path + ": is a directory, not a configuration file"};
+  }
   std::ifstream in(path);
   if (!in) return Error{"config.read", path + ": cannot read the file"};
   std::ostringstream text;

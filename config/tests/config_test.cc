@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -245,4 +246,13 @@ TEST_CASE("StatsD mapping labels are checked like every other field") {
   REQUIRE_FALSE(config.has_value());
   CHECK(config.error().message.find("statsd.mappings[0].labels.svc") != std::string::npos);
   CHECK(config.error().message.find("statsd.mappings[0].labels.q") != std::string::npos);
+}
+
+TEST_CASE("a directory is not a configuration file") {
+  // Reading a directory through a stream gives no bytes, which would parse as every default.
+  const std::string dir = std::filesystem::path(TELEMETRYD_DEFAULT_CONFIG).parent_path().string();
+  const auto config = LoadConfigFile(dir);
+  REQUIRE_FALSE(config.has_value());
+  CHECK(config.error().code == "config.read");
+  CHECK(config.error().message.find(dir + ": ") == 0);
 }
