@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -177,6 +178,66 @@ void ReadListener(Reader& r, const YAML::Node& node, const std::string& path,
   r.Unsigned(node, "port", path, lo.port, 0, 65535);
 }
 
+// A label a StatsD mapping may add: a Prometheus label name that is neither reserved (`__`) nor
+// one that histograms (`le`) or summaries (`quantile`) add themselves.
+bool IsMappingLabelName(std::string_view name) {
+  if (name.empty() || name.starts_with("__") || name == "le" || name == "quantile") return false;
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    const char c = name[i];
+    const bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+    if (!letter && (i == 0 || c < '0' || c > '9')) return false;
+  }
+  return true;
+}
+
+// A mapping's `$N` must name one of the `*` of its match (N from 1 to 9).
+void CheckCaptures(Reader& r, const YAML::Node& node, const std::string& field,
+                   std::string_view text, std::size_t stars) {
+  for (std::size_t i = 0; i + 1 < text.size(); ++i) {
+    if (text[i] != '$' || text[i + 1] < '1' || text[i + 1] > '9') continue;
+    const auto n = static_cast<std::size_t>(text[i + 1] - '0');
+    if (n > stars) {
+      r.Fail(node, field,
+             "$" + std::to_string(n) + " refers to a * that the match does not have (it has " +
+                 std::to_string(stars) + ")");
+      return;
+    }
+  }
+}
+
+// Whether two listen addresses take some of the same packets: equal, or either the wildcard of
+// its family ("::" also takes IPv4 on a dual-stack socket).
+bool AddressesOverlap(const std::string& a, const std::string& b) {
+  if (a == b || a == "::" || b == "::") return true;
+  const bool a6 = a.find(':') != std::string::npos;
+  const bool b6 = b.find(':') != std::string::npos;
+  return a6 == b6 && (a == "0.0.0.0" || b == "0.0.0.0");
+}
+
+// Every socket sets SO_REUSEPORT (for several workers), so two listeners of one transport on one
+// port would both bind, and the kernel would share the packets out between them: a StatsD line
+// landing on the native listener is lost. Reported at the second listener's port.
+void CheckListenerPorts(Reader& r, const std::vector<ingest::ListenerOptions>& listeners,
+                        const std::vector<std::pair<std::string, YAML::Node>>& port_nodes) {
+  for (std::size_t j = 1; j < listeners.size(); ++j) {
+    for (std::size_t i = 0; i < j; ++i) {
+      const auto& a = listeners[i];
+      const auto& b = listeners[j];
+      if (a.transport != b.transport || a.port == 0 || a.port != b.port ||
+          !AddressesOverlap(a.address, b.address)) {
+        continue;
+      }
+      const bool second_given = !port_nodes[j].second.IsNull();
+      const auto& [path, node] = second_given ? port_nodes[j] : port_nodes[i];
+      const std::string& other = second_given ? port_nodes[i].first : port_nodes[j].first;
+      r.Fail(node, path + ".port",
+             "port " + std::to_string(b.port) + " is also the port of " + other +
+                 " (the two would share its packets); give each listener its own port");
+      break;
+    }
+  }
+}
+
 // A push destination that is one of our own StatsD UDP listeners would feed every push back in.
 bool IsOwnStatsdListener(const StatsdDestination& d, const ingest::IngestOptions& ingest) {
   for (const auto& lo : ingest.listeners) {
@@ -347,6 +408,9 @@ Expected<Config> ParseConfig(std::string_view yaml, const std::string& source) {
                                 {ingest::Protocol::kStatsd, ingest::Transport::kTcp, 8125}};
     const bool has_listeners = r.Map(listeners, "listeners", {"workers", "native", "statsd"});
     if (has_listeners) r.Unsigned(listeners, "workers", "listeners", config.ingest.workers, 1, 64);
+    // Where each enabled listener's port was given (an undefined node for a default), to report
+    // two listeners that would share one port.
+    std::vector<std::pair<std::string, YAML::Node>> port_nodes;
     for (const auto& d : defaults) {
       ingest::ListenerOptions lo;
       lo.protocol = d.protocol;
@@ -356,16 +420,23 @@ Expected<Config> ParseConfig(std::string_view yaml, const std::string& source) {
         lo.max_frame_bytes = 64 * 1024;  // the longest StatsD line accepted over TCP
       }
       bool enabled = true;
+      const std::string path = "listeners." + std::string(ingest::ProtocolName(d.protocol)) + "." +
+                               std::string(ingest::TransportName(d.transport));
+      YAML::Node port_node;
       if (has_listeners) {
         const std::string proto(ingest::ProtocolName(d.protocol));
-        const std::string trans(ingest::TransportName(d.transport));
         const YAML::Node group = listeners[proto];
         if (r.Map(group, "listeners." + proto, {"udp", "tcp"})) {
-          ReadListener(r, group[trans], "listeners." + proto + "." + trans, lo, enabled);
+          const YAML::Node node = group[std::string(ingest::TransportName(d.transport))];
+          ReadListener(r, node, path, lo, enabled);
+          if (node && node.IsMap() && node["port"]) port_node = node["port"];
         }
       }
-      if (enabled) config.ingest.listeners.push_back(lo);
+      if (!enabled) continue;
+      config.ingest.listeners.push_back(lo);
+      port_nodes.emplace_back(path, port_node);
     }
+    CheckListenerPorts(r, config.ingest.listeners, port_nodes);
 
     const YAML::Node catalogs = root["catalogs"];
     if (r.Map(catalogs, "catalogs", {"builtin", "builtin_dir", "paths"})) {
@@ -447,13 +518,28 @@ Expected<Config> ParseConfig(std::string_view yaml, const std::string& source) {
           r.String(m, "name", path, mapping.name);
           if (mapping.match.empty()) r.Fail(m, path + ".match", "is required");
           if (mapping.name.empty()) r.Fail(m, path + ".name", "is required");
+          const auto stars = static_cast<std::size_t>(
+              std::count(mapping.match.begin(), mapping.match.end(), '*'));
+          CheckCaptures(r, m["name"], path + ".name", mapping.name, stars);
           const YAML::Node labels = m["labels"];
           if (labels && !labels.IsMap()) {
             r.Fail(labels, path + ".labels", "expected a mapping of label to value");
           } else if (labels) {
             for (const auto& kv : labels) {
-              mapping.labels.emplace_back(kv.first.as<std::string>(""),
-                                          kv.second.as<std::string>(""));
+              const std::string label = kv.first.as<std::string>("");
+              const std::string field = path + ".labels." + label;
+              if (!IsMappingLabelName(label)) {
+                r.Fail(kv.first, field,
+                       "expected a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting "
+                       "with __, not le or quantile)");
+                continue;
+              }
+              if (!kv.second.IsScalar()) {
+                r.Fail(kv.second, field, "expected a string value, got " + Reader::Text(kv.second));
+                continue;
+              }
+              CheckCaptures(r, kv.second, field, kv.second.Scalar(), stars);
+              mapping.labels.emplace_back(label, kv.second.Scalar());
             }
           }
           agg.statsd_mappings.push_back(std::move(mapping));

@@ -235,6 +235,34 @@ TEST_CASE("two listeners on one transport, address and port are an error") {
   REQUIRE_FALSE(config.has_value());
   CHECK(config.error().message.find("same.yaml:3:") != std::string::npos);
   CHECK(config.error().message.find("listeners.statsd.udp.port") != std::string::npos);
+  CHECK(config.error().message.find("listeners.native.udp") != std::string::npos);
+
+  // Against a default port (native UDP's 7625), and a wildcard address against a specific one.
+  const auto on_default = ParseConfig(
+      "listeners:\n"
+      "  statsd:\n"
+      "    udp: {address: 127.0.0.1, port: 7625}\n",
+      "default.yaml");
+  REQUIRE_FALSE(on_default.has_value());
+  CHECK(on_default.error().message.find("default.yaml:3:") != std::string::npos);
+  CHECK(on_default.error().message.find("listeners.statsd.udp.port: port 7625") !=
+        std::string::npos);
+
+  // One port for UDP and TCP, two addresses, or a port picked by the kernel: all fine.
+  CHECK(ParseConfig("listeners:\n"
+                    "  native: {udp: {port: 9125}, tcp: {port: 9125}}\n",
+                    "ok.yaml")
+            .has_value());
+  CHECK(ParseConfig("listeners:\n"
+                    "  native: {udp: {address: 127.0.0.1, port: 9125}}\n"
+                    "  statsd: {udp: {address: 127.0.0.2, port: 9125}}\n",
+                    "ok.yaml")
+            .has_value());
+  CHECK(ParseConfig("listeners:\n"
+                    "  native: {udp: {port: 0}}\n"
+                    "  statsd: {udp: {port: 0}}\n",
+                    "ok.yaml")
+            .has_value());
 }
 
 TEST_CASE("StatsD mapping labels are checked like every other field") {
@@ -246,6 +274,34 @@ TEST_CASE("StatsD mapping labels are checked like every other field") {
   REQUIRE_FALSE(config.has_value());
   CHECK(config.error().message.find("statsd.mappings[0].labels.svc") != std::string::npos);
   CHECK(config.error().message.find("statsd.mappings[0].labels.q") != std::string::npos);
+
+  for (const std::string bad : {"le", "quantile", "__x", "a-b", "9x"}) {
+    CAPTURE(bad);
+    const auto named = ParseConfig(
+        "statsd:\n"
+        "  mappings:\n"
+        "    - {match: \"app.*.req\", name: app.req, labels: {\"" +
+            bad + "\": x}}\n",
+        "names.yaml");
+    REQUIRE_FALSE(named.has_value());
+    CHECK(named.error().message.find("names.yaml:3:") != std::string::npos);
+    CHECK(named.error().message.find("statsd.mappings[0].labels." + bad) != std::string::npos);
+  }
+  const auto name_capture = ParseConfig(
+      "statsd:\n"
+      "  mappings:\n"
+      "    - {match: \"app.*.req\", name: \"app.$2\"}\n",
+      "name.yaml");
+  REQUIRE_FALSE(name_capture.has_value());
+  CHECK(name_capture.error().message.find("statsd.mappings[0].name: $2") != std::string::npos);
+  const auto good = ParseConfig(
+      "statsd:\n"
+      "  mappings:\n"
+      "    - {match: \"app.*.*\", name: \"app.$2\", labels: {service: \"$1\", _x9: \"v-$2\"}}\n",
+      "good.yaml");
+  REQUIRE_MESSAGE(good.has_value(), good.error().message);
+  REQUIRE(good->aggregation.statsd_mappings.size() == 1);
+  CHECK(good->aggregation.statsd_mappings[0].labels.size() == 2);
 }
 
 TEST_CASE("a directory is not a configuration file") {
