@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -165,6 +166,36 @@ prometheus: {port: 0, basic_auth: {username: scraper, password: s3cret}}
   CHECK(HttpRequest(secured.port("prometheus"), "/metrics",
                     "Authorization: Basic c2NyYXBlcjp3cm9uZw==\r\n")
             .status == 401);
+}
+
+TEST_CASE("clients that never finish their request neither block scrapes nor stay connected") {
+  namespace asio = boost::asio;
+  DaemonProcess d(TELEMETRYD_BINARY, kDaemonConfig);
+  REQUIRE(d.ready());
+  asio::io_context io;
+  std::vector<asio::ip::tcp::socket> stalled;
+  for (int i = 0; i < 4; ++i) {
+    auto& s = stalled.emplace_back(io);
+    s.connect({asio::ip::make_address("127.0.0.1"), d.port("prometheus")});
+    asio::write(s, asio::buffer(std::string("GET /metrics HTTP/1.1\r\n")));  // never ends
+  }
+  // A scrape meanwhile is answered at once: idle clients do not hold every HTTP thread.
+  auto health = std::async(std::launch::async,
+                           [&] { return HttpRequest(d.port("prometheus"), "/-/healthy"); });
+  REQUIRE(health.wait_for(std::chrono::seconds(3)) == std::future_status::ready);
+  CHECK(health.get().status == 200);
+  // And the stalled connections are closed after the request timeout (5 s), not kept for good.
+  const auto start = std::chrono::steady_clock::now();
+  for (auto& s : stalled) {
+    s.non_blocking(false);
+    const timeval limit{20, 0};
+    ::setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    char buf[4096];
+    boost::system::error_code ec;
+    while (!ec) s.read_some(asio::buffer(buf), ec);
+    CHECK_MESSAGE(ec == asio::error::eof, ec.message());
+  }
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(15));
 }
 
 TEST_CASE("a real Prometheus server scraping every second answers PromQL with what was sent") {

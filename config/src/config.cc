@@ -518,8 +518,8 @@ Expected<Config> ParseConfig(std::string_view yaml, const std::string& source) {
           r.String(m, "name", path, mapping.name);
           if (mapping.match.empty()) r.Fail(m, path + ".match", "is required");
           if (mapping.name.empty()) r.Fail(m, path + ".name", "is required");
-          const auto stars = static_cast<std::size_t>(
-              std::count(mapping.match.begin(), mapping.match.end(), '*'));
+          const auto stars =
+              static_cast<std::size_t>(std::count(mapping.match.begin(), mapping.match.end(), '*'));
           CheckCaptures(r, m["name"], path + ".name", mapping.name, stars);
           const YAML::Node labels = m["labels"];
           if (labels && !labels.IsMap()) {

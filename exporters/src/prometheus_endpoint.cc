@@ -6,6 +6,13 @@
 namespace telemetryd::exporters {
 
 namespace {
+// HTTP threads: each serves one connection at a time, so a few clients that connect and never
+// finish their request would otherwise hold every thread until the request timeout.
+constexpr const char* kHttpThreads = "8";
+// A request must arrive, and each write of the response go out, within this long (civetweb's
+// default is 30 s).
+constexpr const char* kRequestTimeoutMs = "5000";
+
 // An endpoint with no metrics: a 200 with an empty body.
 class Empty final : public prometheus::Collectable {
  public:
@@ -28,7 +35,9 @@ Expected<std::unique_ptr<PrometheusEndpoint>> PrometheusEndpoint::Start(const st
   const std::string host = address.find(':') != std::string::npos ? "[" + address + "]" : address;
   const std::string bind = host + ":" + std::to_string(port);
   try {
-    auto exposer = std::make_unique<prometheus::Exposer>(bind, 2);
+    auto exposer = std::make_unique<prometheus::Exposer>(
+        std::vector<std::string>{"listening_ports", bind, "num_threads", kHttpThreads,
+                                 "request_timeout_ms", kRequestTimeoutMs});
     const auto ports = exposer->GetListeningPorts();
     if (ports.empty()) return Error{"prometheus.bind", "cannot listen on " + bind};
     return std::unique_ptr<PrometheusEndpoint>(
