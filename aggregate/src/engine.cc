@@ -52,9 +52,10 @@ std::uint64_t Fnv1a(std::string_view s, std::uint64_t h = 0xcbf29ce484222325ULL)
 constexpr char kLabelSeparator = '\x1f';
 
 constexpr std::array<std::string_view, kDropReasonCount> kDropNames = {
-    "unknown_event", "missing_measurement", "missing_tag",          "bad_tag_value",
-    "non_finite",    "negative_counter",    "series_overflow",      "span_unmatched",
-    "span_expired",  "span_table_full",     "statsd_type_conflict", "statsd_metric_overflow",
+    "unknown_event",       "missing_measurement", "missing_tag",          "bad_tag_value",
+    "non_finite",          "negative_counter",    "series_overflow",      "span_unmatched",
+    "span_expired",        "span_table_full",     "statsd_type_conflict", "statsd_metric_overflow",
+    "statsd_set_overflow",
 };
 
 struct CompiledFilter {
@@ -1157,6 +1158,15 @@ void Shard::State::RecordSample(const StatsdInput& sample, const SampleIdentity&
     Drop(DropReason::kNonFinite);
     return;
   }
+  // A sampled value stands for value / rate: that must be finite too, and a sampled timer's
+  // 1 / rate observations a count that a double holds exactly.
+  if (sample.sample_rate != 1) {
+    const double weight = 1.0 / sample.sample_rate;
+    if (!std::isfinite(sample.value * weight) || !(weight < 9e15)) {
+      Drop(DropReason::kNonFinite);
+      return;
+    }
+  }
   if (sample.kind == StatsdKind::kCounter && sample.value < 0) {
     Drop(DropReason::kNegativeCounter);
     return;
@@ -1335,8 +1345,13 @@ void Shard::State::Apply(ShardSeries* series, const CompiledMetric& m,
       try {
         ShardExtra& x = s->Extra();
         if (!x.members) x.members = std::make_unique<std::unordered_set<std::string>>();
-        if (x.members->size() < 10'000) x.members->emplace(sample.set_member);
+        if (x.members->size() < kMaxSetMembers) {
+          x.members->emplace(sample.set_member);
+        } else if (!x.members->contains(std::string(sample.set_member))) {
+          Drop(DropReason::kStatsdSetOverflow);
+        }
       } catch (...) {
+        Drop(DropReason::kStatsdSetOverflow);
       }
       break;
     default: {
@@ -1404,8 +1419,10 @@ void Engine::Impl::Sweep(std::int64_t now) {
 
 namespace {
 
-// Adds a shard series' updates to its merged series and clears them.
-void MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t) {
+// Adds a shard series' updates to its merged series and clears them. Returns the set members
+// left out for want of room (kMaxSetMembers).
+std::uint64_t MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t) {
+  std::uint64_t left_out = 0;
   switch (m.info.type) {
     case MetricType::kCounter:
     case MetricType::kSum:
@@ -1419,7 +1436,11 @@ void MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t) {
         if (s.extra && s.extra->members) {
           if (!t.extra) t.extra = std::make_unique<StoreExtra>();
           for (const auto& member : *s.extra->members) {
-            if (t.extra->set_members.size() < 10'000) t.extra->set_members.insert(member);
+            if (t.extra->set_members.size() < kMaxSetMembers) {
+              t.extra->set_members.insert(member);
+            } else if (!t.extra->set_members.contains(member)) {
+              ++left_out;
+            }
           }
           s.extra->members->clear();
         }
@@ -1465,6 +1486,7 @@ void MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t) {
   }
   s.dirty = false;
   ClearPending(m, s);
+  return left_out;
 }
 
 }  // namespace
@@ -1545,7 +1567,9 @@ void Shard::State::Flush() {
     }
     StoreSeries& merged = table.value(t);
     Touch(merged, now);
-    MergeInto(m, s, merged);
+    if (const std::uint64_t left_out = MergeInto(m, s, merged); left_out > 0) {
+      owner_.drops_[static_cast<std::size_t>(DropReason::kStatsdSetOverflow)].Add(left_out);
+    }
   }
   if (erased) std::fill(sample_cache_.begin(), sample_cache_.end(), SampleSet{});
   for (auto& [name, count] : unknown_) engine_.unknown_names[name] += count;
@@ -1629,7 +1653,7 @@ void AbsorbSeries(const CompiledMetric& m, StoreSeries& from, StoreSeries& to) {
   StoreExtra& x = *from.extra;
   StoreExtra& y = *to.extra;
   for (const auto& member : x.set_members) {
-    if (y.set_members.size() < 10'000) y.set_members.insert(member);
+    if (y.set_members.size() < kMaxSetMembers) y.set_members.insert(member);
   }
   y.count += x.count;
   y.sum += x.sum;

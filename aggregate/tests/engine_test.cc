@@ -557,6 +557,47 @@ TEST_CASE("StatsD: counters with sample rates, gauges with deltas, timers, sets,
   CHECK(mapped.series.at(0).value == 4);
 }
 
+TEST_CASE("StatsD: a set counts at most kMaxSetMembers members a window, and the rest as drops") {
+  auto engine = MakeEngine();
+  auto a = engine->NewShard();
+  auto b = engine->NewShard();
+  auto member = [](Shard& shard, int i) {
+    const std::string m = "u" + std::to_string(i);
+    shard.RecordStatsd(StatsdInput{"users", StatsdKind::kSet, 0, m, false, 1, {}});
+  };
+  const int max = static_cast<int>(kMaxSetMembers);
+  // Shard a: the cap and 5 more distinct members, and members it already holds again.
+  for (int i = 0; i < max + 5; ++i) member(*a, i);
+  for (int i = 0; i < 100; ++i) member(*a, i);
+  CHECK(a->dropped(DropReason::kStatsdSetOverflow) == 5);
+  a->Flush();
+  // Shard b: 300 members of a's and 200 new ones; the store is full, so the new ones drop.
+  for (int i = max - 300; i < max + 200; ++i) member(*b, i);
+  CHECK(b->dropped(DropReason::kStatsdSetOverflow) == 0);
+  b->Flush();
+  CHECK(b->dropped(DropReason::kStatsdSetOverflow) == 200);
+  CHECK(Find(engine->Collect(), "users").series.at(0).value == max);
+}
+
+TEST_CASE("StatsD: a sampled value that is not finite once scaled is dropped as non_finite") {
+  EngineOptions options;
+  options.statsd_buckets = {10};
+  auto engine = MakeEngine(options);
+  auto shard = engine->NewShard();
+  auto sample = [&](std::string_view name, StatsdKind kind, double value, double rate) {
+    shard->RecordStatsd(StatsdInput{name, kind, value, {}, false, rate, {}});
+  };
+  sample("big", StatsdKind::kCounter, 1e308, 0.001);  // 1e311
+  sample("big", StatsdKind::kCounter, 2, 0.5);
+  sample("slow", StatsdKind::kTimer, 5, 1e-300);  // 1e300 observations
+  sample("slow", StatsdKind::kTimer, 5, 0.25);
+  shard->Flush();
+  CHECK(shard->dropped(DropReason::kNonFinite) == 2);
+  const auto all = engine->Collect();
+  CHECK(Find(all, "big").series.at(0).value == 4);
+  CHECK(Find(all, "slow").series.at(0).count == 4);
+}
+
 TEST_CASE("two metrics with one name are a load error") {
   auto catalog = TestCatalog();
   catalog.metrics.push_back(catalog.metrics.front());

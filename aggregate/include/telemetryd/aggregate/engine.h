@@ -61,7 +61,7 @@ enum class DropReason : std::uint8_t {
   kMissingMeasurement,    // the metric's measurement is not in the event
   kMissingTag,            // a tag's metadata key is missing and has no default
   kBadTagValue,           // a tag's value is a list, map, tuple or bytes
-  kNonFinite,             // NaN or an infinity
+  kNonFinite,             // NaN or an infinity (StatsD: also once scaled by the sample rate)
   kNegativeCounter,       // a StatsD counter increment below zero
   kSeriesOverflow,        // a cardinality limit was reached
   kSpanUnmatched,         // a stop/exception without duration whose start was never seen
@@ -69,9 +69,12 @@ enum class DropReason : std::uint8_t {
   kSpanTableFull,         // more open spans than max_open_spans
   kStatsdTypeConflict,    // a StatsD name seen with two types
   kStatsdMetricOverflow,  // more StatsD metric names than statsd_max_metrics
+  kStatsdSetOverflow,     // a StatsD set member beyond kMaxSetMembers in one window
   kCount
 };
 inline constexpr std::size_t kDropReasonCount = static_cast<std::size_t>(DropReason::kCount);
+// Distinct members a StatsD set series counts in one window; more are dropped and counted.
+inline constexpr std::size_t kMaxSetMembers = 10'000;
 std::string_view DropReasonName(DropReason reason) noexcept;
 
 enum class StatsdKind : std::uint8_t { kCounter, kGauge, kTimer, kHistogram, kDistribution, kSet };
