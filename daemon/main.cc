@@ -442,6 +442,18 @@ int Daemon::Run() {
                                  "Metrics left out of the last scrape: their name clashed.",
                                  prometheus::MetricType::Gauge),
             {}, static_cast<double>(aggregated_->clashes()));
+        exporters::AddSample(
+            exporters::AddFamily(out, "telemetryd_exposition_label_clashes",
+                                 "Labels left out of the last scrape: another label of their "
+                                 "series had the same name.",
+                                 prometheus::MetricType::Gauge),
+            {}, static_cast<double>(aggregated_->label_clashes()));
+        exporters::AddSample(
+            exporters::AddFamily(out, "telemetryd_exposition_series_clashes",
+                                 "Series left out of the last scrape: an earlier series of their "
+                                 "metric had the same labels.",
+                                 prometheus::MetricType::Gauge),
+            {}, static_cast<double>(aggregated_->series_clashes()));
       });
   aggregated_ = std::make_shared<exporters::AggregateCollector>([this] {
     std::lock_guard lock(mutex_);
