@@ -60,16 +60,17 @@ class FamilyBuilder final : public aggregate::SnapshotVisitor {
   struct LabelNaming {
     std::string key;          // as the series carry it
     std::string name;         // as exposed
-    std::uint32_t first = 0;  // the first naming of the metric exposed under the same name
-    std::uint64_t seen = 0;   // as `first`: the number of the last series that had the name
+    std::uint32_t first = 0;  // index of the metric's first naming exposed under this name
+    // On a `first` naming: series_number_ of the last series that had the name (0: none).
+    std::uint64_t seen = 0;
   };
   std::vector<prometheus::MetricFamily>& out_;
   prometheus::MetricFamily* family_ = nullptr;  // of the current metric; null: left out
   const aggregate::MetricInfo* info_ = nullptr;
   PrometheusName name_;
   std::vector<LabelNaming> label_names_;
-  std::size_t expected_ = 0;  // series announced for the current family
-  std::uint64_t series_number_ = 0;
+  std::size_t expected_ = 0;         // series announced for the current family
+  std::uint64_t series_number_ = 0;  // of the series being built, counted from 1
   // Whether two series of the current family may have the same labels: two keys are exposed
   // under one name, a label was left out, or a value was not UTF-8.
   bool may_repeat_ = false;
