@@ -432,16 +432,31 @@ int Daemon::Run() {
           if (pusher_) exporters::AddStatsdPushMetrics(*pusher_, out);
         }
         AddReloadMetrics(reloads_, out);
-        exporters::AddSample(
-            exporters::AddFamily(out, "telemetryd_scrape_duration_seconds",
-                                 "Time the previous scrape took to flush, snapshot and convert.",
-                                 prometheus::MetricType::Gauge),
-            {}, aggregated_->last_duration_seconds());
-        exporters::AddSample(
-            exporters::AddFamily(out, "telemetryd_exposition_name_clashes",
-                                 "Metrics left out of the last scrape: their name clashed.",
-                                 prometheus::MetricType::Gauge),
-            {}, static_cast<double>(aggregated_->clashes()));
+        const struct {
+          const char* name;
+          const char* help;
+          double value;
+        } gauges[] = {
+            {"telemetryd_scrape_duration_seconds",
+             "Time the previous scrape took to flush, snapshot and convert.",
+             aggregated_->last_duration_seconds()},
+            {"telemetryd_exposition_name_clashes",
+             "Metrics left out of the last scrape: their name clashed.",
+             static_cast<double>(aggregated_->clashes())},
+            {"telemetryd_exposition_label_clashes",
+             "Labels left out of the last scrape: another label of their series had the same "
+             "name.",
+             static_cast<double>(aggregated_->label_clashes())},
+            {"telemetryd_exposition_series_clashes",
+             "Series left out of the last scrape: an earlier series of their metric had the same "
+             "labels.",
+             static_cast<double>(aggregated_->series_clashes())},
+        };
+        for (const auto& g : gauges) {
+          exporters::AddSample(
+              exporters::AddFamily(out, g.name, g.help, prometheus::MetricType::Gauge), {},
+              g.value);
+        }
       });
   aggregated_ = std::make_shared<exporters::AggregateCollector>([this] {
     std::lock_guard lock(mutex_);

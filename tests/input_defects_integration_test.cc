@@ -95,6 +95,12 @@ TEST_CASE("DogStatsD tags whose names clash after sanitizing never make the expo
   const std::string exposition = HttpGet(d.port("prometheus"), "/metrics");
   // Prometheus refuses a whole scrape with a repeated label name in one series.
   CHECK_MESSAGE(LineWithRepeatedLabel(exposition).empty(), LineWithRepeatedLabel(exposition));
+  // docs/prometheus.md: the first label of a name stays, the others are left out and counted;
+  // "le" on a histogram is exposed as "exported_le".
+  CHECK(exposition.find("clash_dash_total{a_b=\"x\"} 1") != std::string::npos);
+  CHECK(exposition.find("clash_reserved_total{_x=\"1\"} 1") != std::string::npos);
+  CHECK(exposition.find("clash_timer_seconds_count{exported_le=\"7\"} 1") != std::string::npos);
+  CHECK(Metric(d, "telemetryd_exposition_label_clashes") == 2);
 }
 
 TEST_CASE("a native TCP frame cut short by the end of the connection is counted as truncated") {

@@ -135,6 +135,51 @@ TEST_CASE("promtool accepts the exposition with every built-in catalog populated
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("promtool accepts the exposition of StatsD tags and mapping labels that clash") {
+  REQUIRE_MESSAGE(std::filesystem::exists(kPromtool),
+                  "promtool is missing: scripts/install-deps installs it");
+  DaemonProcess d(TELEMETRYD_BINARY, kDaemonConfig + R"(
+statsd:
+  mappings:
+    - {match: "svc.*.lat", name: "svc.lat", labels: {service: "$1"}}
+)");
+  REQUIRE_MESSAGE(d.ready(), d.log());
+  // Tags that share a name once sanitized, a reserved "__" prefix, the bucket label of a
+  // histogram, tags named as mapping labels, and series that become the same.
+  telemetryd::test::SendUdp(d.port("statsd_udp"),
+                            "clash.dash:1|c|#a-b:x,a_b:y\nclash.dash:1|c|#a_b:x\n"
+                            "clash.reserved:1|c|#__x:1,_x:2,__le:3\n"
+                            "clash.timer:5|ms|#le:7,exported_le:8,quantile:9\n"
+                            "clash.hist:5|h|#le:1\nclash.hist:6|h|#le:2\n"
+                            "svc.web.lat:3|ms|#service:tag\nsvc.web.lat:4|ms\n");
+  std::string text;
+  REQUIRE(Eventually([&] {
+    text = HttpGet(d.port("prometheus"), "/metrics");
+    return MetricValue(text, "telemetryd_ingest_events_total{listener=\"statsd_udp\"}") == 8;
+  }));
+  // The clash counts are those of the last scrape: the one above had everything.
+  text = HttpGet(d.port("prometheus"), "/metrics");
+  // a_b=y (repeats a_b), _x=2 (repeats _x), the timer's le=7 (exported_le, after the tag
+  // exported_le=8), and the tag service of svc.web.lat (repeats the mapping label).
+  CHECK(MetricValue(text, "telemetryd_exposition_label_clashes") == 4);
+  // clash.dash{a_b="x"} twice, svc_lat_seconds{service="web"} twice.
+  CHECK(MetricValue(text, "telemetryd_exposition_series_clashes") == 2);
+  CHECK(text.find(R"(clash_timer_seconds_count{exported_le="8",exported_quantile="9"} 1)") !=
+        std::string::npos);
+  CHECK(text.find(R"(clash_hist_bucket{exported_le="2",le="+Inf"} 1)") != std::string::npos);
+  const std::string dir = TempDir();
+  const std::string exposition = dir + "/metrics.txt";
+  {
+    std::ofstream out(exposition);
+    out << text;
+  }
+  const auto promtool =
+      telemetryd::test::RunCommand(std::string(kPromtool) + " check metrics < " + exposition);
+  CHECK_MESSAGE(promtool.status == 0, (promtool.output + "\n" + text));
+  CHECK_MESSAGE(promtool.output.empty(), promtool.output);
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("gzip on request, basic auth when configured, health endpoints") {
   DaemonProcess d(TELEMETRYD_BINARY, kDaemonConfig + "\nlogging: {level: info}\n");
   REQUIRE(d.ready());

@@ -562,10 +562,7 @@ class CatalogParser {
     }
 
     // The exposition adds these labels itself; a tag with the same name would collide.
-    std::string reserved;
-    if (metric.type == MetricType::kDistribution) reserved = "le";
-    if (metric.type == MetricType::kSummary) reserved = "quantile";
-    metric.tags = ReadTags(item["tags"], path + ".tags", event, reserved);
+    metric.tags = ReadTags(item["tags"], path + ".tags", event);
     metric.keep = ReadFilters(item["keep"], path + ".keep", event);
     metric.drop = ReadFilters(item["drop"], path + ".drop", event);
     out_.spec.metrics.push_back(std::move(metric));
@@ -769,7 +766,7 @@ class CatalogParser {
   }
 
   std::vector<TagSpec> ReadTags(const YAML::Node& node, const std::string& path,
-                                const EventSpec* event, const std::string& reserved) {
+                                const EventSpec* event) {
     std::vector<TagSpec> tags;
     if (IsAbsent(node) || !Sequence(node, path, "a list of metadata keys")) return tags;
     std::map<std::string, std::string> labels;  // label -> path of the tag that has it
@@ -813,10 +810,16 @@ class CatalogParser {
         r_.Fail(label_node, label_path,
                 "\"" + tag.label + "\" is not a valid label name ([A-Za-z_][A-Za-z0-9_]*)" +
                     (label_given ? "" : "; set label"));
-      } else if (tag.label == reserved) {
+      } else if (tag.label.starts_with("__")) {
         r_.Fail(label_node, label_path,
-                "the label \"" + reserved +
-                    "\" is added by the exposition of this metric type; choose another label");
+                "\"" + tag.label + "\": label names starting with \"__\" are reserved by " +
+                    "Prometheus" + (label_given ? "" : "; set label"));
+      } else if (tag.label == "le" || tag.label == "quantile") {
+        // Prometheus lints them on every metric type, not only where they clash.
+        r_.Fail(label_node, label_path,
+                "the label \"" + tag.label + "\" is reserved for the " +
+                    (tag.label == "le" ? "buckets of a histogram" : "quantiles of a summary") +
+                    "; choose another label");
       } else if (const auto [it, inserted] = labels.emplace(tag.label, item_path); !inserted) {
         r_.Fail(label_node, label_path,
                 "the label \"" + tag.label + "\" is already used by " + it->second);
@@ -945,7 +948,7 @@ class CatalogParser {
         SpanEvent(*prefix, SpanRole::kStop, span, path + ".span");
       }
     }
-    gauge.tags = ReadTags(item["tags"], path + ".tags", start, "");
+    gauge.tags = ReadTags(item["tags"], path + ".tags", start);
     out_.spec.span_gauges.push_back(std::move(gauge));
   }
 

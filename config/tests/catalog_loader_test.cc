@@ -444,8 +444,19 @@ TEST_CASE("tags: a key is required, labels must be valid and distinct") {
               "metrics[0].tags[0]");
   CHECK_ERROR(WithMetrics("  - distribution: t.op.done.duration\n"
                           "    tags: [{key: pool, label: le}]\n"),
-              "t.yaml:10:31: metrics[0].tags[0].label: the label \"le\" is added by the "
-              "exposition of this metric type");
+              "t.yaml:10:31: metrics[0].tags[0].label: the label \"le\" is reserved for the "
+              "buckets of a histogram");
+  CHECK_ERROR(WithMetrics("  - counter: t.op.done.count\n"
+                          "    tags: [{key: pool, label: le}]\n"),
+              "t.yaml:10:31: metrics[0].tags[0].label: the label \"le\" is reserved");
+  CHECK_ERROR(WithMetrics("  - summary: t.op.done.duration\n"
+                          "    tags: [{key: pool, label: quantile}]\n"),
+              "t.yaml:10:31: metrics[0].tags[0].label: the label \"quantile\" is reserved for "
+              "the quantiles of a summary");
+  CHECK_ERROR(WithMetrics("  - counter: t.op.done.count\n"
+                          "    tags: [{key: pool, label: __pool}]\n"),
+              "t.yaml:10:31: metrics[0].tags[0].label: \"__pool\": label names starting with "
+              "\"__\" are reserved by Prometheus");
   CHECK_ERROR(WithMetrics("  - counter: t.op.done.count\n"
                           "    tags: [{key: pool, values: [a]}]\n"),
               "t.yaml:10:32: metrics[0].tags[0].values: expected a mapping, got a list");

@@ -54,6 +54,14 @@ std::string LabelName(std::string_view text) {
   return out;
 }
 
+std::string ExposedLabelName(std::string_view text) {
+  std::string out = LabelName(text);
+  // The exported_ prefix, as Prometheus renames a scraped label that clashes with its own.
+  // Prometheus lints "le" and "quantile" on every metric type, not only where they clash.
+  if (out == "le" || out == "quantile") out.insert(0, "exported_");
+  return out;
+}
+
 std::string LabelValue(std::string_view text) {
   if (wire::IsValidUtf8(text)) return std::string(text);
   std::string out;
@@ -190,6 +198,7 @@ bool FamilyBuilder::Claim(const std::string& name) {
 }
 
 void FamilyBuilder::Metric(const aggregate::MetricInfo& info, std::size_t series) {
+  if (family_ != nullptr && may_repeat_) DropRepeatedSeries();  // fewer series than announced
   family_ = nullptr;
   if (series == 0) return;
   PrometheusName p = NameFor(info);
@@ -200,6 +209,8 @@ void FamilyBuilder::Metric(const aggregate::MetricInfo& info, std::size_t series
   info_ = &info;
   name_ = std::move(p);
   label_names_.clear();
+  expected_ = series;
+  may_repeat_ = false;
   prometheus::MetricFamily& family = out_.emplace_back();
   family.name = std::move(name_.name);
   if (!info.description.empty()) {
@@ -219,14 +230,27 @@ void FamilyBuilder::Series(std::span<const aggregate::LabelRef> labels,
   if (family_ == nullptr) return;
   prometheus::ClientMetric& cm = family_->metric.emplace_back();
   cm.label.reserve(labels.size());
+  ++series_number_;
   for (const auto& [k, v] : labels) {
     // Label names repeat in every series of a metric: sanitize each once.
     auto it = std::find_if(label_names_.begin(), label_names_.end(),
-                           [&](const auto& n) { return n.first == k; });
-    if (it == label_names_.end()) {
-      it = label_names_.insert(label_names_.end(), {std::string(k), LabelName(k)});
+                           [&](const auto& n) { return n.key == k; });
+    if (it == label_names_.end()) it = AddLabelNaming(k);
+    // Two labels of a series exposed under one name: the first stays (mapping labels come first,
+    // then the tags in byte order of their keys).
+    LabelNaming& first = label_names_[it->first];
+    if (first.seen == series_number_) {
+      ++label_clashes_;
+      may_repeat_ = true;
+      continue;
     }
-    cm.label.push_back({it->second, LabelValue(v)});
+    first.seen = series_number_;
+    if (wire::IsValidUtf8(v)) {
+      cm.label.push_back({it->name, std::string(v)});
+    } else {
+      may_repeat_ = true;
+      cm.label.push_back({it->name, LabelValue(v)});
+    }
   }
   const double scale = name_.scale;
   switch (name_.type) {
@@ -262,6 +286,44 @@ void FamilyBuilder::Series(std::span<const aggregate::LabelRef> labels,
       cm.untyped.value = s.value;
       break;
   }
+  if (may_repeat_ && family_->metric.size() == expected_) DropRepeatedSeries();
+}
+
+std::vector<FamilyBuilder::LabelNaming>::iterator FamilyBuilder::AddLabelNaming(
+    std::string_view key) {
+  LabelNaming naming{std::string(key), ExposedLabelName(key)};
+  naming.first = static_cast<std::uint32_t>(label_names_.size());
+  for (std::size_t i = 0; i < label_names_.size(); ++i) {
+    if (label_names_[i].name == naming.name) {
+      naming.first = static_cast<std::uint32_t>(i);
+      may_repeat_ = true;  // {a-b="x"} and {a_b="x"} would be one series
+      break;
+    }
+  }
+  return label_names_.insert(label_names_.end(), std::move(naming));
+}
+
+void FamilyBuilder::DropRepeatedSeries() {
+  may_repeat_ = false;
+  auto& series = family_->metric;
+  for (auto& cm : series) std::sort(cm.label.begin(), cm.label.end());
+  std::vector<std::size_t> order(series.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  // Of series with the same labels, the first visited stays.
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return series[a].label < series[b].label; });
+  std::vector<bool> repeated(series.size(), false);
+  for (std::size_t i = 1; i < order.size(); ++i) {
+    repeated[order[i]] = series[order[i]].label == series[order[i - 1]].label;
+  }
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < series.size(); ++i) {
+    if (repeated[i]) continue;
+    if (kept != i) series[kept] = std::move(series[i]);
+    ++kept;
+  }
+  series_clashes_ += series.size() - kept;
+  series.erase(series.begin() + static_cast<std::ptrdiff_t>(kept), series.end());
 }
 
 std::vector<prometheus::MetricFamily> ToFamilies(const std::vector<aggregate::MetricPoints>& points,
@@ -291,6 +353,8 @@ std::vector<prometheus::MetricFamily> AggregateCollector::Collect() const {
   FamilyBuilder builder(families);
   snapshot_().Visit(builder);
   clashes_.store(builder.clashes());
+  label_clashes_.store(builder.label_clashes());
+  series_clashes_.store(builder.series_clashes());
   last_duration_.store(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   return families;

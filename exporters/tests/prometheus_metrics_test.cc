@@ -165,3 +165,128 @@ TEST_CASE("a snapshot of an engine becomes families: empty metrics, clashes, Sta
     CHECK(from_points[i].metric.size() == families[i].metric.size());
   }
 }
+
+namespace {
+
+// The families FamilyBuilder makes of `points`, with the labels and series it left out.
+struct Built {
+  std::vector<prometheus::MetricFamily> families;
+  std::uint64_t label_clashes = 0;
+  std::uint64_t series_clashes = 0;
+};
+
+Built Build(const std::vector<aggregate::MetricPoints>& points) {
+  Built out;
+  FamilyBuilder builder(out.families);
+  aggregate::VisitPoints(points, builder);
+  out.label_clashes = builder.label_clashes();
+  out.series_clashes = builder.series_clashes();
+  return out;
+}
+
+aggregate::MetricPoints Points(MetricInfo info,
+                               std::vector<std::vector<std::pair<std::string, std::string>>> sets) {
+  aggregate::MetricPoints m;
+  m.info = std::move(info);
+  for (auto& labels : sets) {
+    aggregate::SeriesPoint p;
+    p.labels = std::move(labels);
+    p.value = 1;
+    p.count = 1;
+    p.bucket_counts.assign(m.info.buckets.size() + 1, 0);
+    p.bucket_counts.back() = 1;
+    p.quantile_values.assign(m.info.quantiles.size(), 0);
+    m.series.push_back(std::move(p));
+  }
+  return m;
+}
+
+std::string Labels(const prometheus::ClientMetric& cm) {
+  std::string out;
+  for (const auto& l : cm.label) out += (out.empty() ? "" : ",") + l.name + "=" + l.value;
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("labels that share a name after sanitizing: the first stays, the others are counted") {
+  const auto built =
+      Build({Points(Info("dup", MetricType::kCounter), {{{"a-b", "x"}, {"a_b", "y"}}}),
+             Points(Info("reserved", MetricType::kCounter), {{{"__x", "1"}, {"_x", "2"}}}),
+             Points(Info("fine", MetricType::kCounter), {{{"a", "1"}, {"b", "2"}}})});
+  REQUIRE(built.families.size() == 3);
+  REQUIRE(built.families[0].metric.size() == 1);
+  CHECK(Labels(built.families[0].metric[0]) == "a_b=x");
+  REQUIRE(built.families[1].metric.size() == 1);
+  CHECK(Labels(built.families[1].metric[0]) == "_x=1");
+  CHECK(Labels(built.families[2].metric[0]) == "a=1,b=2");
+  CHECK(built.label_clashes == 2);
+  CHECK(built.series_clashes == 0);
+}
+
+TEST_CASE("le and quantile labels are exposed with the exported_ prefix") {
+  MetricInfo hist = Info("t", MetricType::kDistribution);
+  hist.buckets = {1};
+  MetricInfo summary = Info("s", MetricType::kSummary);
+  summary.quantiles = {0.5};
+  const auto built = Build({Points(hist, {{{"le", "7"}}, {{"exported_le", "1"}, {"le", "2"}}}),
+                            Points(summary, {{{"quantile", "q"}, {"le", "3"}}}),
+                            Points(Info("c", MetricType::kCounter), {{{"le", "4"}}})});
+  REQUIRE(built.families.size() == 3);
+  REQUIRE(built.families[0].metric.size() == 2);
+  CHECK(Labels(built.families[0].metric[0]) == "exported_le=7");
+  // "exported_le" comes first: the renamed "le" is left out.
+  CHECK(Labels(built.families[0].metric[1]) == "exported_le=1");
+  CHECK(Labels(built.families[1].metric[0]) == "exported_quantile=q,exported_le=3");
+  // promtool lints "le" on any metric that is not a histogram.
+  CHECK(Labels(built.families[2].metric[0]) == "exported_le=4");
+  CHECK(built.label_clashes == 1);
+  std::ostringstream text;
+  prometheus::TextSerializer().Serialize(text, built.families);
+  CHECK(text.str().find(R"(t_bucket{exported_le="7",le="1"} 0)") != std::string::npos);
+  CHECK(text.str().find(R"(s{exported_quantile="q",exported_le="3",quantile="0.5"} 0)") !=
+        std::string::npos);
+}
+
+TEST_CASE("series whose labels become the same are exposed once and counted") {
+  const auto built = Build({Points(Info("m", MetricType::kCounter), {{{"a-b", "x"}},
+                                                                     {{"a_b", "x"}},
+                                                                     {{"a_b", "y"}},
+                                                                     {{"a-b", "y"}, {"a_b", "z"}},
+                                                                     {{"v", "\xff"}},
+                                                                     {{"v", "\xfe"}}}),
+                            Points(Info("n", MetricType::kCounter), {{{"a", "1"}}, {{"a", "2"}}})});
+  REQUIRE(built.families.size() == 2);
+  const auto& m = built.families[0].metric;
+  REQUIRE(m.size() == 3);  // the first of each: a_b=x, a_b=y, v=U+FFFD
+  CHECK(Labels(m[0]) == "a_b=x");
+  CHECK(Labels(m[1]) == "a_b=y");
+  CHECK(Labels(m[2]) == "v=\xEF\xBF\xBD");
+  CHECK(built.families[1].metric.size() == 2);
+  CHECK(built.label_clashes == 1);
+  CHECK(built.series_clashes == 3);
+}
+
+TEST_CASE("a StatsD mapping label and a tag of the same name: the mapping label stays") {
+  aggregate::EngineOptions options;
+  options.statsd_mappings = {
+      aggregate::StatsdMapping{"app.*.lat", "app.lat", {{"service", "$1"}, {"le", "m"}}}};
+  auto created = aggregate::Engine::Create({}, options);
+  REQUIRE(created.has_value());
+  auto& engine = **created;
+  auto shard = engine.NewShard();
+  const aggregate::StatsdTagView tags[] = {{"service", "tag"}, {"le", "7"}};
+  shard->RecordStatsd({"app.web.lat", aggregate::StatsdKind::kTimer, 5, {}, false, 1, tags});
+  shard->RecordStatsd({"app.web.lat", aggregate::StatsdKind::kTimer, 5, {}, false, 1, {}});
+  shard->Flush();
+  std::vector<prometheus::MetricFamily> families;
+  FamilyBuilder builder(families);
+  engine.CollectSnapshot().Visit(builder);
+  REQUIRE(families.size() == 1);
+  // The tags service and le repeat the mapping's labels: left out, and the series then repeats
+  // the one without tags.
+  REQUIRE(families[0].metric.size() == 1);
+  CHECK(Labels(families[0].metric[0]) == "exported_le=m,service=web");
+  CHECK(builder.label_clashes() == 2);
+  CHECK(builder.series_clashes() == 1);
+}

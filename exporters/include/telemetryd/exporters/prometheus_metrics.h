@@ -28,6 +28,9 @@ struct PrometheusName {
 PrometheusName NameFor(const aggregate::MetricInfo& metric);
 // A valid Prometheus label name for `text`.
 std::string LabelName(std::string_view text);
+// The label name `text` is exposed as: LabelName, and "exported_" before the names of histogram
+// buckets and summary quantiles ("le", "quantile").
+std::string ExposedLabelName(std::string_view text);
 // Label values must be UTF-8: invalid bytes become U+FFFD.
 std::string LabelValue(std::string_view text);
 
@@ -35,7 +38,10 @@ std::string LabelValue(std::string_view text);
 Status CheckNames(const std::vector<aggregate::MetricInfo>& metrics);
 
 // Builds metric families from a snapshot (aggregate::Snapshot::Visit), appending to `out`.
-// Metrics whose name clashes with an earlier one are left out and counted.
+// Metrics whose name clashes with an earlier one are left out and counted. In a series, a label
+// whose exposed name an earlier label of the series already has is left out and counted; in a
+// family, a series with the same labels as an earlier series (after sanitizing and leaving out)
+// is left out and counted.
 class FamilyBuilder final : public aggregate::SnapshotVisitor {
  public:
   explicit FamilyBuilder(std::vector<prometheus::MetricFamily>& out);
@@ -47,13 +53,31 @@ class FamilyBuilder final : public aggregate::SnapshotVisitor {
   void Series(std::span<const aggregate::LabelRef> labels,
               const aggregate::SeriesPoint& point) override;
   [[nodiscard]] std::uint64_t clashes() const noexcept { return clashes_; }
+  [[nodiscard]] std::uint64_t label_clashes() const noexcept { return label_clashes_; }
+  [[nodiscard]] std::uint64_t series_clashes() const noexcept { return series_clashes_; }
 
  private:
+  struct LabelNaming {
+    std::string key;          // as the series carry it
+    std::string name;         // as exposed
+    std::uint32_t first = 0;  // index of the metric's first naming exposed under this name
+    // On a `first` naming: series_number_ of the last series that had the name (0: none).
+    std::uint64_t seen = 0;
+  };
   std::vector<prometheus::MetricFamily>& out_;
   prometheus::MetricFamily* family_ = nullptr;  // of the current metric; null: left out
   const aggregate::MetricInfo* info_ = nullptr;
   PrometheusName name_;
-  std::vector<std::pair<std::string, std::string>> label_names_;  // key -> label name
+  std::vector<LabelNaming> label_names_;
+  std::size_t expected_ = 0;         // series announced for the current family
+  std::uint64_t series_number_ = 0;  // of the series being built, counted from 1
+  // Whether two series of the current family may have the same labels: two keys are exposed
+  // under one name, a label was left out, or a value was not UTF-8.
+  bool may_repeat_ = false;
+  // Names `key` for the current metric, noting whether another key has the same name.
+  std::vector<LabelNaming>::iterator AddLabelNaming(std::string_view key);
+  // Leaves out the series of the current family whose labels an earlier one has.
+  void DropRepeatedSeries();
   // Whether `name` is not taken yet by a family this builder made; if so, the family about to be
   // appended to out_ takes it.
   bool Claim(const std::string& name);
@@ -64,6 +88,8 @@ class FamilyBuilder final : public aggregate::SnapshotVisitor {
   std::vector<std::uint32_t> used_;
   std::size_t used_count_ = 0;
   std::uint64_t clashes_ = 0;
+  std::uint64_t label_clashes_ = 0;
+  std::uint64_t series_clashes_ = 0;
 };
 
 // Families for the points of Engine::Collect or TakeDeltas, as FamilyBuilder makes them; the
@@ -78,6 +104,9 @@ class AggregateCollector final : public prometheus::Collectable {
       : snapshot_(std::move(snapshot)) {}
   std::vector<prometheus::MetricFamily> Collect() const override;
   [[nodiscard]] std::uint64_t clashes() const noexcept { return clashes_.load(); }
+  // Labels and series the last scrape left out (FamilyBuilder).
+  [[nodiscard]] std::uint64_t label_clashes() const noexcept { return label_clashes_.load(); }
+  [[nodiscard]] std::uint64_t series_clashes() const noexcept { return series_clashes_.load(); }
   // Wall time of the last scrape's flush, snapshot and conversion, in seconds.
   [[nodiscard]] double last_duration_seconds() const noexcept { return last_duration_.load(); }
 
@@ -85,6 +114,8 @@ class AggregateCollector final : public prometheus::Collectable {
   mutable std::atomic<double> last_duration_{0};
   std::function<aggregate::Snapshot()> snapshot_;
   mutable std::atomic<std::uint64_t> clashes_{0};
+  mutable std::atomic<std::uint64_t> label_clashes_{0};
+  mutable std::atomic<std::uint64_t> series_clashes_{0};
 };
 
 }  // namespace telemetryd::exporters
