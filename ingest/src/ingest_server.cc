@@ -370,7 +370,8 @@ void TcpSession::ConsumeLines(bool at_eof) noexcept {
     start = static_cast<std::size_t>(static_cast<const std::uint8_t*>(nl) - buffer_.data()) + 1;
     discarding_line_ = false;
   }
-  // Hand over every complete line at once; keep the unfinished one.
+  // Hand over every complete line at once (the parser rejects those over max_frame_bytes, its
+  // limit on this listener); keep the unfinished one.
   std::size_t end = used_;
   while (end > start && buffer_[end - 1] != '\n') --end;
   if (end > start) intake_.Packet({buffer_.data() + start, end - start});
@@ -379,7 +380,8 @@ void TcpSession::ConsumeLines(bool at_eof) noexcept {
     end = used_;
   }
   const std::size_t rest = used_ - end;
-  if (rest > options_.max_frame_bytes) {
+  // One byte more than a line may hold: it may be the '\r' of a "\r\n" still to come.
+  if (rest > options_.max_frame_bytes + 1) {
     intake_.RejectOversize();
     discarding_line_ = true;
     used_ = 0;
@@ -477,8 +479,11 @@ Expected<std::unique_ptr<ListenerState>> IngestServer::Impl::Bind(
   const auto address = asio::ip::make_address(lo.address, ec);
   if (ec) return Error{"ingest.address", lo.Name() + ": bad address \"" + lo.address + "\""};
   for (const auto& worker : workers) {
+    // Over TCP a StatsD line may be as long as a frame; over UDP, as the parser's default allows.
+    const std::size_t max_line =
+        lo.transport == Transport::kTcp ? lo.max_frame_bytes : kStatsdMaxLineBytes;
     state->intakes.push_back(std::make_unique<detail::Intake>(
-        lo.protocol, lo.Name(), *sinks[worker->index()], state->Stats(worker->index())));
+        lo.protocol, lo.Name(), *sinks[worker->index()], state->Stats(worker->index()), max_line));
   }
   if (lo.transport == Transport::kUdp) {
     std::uint16_t port = lo.port;
