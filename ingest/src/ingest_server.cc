@@ -182,16 +182,23 @@ class TcpSession : public std::enable_shared_from_this<TcpSession> {
   void CloseIfIdle(Clock::time_point now) noexcept {
     if (socket_.is_open() && now - last_activity_ > options_.idle_timeout) {
       stats_.connections_closed_idle.Add();
-      Close();
+      CloseWithLeftovers();
     }
   }
   [[nodiscard]] const ListenerState* listener() const noexcept { return &listener_; }
 
  private:
   void Read();
-  void Consume(bool at_eof) noexcept;
+  // Grows the buffer when less than a quarter of a read fits.
+  void MakeRoom();
+  void Consume() noexcept;
   void ConsumeFrames() noexcept;
-  void ConsumeLines(bool at_eof) noexcept;
+  void ConsumeLines() noexcept;
+  // How every connection ends once its stream is in order (the peer closed it, a read failed, the
+  // idle timeout, the listener re-bound or stopped): what is left in the buffer is handed over
+  // (StatsD: the last line, without its newline) or counted (native: a frame cut short), then
+  // the socket is closed.
+  void CloseWithLeftovers() noexcept;
   void Close() noexcept;
 
   tcp::socket socket_;
@@ -293,23 +300,28 @@ void TcpSession::Start() {
   Read();
 }
 
-void TcpSession::Read() {
+void TcpSession::MakeRoom() {
   if (buffer_.size() - used_ < kTcpReadChunk / 4) {
     // Room for the largest frame (or line) we accept plus one read; never more.
     const std::size_t cap = options_.max_frame_bytes + 4 + kTcpReadChunk;
     buffer_.resize(std::min(cap, std::max(buffer_.size() * 2, used_ + kTcpReadChunk)));
   }
+}
+
+void TcpSession::Read() {
+  MakeRoom();
   socket_.async_read_some(
       asio::buffer(buffer_.data() + used_, buffer_.size() - used_),
       [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
+        // Closed by this side meanwhile (which handled the leftovers): nothing more to do.
+        if (!self->socket_.is_open()) return;
         if (ec) {
-          if (ec != asio::error::operation_aborted) self->Consume(true);
-          self->Close();
+          self->CloseWithLeftovers();
           return;
         }
         self->last_activity_ = Clock::now();
         self->used_ += n;
-        self->Consume(false);
+        self->Consume();
         if (self->socket_.is_open()) self->Read();
       });
 }
@@ -317,21 +329,30 @@ void TcpSession::Read() {
 void TcpSession::DrainAndClose() noexcept {
   boost::system::error_code ec;
   socket_.non_blocking(true, ec);
-  while (!ec && socket_.is_open()) {
-    if (buffer_.size() == used_) break;
-    const std::size_t n =
-        socket_.read_some(asio::buffer(buffer_.data() + used_, buffer_.size() - used_), ec);
-    used_ += n;
-    Consume(ec == asio::error::eof);
+  // What the kernel holds now, and no more: a peer that keeps sending cannot hold up the close.
+  std::size_t pending = ec ? 0 : socket_.available(ec);
+  try {
+    while (!ec && pending > 0 && socket_.is_open()) {
+      // The buffer may move: the pending asynchronous read is aborted by the close below, before
+      // it could use the old one.
+      MakeRoom();
+      const std::size_t room = std::min(buffer_.size() - used_, pending);
+      const std::size_t n = socket_.read_some(asio::buffer(buffer_.data() + used_, room), ec);
+      pending -= std::min(n, pending);
+      used_ += n;
+      Consume();
+    }
+  } catch (const std::bad_alloc&) {
+    // No memory to read the rest: what is buffered is still handed over below.
   }
-  Close();
+  CloseWithLeftovers();
 }
 
-void TcpSession::Consume(bool at_eof) noexcept {
+void TcpSession::Consume() noexcept {
   if (options_.protocol == Protocol::kNative) {
     ConsumeFrames();
   } else {
-    ConsumeLines(at_eof);
+    ConsumeLines();
   }
 }
 
@@ -359,7 +380,7 @@ void TcpSession::ConsumeFrames() noexcept {
   }
 }
 
-void TcpSession::ConsumeLines(bool at_eof) noexcept {
+void TcpSession::ConsumeLines() noexcept {
   std::size_t start = 0;
   if (discarding_line_) {
     const void* nl = std::memchr(buffer_.data(), '\n', used_);
@@ -375,10 +396,6 @@ void TcpSession::ConsumeLines(bool at_eof) noexcept {
   std::size_t end = used_;
   while (end > start && buffer_[end - 1] != '\n') --end;
   if (end > start) intake_.Packet({buffer_.data() + start, end - start});
-  if (at_eof && used_ > end) {
-    intake_.Packet({buffer_.data() + end, used_ - end});
-    end = used_;
-  }
   const std::size_t rest = used_ - end;
   // One byte more than a line may hold: it may be the '\r' of a "\r\n" still to come.
   if (rest > options_.max_frame_bytes + 1) {
@@ -389,6 +406,20 @@ void TcpSession::ConsumeLines(bool at_eof) noexcept {
   }
   std::memmove(buffer_.data(), buffer_.data() + end, rest);
   used_ = rest;
+}
+
+void TcpSession::CloseWithLeftovers() noexcept {
+  if (!socket_.is_open()) return;
+  // StatsD: the rest of an oversize line, being skipped, was counted when it was found.
+  if (used_ > 0 && !discarding_line_) {
+    if (options_.protocol == Protocol::kNative) {
+      intake_.RejectCutFrame();
+    } else {
+      intake_.Packet({buffer_.data(), used_});
+    }
+  }
+  used_ = 0;
+  Close();
 }
 
 void TcpSession::Close() noexcept {

@@ -56,6 +56,10 @@ class Intake final : public wire::FrameVisitor, public StatsdVisitor {
     }
   }
 
+  // Native: the start of a TCP frame whose connection ended before the rest came. Its events
+  // cannot be read, nor counted.
+  void RejectCutFrame() noexcept { OnError(wire::DecodeError::kTruncated, 0); }
+
   void OnEvent(const wire::FrameInfo& frame, const wire::Event& event) noexcept override {
     sink_.OnEvent(frame, event);
   }
