@@ -177,10 +177,11 @@ class TcpSession : public std::enable_shared_from_this<TcpSession> {
   }
 
   void Start();
-  // Reads whatever the kernel already holds for this connection, processes it and closes.
+  // Reads whatever the kernel already holds for this connection, processes it and closes, from
+  // the handler of the pending read (soon after this returns, on this worker).
   void DrainAndClose() noexcept;
   void CloseIfIdle(Clock::time_point now) noexcept {
-    if (socket_.is_open() && now - last_activity_ > options_.idle_timeout) {
+    if (socket_.is_open() && !draining_ && now - last_activity_ > options_.idle_timeout) {
       stats_.connections_closed_idle.Add();
       CloseWithLeftovers();
     }
@@ -192,6 +193,8 @@ class TcpSession : public std::enable_shared_from_this<TcpSession> {
   // Grows the buffer when less than a quarter of a read fits.
   void MakeRoom();
   void Consume() noexcept;
+  // DrainAndClose's work, once no read is pending.
+  void Drain() noexcept;
   void ConsumeFrames() noexcept;
   void ConsumeLines() noexcept;
   // How every connection ends once its stream is in order (the peer closed it, a read failed, the
@@ -210,6 +213,7 @@ class TcpSession : public std::enable_shared_from_this<TcpSession> {
   std::vector<std::uint8_t> buffer_;
   std::size_t used_ = 0;
   bool discarding_line_ = false;  // StatsD: skipping the rest of an oversize line
+  bool draining_ = false;         // DrainAndClose was called: the pending read's handler drains
   Clock::time_point last_activity_;
 };
 
@@ -248,9 +252,8 @@ class Worker {
       receiver->Close();
       std::erase(udp_, receiver);
     }
-    // DrainAndClose may drop the last reference of a session: iterate over a copy.
-    std::vector<TcpSession*> sessions(sessions_.begin(), sessions_.end());
-    for (TcpSession* session : sessions) {
+    // Each session drains in its read's handler, which runs after this one.
+    for (TcpSession* session : sessions_) {
       if (session->listener() == &listener) session->DrainAndClose();
     }
   }
@@ -263,8 +266,7 @@ class Worker {
         receiver->Close();
       }
       udp_.clear();
-      std::vector<TcpSession*> sessions(sessions_.begin(), sessions_.end());
-      for (TcpSession* session : sessions) session->DrainAndClose();
+      for (TcpSession* session : sessions_) session->DrainAndClose();
       sweep_.cancel();
       stopping_ = true;
     });
@@ -315,26 +317,39 @@ void TcpSession::Read() {
       [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
         // Closed by this side meanwhile (which handled the leftovers): nothing more to do.
         if (!self->socket_.is_open()) return;
+        self->used_ += n;  // 0 on error
+        if (self->draining_) {
+          self->Drain();
+          return;
+        }
         if (ec) {
           self->CloseWithLeftovers();
           return;
         }
         self->last_activity_ = Clock::now();
-        self->used_ += n;
         self->Consume();
         if (self->socket_.is_open()) self->Read();
       });
 }
 
 void TcpSession::DrainAndClose() noexcept {
+  if (!socket_.is_open() || draining_) return;
+  // The pending read may already hold bytes whose handler has not run (asio reads at once when it
+  // can): reading here would overwrite them. Cancelled, it completes with what it has, if
+  // anything, and its handler drains the rest.
+  draining_ = true;
+  boost::system::error_code ignored;
+  socket_.cancel(ignored);
+}
+
+void TcpSession::Drain() noexcept {
+  Consume();
   boost::system::error_code ec;
   socket_.non_blocking(true, ec);
   // What the kernel holds now, and no more: a peer that keeps sending cannot hold up the close.
   std::size_t pending = ec ? 0 : socket_.available(ec);
   try {
     while (!ec && pending > 0 && socket_.is_open()) {
-      // The buffer may move: the pending asynchronous read is aborted by the close below, before
-      // it could use the old one.
       MakeRoom();
       const std::size_t room = std::min(buffer_.size() - used_, pending);
       const std::size_t n = socket_.read_some(asio::buffer(buffer_.data() + used_, room), ec);
