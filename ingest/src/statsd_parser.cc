@@ -203,7 +203,9 @@ class LineParser {
 
   // Returns the number of samples delivered; a rejected line is reported and delivers none.
   std::size_t Parse() noexcept {
-    if (line_.size() > max_line_bytes_) return Fail(StatsdError::kLineTooLong);
+    if (line_.size() > max_line_bytes_) [[unlikely]] {
+      return Fail(StatsdError::kLineTooLong);
+    }
     if (line_[0] == '_' && (line_.starts_with("_e{") || line_.starts_with("_sc|"))) {
       return Fail(StatsdError::kUnsupported);
     }
