@@ -177,21 +177,31 @@ class TcpSession : public std::enable_shared_from_this<TcpSession> {
   }
 
   void Start();
-  // Reads whatever the kernel already holds for this connection, processes it and closes.
+  // Reads whatever the kernel already holds for this connection, processes it and closes, from
+  // the handler of the pending read (soon after this returns, on this worker).
   void DrainAndClose() noexcept;
   void CloseIfIdle(Clock::time_point now) noexcept {
-    if (socket_.is_open() && now - last_activity_ > options_.idle_timeout) {
+    if (socket_.is_open() && !draining_ && now - last_activity_ > options_.idle_timeout) {
       stats_.connections_closed_idle.Add();
-      Close();
+      CloseWithLeftovers();
     }
   }
   [[nodiscard]] const ListenerState* listener() const noexcept { return &listener_; }
 
  private:
   void Read();
-  void Consume(bool at_eof) noexcept;
+  // Grows the buffer when less than a quarter of a read fits.
+  void MakeRoom();
+  void Consume() noexcept;
+  // DrainAndClose's work, once no read is pending.
+  void Drain() noexcept;
   void ConsumeFrames() noexcept;
-  void ConsumeLines(bool at_eof) noexcept;
+  void ConsumeLines() noexcept;
+  // How every connection ends once its stream is in order (the peer closed it, a read failed, the
+  // idle timeout, the listener re-bound or stopped): what is left in the buffer is handed over
+  // (StatsD: the last line, without its newline) or counted (native: a frame cut short), then
+  // the socket is closed.
+  void CloseWithLeftovers() noexcept;
   void Close() noexcept;
 
   tcp::socket socket_;
@@ -203,6 +213,7 @@ class TcpSession : public std::enable_shared_from_this<TcpSession> {
   std::vector<std::uint8_t> buffer_;
   std::size_t used_ = 0;
   bool discarding_line_ = false;  // StatsD: skipping the rest of an oversize line
+  bool draining_ = false;         // DrainAndClose was called: the pending read's handler drains
   Clock::time_point last_activity_;
 };
 
@@ -241,9 +252,8 @@ class Worker {
       receiver->Close();
       std::erase(udp_, receiver);
     }
-    // DrainAndClose may drop the last reference of a session: iterate over a copy.
-    std::vector<TcpSession*> sessions(sessions_.begin(), sessions_.end());
-    for (TcpSession* session : sessions) {
+    // Each session drains in its read's handler, which runs after this one.
+    for (TcpSession* session : sessions_) {
       if (session->listener() == &listener) session->DrainAndClose();
     }
   }
@@ -256,8 +266,7 @@ class Worker {
         receiver->Close();
       }
       udp_.clear();
-      std::vector<TcpSession*> sessions(sessions_.begin(), sessions_.end());
-      for (TcpSession* session : sessions) session->DrainAndClose();
+      for (TcpSession* session : sessions_) session->DrainAndClose();
       sweep_.cancel();
       stopping_ = true;
     });
@@ -293,45 +302,72 @@ void TcpSession::Start() {
   Read();
 }
 
-void TcpSession::Read() {
+void TcpSession::MakeRoom() {
   if (buffer_.size() - used_ < kTcpReadChunk / 4) {
     // Room for the largest frame (or line) we accept plus one read; never more.
     const std::size_t cap = options_.max_frame_bytes + 4 + kTcpReadChunk;
     buffer_.resize(std::min(cap, std::max(buffer_.size() * 2, used_ + kTcpReadChunk)));
   }
+}
+
+void TcpSession::Read() {
+  MakeRoom();
   socket_.async_read_some(
       asio::buffer(buffer_.data() + used_, buffer_.size() - used_),
       [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
+        // Closed by this side meanwhile (which handled the leftovers): nothing more to do.
+        if (!self->socket_.is_open()) return;
+        self->used_ += n;  // 0 on error
+        if (self->draining_) {
+          self->Drain();
+          return;
+        }
         if (ec) {
-          if (ec != asio::error::operation_aborted) self->Consume(true);
-          self->Close();
+          self->CloseWithLeftovers();
           return;
         }
         self->last_activity_ = Clock::now();
-        self->used_ += n;
-        self->Consume(false);
+        self->Consume();
         if (self->socket_.is_open()) self->Read();
       });
 }
 
 void TcpSession::DrainAndClose() noexcept {
-  boost::system::error_code ec;
-  socket_.non_blocking(true, ec);
-  while (!ec && socket_.is_open()) {
-    if (buffer_.size() == used_) break;
-    const std::size_t n =
-        socket_.read_some(asio::buffer(buffer_.data() + used_, buffer_.size() - used_), ec);
-    used_ += n;
-    Consume(ec == asio::error::eof);
-  }
-  Close();
+  if (!socket_.is_open() || draining_) return;
+  // The pending read may already hold bytes whose handler has not run (asio reads at once when it
+  // can): reading here would overwrite them. Cancelled, it completes with what it has, if
+  // anything, and its handler drains the rest.
+  draining_ = true;
+  boost::system::error_code ignored;
+  socket_.cancel(ignored);
 }
 
-void TcpSession::Consume(bool at_eof) noexcept {
+void TcpSession::Drain() noexcept {
+  Consume();
+  boost::system::error_code ec;
+  socket_.non_blocking(true, ec);
+  // What the kernel holds now, and no more: a peer that keeps sending cannot hold up the close.
+  std::size_t pending = ec ? 0 : socket_.available(ec);
+  try {
+    while (!ec && pending > 0 && socket_.is_open()) {
+      MakeRoom();
+      const std::size_t room = std::min(buffer_.size() - used_, pending);
+      const std::size_t n = socket_.read_some(asio::buffer(buffer_.data() + used_, room), ec);
+      pending -= std::min(n, pending);
+      used_ += n;
+      Consume();
+    }
+  } catch (const std::bad_alloc&) {
+    // No memory to read the rest: what is buffered is still handed over below.
+  }
+  CloseWithLeftovers();
+}
+
+void TcpSession::Consume() noexcept {
   if (options_.protocol == Protocol::kNative) {
     ConsumeFrames();
   } else {
-    ConsumeLines(at_eof);
+    ConsumeLines();
   }
 }
 
@@ -359,7 +395,7 @@ void TcpSession::ConsumeFrames() noexcept {
   }
 }
 
-void TcpSession::ConsumeLines(bool at_eof) noexcept {
+void TcpSession::ConsumeLines() noexcept {
   std::size_t start = 0;
   if (discarding_line_) {
     const void* nl = std::memchr(buffer_.data(), '\n', used_);
@@ -370,16 +406,14 @@ void TcpSession::ConsumeLines(bool at_eof) noexcept {
     start = static_cast<std::size_t>(static_cast<const std::uint8_t*>(nl) - buffer_.data()) + 1;
     discarding_line_ = false;
   }
-  // Hand over every complete line at once; keep the unfinished one.
+  // Hand over every complete line at once (the parser rejects those over max_frame_bytes, its
+  // limit on this listener); keep the unfinished one.
   std::size_t end = used_;
   while (end > start && buffer_[end - 1] != '\n') --end;
   if (end > start) intake_.Packet({buffer_.data() + start, end - start});
-  if (at_eof && used_ > end) {
-    intake_.Packet({buffer_.data() + end, used_ - end});
-    end = used_;
-  }
   const std::size_t rest = used_ - end;
-  if (rest > options_.max_frame_bytes) {
+  // One byte more than a line may hold: it may be the '\r' of a "\r\n" still to come.
+  if (rest > options_.max_frame_bytes + 1) {
     intake_.RejectOversize();
     discarding_line_ = true;
     used_ = 0;
@@ -387,6 +421,20 @@ void TcpSession::ConsumeLines(bool at_eof) noexcept {
   }
   std::memmove(buffer_.data(), buffer_.data() + end, rest);
   used_ = rest;
+}
+
+void TcpSession::CloseWithLeftovers() noexcept {
+  if (!socket_.is_open()) return;
+  // StatsD: the rest of an oversize line, being skipped, was counted when it was found.
+  if (used_ > 0 && !discarding_line_) {
+    if (options_.protocol == Protocol::kNative) {
+      intake_.RejectCutFrame();
+    } else {
+      intake_.Packet({buffer_.data(), used_});
+    }
+  }
+  used_ = 0;
+  Close();
 }
 
 void TcpSession::Close() noexcept {
@@ -477,8 +525,11 @@ Expected<std::unique_ptr<ListenerState>> IngestServer::Impl::Bind(
   const auto address = asio::ip::make_address(lo.address, ec);
   if (ec) return Error{"ingest.address", lo.Name() + ": bad address \"" + lo.address + "\""};
   for (const auto& worker : workers) {
+    // Over TCP a StatsD line may be as long as a frame; over UDP, as the parser's default allows.
+    const std::size_t max_line =
+        lo.transport == Transport::kTcp ? lo.max_frame_bytes : kStatsdMaxLineBytes;
     state->intakes.push_back(std::make_unique<detail::Intake>(
-        lo.protocol, lo.Name(), *sinks[worker->index()], state->Stats(worker->index())));
+        lo.protocol, lo.Name(), *sinks[worker->index()], state->Stats(worker->index()), max_line));
   }
   if (lo.transport == Transport::kUdp) {
     std::uint16_t port = lo.port;

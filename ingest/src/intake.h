@@ -17,8 +17,14 @@ namespace telemetryd::ingest::detail {
 
 class Intake final : public wire::FrameVisitor, public StatsdVisitor {
  public:
-  Intake(Protocol protocol, std::string listener_name, EventSink& sink, ListenerStats& stats)
-      : protocol_(protocol), name_(std::move(listener_name)), sink_(sink), stats_(stats) {}
+  // `statsd_max_line_bytes`: the longest StatsD line taken (the listener's limit).
+  Intake(Protocol protocol, std::string listener_name, EventSink& sink, ListenerStats& stats,
+         std::size_t statsd_max_line_bytes)
+      : protocol_(protocol),
+        name_(std::move(listener_name)),
+        sink_(sink),
+        stats_(stats),
+        parser_(statsd_max_line_bytes) {}
   Intake(const Intake&) = delete;
   Intake& operator=(const Intake&) = delete;
 
@@ -49,6 +55,10 @@ class Intake final : public wire::FrameVisitor, public StatsdVisitor {
       OnError(StatsdError::kLineTooLong, std::string_view{});
     }
   }
+
+  // Native: the start of a TCP frame whose connection ended before the rest came. Its events
+  // cannot be read, nor counted.
+  void RejectCutFrame() noexcept { OnError(wire::DecodeError::kTruncated, 0); }
 
   void OnEvent(const wire::FrameInfo& frame, const wire::Event& event) noexcept override {
     sink_.OnEvent(frame, event);

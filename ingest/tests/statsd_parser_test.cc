@@ -513,6 +513,27 @@ TEST_CASE("line_too_long") {
   CheckRejectedAmongGood(std::string(3 * kStatsdMaxLineBytes, 'x'), StatsdError::kLineTooLong);
 }
 
+TEST_CASE("a parser takes lines up to the limit it is given") {
+  const std::string line = "long.set:" + std::string(9000, 'm') + "|s";
+  StatsdLineParser wide(line.size());
+  Recorder rec;
+  CHECK(wide.Parse(line + "\n" + line + "x\nb:1|c\n", rec) == 2);
+  REQUIRE(rec.samples.size() == 2);
+  CHECK(rec.samples[0].set_member.size() == 9000);
+  CHECK(rec.samples[1].name == "b");
+  REQUIRE(rec.errors.size() == 1);
+  CHECK(rec.errors[0].reason == StatsdError::kLineTooLong);
+  CHECK(rec.errors[0].line.size() == line.size() + 1);
+
+  StatsdLineParser narrow(16);
+  Recorder short_rec;
+  const std::string fits = std::string(12, 'n') + ":1|c";  // 16 bytes
+  CHECK(narrow.Parse(fits + "\r\nn" + fits + "\n", short_rec) == 1);
+  CHECK(short_rec.samples.at(0).name.size() == 12);
+  REQUIRE(short_rec.errors.size() == 1);
+  CHECK(short_rec.errors[0].reason == StatsdError::kLineTooLong);
+}
+
 TEST_CASE("unsupported") {
   CHECK(Reject("_e{5,4}:title|text") == StatsdError::kUnsupported);
   CHECK(Reject("_sc|my.check|0|#env:prod") == StatsdError::kUnsupported);

@@ -66,6 +66,7 @@ class StatsdVisitor {
 
 inline constexpr std::size_t kStatsdMaxTags = 64;
 
+// The longest line a parser takes by default (UDP); a TCP listener's is its max_frame_bytes.
 inline constexpr std::size_t kStatsdMaxLineBytes = 8192;
 inline constexpr std::size_t kStatsdMaxNameBytes = 255;
 
@@ -75,7 +76,10 @@ std::span<const StatsdTag> SplitStatsdTags(std::string_view tag_text,
 
 class StatsdLineParser {
  public:
-  StatsdLineParser() = default;
+  // Lines longer than `max_line_bytes` (not counting the "\n" or "\r\n") are rejected as
+  // kLineTooLong.
+  explicit StatsdLineParser(std::size_t max_line_bytes = kStatsdMaxLineBytes) noexcept
+      : max_line_bytes_(max_line_bytes) {}
   StatsdLineParser(const StatsdLineParser&) = delete;
   StatsdLineParser& operator=(const StatsdLineParser&) = delete;
 
@@ -83,6 +87,9 @@ class StatsdLineParser {
   // calls the visitor once per value (a DogStatsD line "a:1:2:3|h" gives three samples) or once
   // per rejected line. Returns the number of samples delivered.
   std::size_t Parse(std::string_view packet, StatsdVisitor& visitor) noexcept;
+
+ private:
+  std::size_t max_line_bytes_;
 };
 
 }  // namespace telemetryd::ingest

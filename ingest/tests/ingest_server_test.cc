@@ -1,0 +1,223 @@
+// IngestServer over real loopback TCP connections: what a connection leaves in its buffer when it
+// ends (a native frame cut short, a last StatsD line without its newline) is counted or read,
+// whichever way it ends.
+#include <doctest/doctest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "telemetryd/ingest/ingest_server.h"
+#include "telemetryd/ingest/sinks.h"
+#include "telemetryd/wire/encoder.h"
+
+using namespace telemetryd;
+using namespace telemetryd::ingest;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A frame of `events` events, each with its own 1000-byte string, with its length prefix.
+std::string PrefixedFrame(int events) {
+  wire::FrameEncoder encoder(wire::EncoderOptions{.max_frame_bytes = 1 << 20});
+  for (int i = 0; i < events; ++i) {
+    wire::EventRecord e;
+    e.name = "app.request.done";
+    e.measurements = {{"count", wire::Number::Int(1)}};
+    e.metadata = {{"payload", wire::Term::String(std::to_string(i) + std::string(1000, 'p'))}};
+    REQUIRE(encoder.Add(e) == wire::AddResult::kAdded);
+  }
+  const auto frame = encoder.Finish();
+  const auto n = static_cast<std::uint32_t>(frame.size());
+  std::string out = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
+                     static_cast<char>(n >> 8), static_cast<char>(n)};
+  return out + std::string(reinterpret_cast<const char*>(frame.data()), frame.size());
+}
+
+// A blocking loopback client connection.
+class Connection {
+ public:
+  explicit Connection(std::uint16_t port) : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
+    REQUIRE(fd_ >= 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(port);
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd_, reinterpret_cast<const sockaddr*>(&to), sizeof to) == 0);
+  }
+  ~Connection() { Close(); }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Whether all of `bytes` went out within 300 ms.
+  bool Send(const std::string& bytes) {
+    const auto deadline = std::chrono::steady_clock::now() + 300ms;
+    std::size_t sent = 0;
+    while (sent < bytes.size() && std::chrono::steady_clock::now() < deadline) {
+      const ssize_t n =
+          ::send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        sent += static_cast<std::size_t>(n);
+      } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        return false;
+      } else {
+        std::this_thread::sleep_for(1ms);
+      }
+    }
+    return sent == bytes.size();
+  }
+  void Close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_;
+};
+
+ListenerOptions Tcp(Protocol protocol) {
+  ListenerOptions options;
+  options.protocol = protocol;
+  options.transport = Transport::kTcp;
+  return options;
+}
+
+// One worker, a native and a StatsD TCP listener, counting sinks.
+struct Server {
+  explicit Server(std::chrono::milliseconds idle_timeout = 60s,
+                  std::size_t max_frame_bytes = 1024 * 1024) {
+    IngestOptions options;
+    options.workers = 1;
+    options.listeners = {Tcp(Protocol::kNative), Tcp(Protocol::kStatsd)};
+    for (auto& listener : options.listeners) {
+      listener.idle_timeout = idle_timeout;
+      listener.max_frame_bytes = max_frame_bytes;
+    }
+    EventSink* sinks[] = {&sink};
+    auto started = IngestServer::Start(options, sinks);
+    REQUIRE(started);
+    server = std::move(*started);
+  }
+
+  [[nodiscard]] IngestServer::ListenerView Listener(Protocol protocol) const {
+    for (const auto& view : server->listeners()) {
+      if (view.options.protocol == protocol) return view;
+    }
+    FAIL("no such listener");
+    return {};
+  }
+  [[nodiscard]] std::uint16_t Port(Protocol protocol) const { return Listener(protocol).port; }
+  [[nodiscard]] const ListenerStats& Stats(Protocol protocol) const {
+    return Listener(protocol).stats[0];
+  }
+  [[nodiscard]] std::uint64_t Truncated() const {
+    return Stats(Protocol::kNative)
+        .rejected[static_cast<std::size_t>(wire::DecodeError::kTruncated)]
+        .Get();
+  }
+
+  CountingSink sink;
+  std::unique_ptr<IngestServer> server;
+};
+
+// Waits up to 5 s for `condition`.
+bool Eventually(const std::function<bool()>& condition) {
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("StatsD over TCP takes lines up to max_frame_bytes, over UDP's limit or under it") {
+  for (const std::size_t limit : {std::size_t{512}, std::size_t{20'000}}) {
+    CAPTURE(limit);
+    Server s(60s, limit);
+    const auto line = [](std::size_t bytes) { return "s:" + std::string(bytes - 4, 'm') + "|s"; };
+    Connection c(s.Port(Protocol::kStatsd));
+    REQUIRE(c.Send(line(limit) + "\r\n" + line(limit + 1) + "\n" + line(3 * limit) + "\nok:1|c"));
+    c.Close();
+    CHECK(Eventually([&] { return s.sink.statsd_samples() == 2; }));
+    const auto& rejected = s.Stats(Protocol::kStatsd).rejected;
+    CHECK(rejected[static_cast<std::size_t>(StatsdError::kLineTooLong)].Get() == 2);
+  }
+}
+
+TEST_CASE("a native frame cut short by the client closing is counted as truncated") {
+  Server s;
+  const std::string frame = PrefixedFrame(1);
+  Connection c(s.Port(Protocol::kNative));
+  REQUIRE(c.Send(frame + frame.substr(0, frame.size() / 2)));
+  c.Close();
+  CHECK(Eventually([&] { return s.Truncated() == 1; }));
+  CHECK(s.sink.events() == 1);
+  CHECK(s.Stats(Protocol::kNative).events_lost.Get() == 0);
+}
+
+TEST_CASE("the idle timeout counts a cut native frame and reads a last StatsD line") {
+  Server s(100ms);
+  Connection native(s.Port(Protocol::kNative));
+  Connection statsd(s.Port(Protocol::kStatsd));
+  REQUIRE(native.Send(PrefixedFrame(1).substr(0, 3)));  // not even the whole length prefix
+  REQUIRE(statsd.Send("a:1|c\nlast:2|c"));
+  CHECK(Eventually([&] {
+    return s.Stats(Protocol::kNative).connections_closed_idle.Get() == 1 &&
+           s.Stats(Protocol::kStatsd).connections_closed_idle.Get() == 1;
+  }));
+  CHECK(s.Truncated() == 1);
+  CHECK(s.sink.statsd_samples() == 2);
+}
+
+TEST_CASE("stopping reads what the kernel holds, however large, and hands over the leftovers") {
+  Server s;
+  Connection native(s.Port(Protocol::kNative));
+  Connection statsd(s.Port(Protocol::kStatsd));
+  REQUIRE(Eventually([&] {
+    return s.Stats(Protocol::kNative).connections_open.load() == 1 &&
+           s.Stats(Protocol::kStatsd).connections_open.load() == 1;
+  }));
+  // Hold the worker so that what is sent now stays in the kernel until it stops: a frame larger
+  // than a connection's first buffer, the start of another, and a StatsD line without a newline.
+  struct Gate {
+    std::mutex mutex;
+    std::condition_variable opened;
+    bool open = false;
+  };
+  auto gate = std::make_shared<Gate>();
+  const std::string big = PrefixedFrame(80);
+  REQUIRE(big.size() > 64 * 1024);
+  s.server->RunOnWorkers(
+      [gate](std::size_t) {
+        std::unique_lock lock(gate->mutex);
+        gate->opened.wait(lock, [&] { return gate->open; });
+      },
+      1ms);
+  std::thread opener([gate] {
+    // The sends below take at most 600 ms: Stop has queued its work on the worker by then.
+    std::this_thread::sleep_for(1s);
+    std::lock_guard lock(gate->mutex);
+    gate->open = true;
+    gate->opened.notify_all();
+  });
+  CHECK(native.Send(big + big.substr(0, 100)));
+  CHECK(statsd.Send("b:1|c\nlast:2|c"));
+  s.server->Stop();
+  opener.join();
+  CHECK(s.sink.events() == 80);
+  CHECK(s.Truncated() == 1);
+  CHECK(s.sink.statsd_samples() == 2);
+}
