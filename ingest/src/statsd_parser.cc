@@ -197,15 +197,11 @@ bool CheckTags(const char* p, const char* end, std::size_t& count,
 class LineParser {
  public:
   // `readable`: the end of the packet, at or after the end of the line.
-  LineParser(std::string_view line, const char* readable, std::size_t max_line_bytes,
-             StatsdVisitor& visitor) noexcept
-      : line_(line), readable_(readable), max_line_bytes_(max_line_bytes), visitor_(visitor) {}
+  LineParser(std::string_view line, const char* readable, StatsdVisitor& visitor) noexcept
+      : line_(line), readable_(readable), visitor_(visitor) {}
 
   // Returns the number of samples delivered; a rejected line is reported and delivers none.
   std::size_t Parse() noexcept {
-    if (line_.size() > max_line_bytes_) [[unlikely]] {
-      return Fail(StatsdError::kLineTooLong);
-    }
     if (line_[0] == '_' && (line_.starts_with("_e{") || line_.starts_with("_sc|"))) {
       return Fail(StatsdError::kUnsupported);
     }
@@ -327,7 +323,6 @@ class LineParser {
 
   std::string_view line_;
   const char* readable_;
-  std::size_t max_line_bytes_;
   StatsdVisitor& visitor_;
 };
 
@@ -374,8 +369,14 @@ std::size_t StatsdLineParser::Parse(std::string_view packet, StatsdVisitor& visi
     const char* const newline = Find(p, end, '\n');
     const char* line_end = newline;
     if (line_end != p && line_end[-1] == '\r') --line_end;
-    if (line_end != p)
-      samples += LineParser(View(p, line_end), end, max_line_bytes_, visitor).Parse();
+    if (line_end != p) {
+      const std::string_view line = View(p, line_end);
+      if (line.size() > max_line_bytes_) {
+        visitor.OnError(StatsdError::kLineTooLong, line);
+      } else {
+        samples += LineParser(line, end, visitor).Parse();
+      }
+    }
     p = newline == end ? end : newline + 1;
   }
   return samples;
