@@ -231,7 +231,8 @@ void FamilyBuilder::Series(std::span<const aggregate::LabelRef> labels,
   prometheus::ClientMetric& cm = family_->metric.emplace_back();
   cm.label.reserve(labels.size());
   ++series_number_;
-  for (const auto& [k, v] : labels) {
+  for (const auto& [key, v] : labels) {
+    const std::string_view k = key;  // a lambda may not capture a structured binding (clang 14)
     // Label names repeat in every series of a metric: sanitize each once.
     auto it = std::find_if(label_names_.begin(), label_names_.end(),
                            [&](const auto& n) { return n.key == k; });
