@@ -17,6 +17,7 @@
 #include <sstream>
 #include <utility>
 
+#include "telemetryd/common/read_file.h"
 #include "telemetryd/wire/format.h"
 
 namespace telemetryd::config {
@@ -1022,15 +1023,7 @@ Expected<CatalogSpec> Finish(ParsedCatalog parsed) {
 }
 
 Expected<std::string> ReadFile(const std::string& path) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) {
-    return Error{"catalog.read", path + ": is a directory, not a catalog file"};
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Error{"catalog.read", path + ": cannot read the file"};
-  std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  if (in.bad()) return Error{"catalog.read", path + ": cannot read the file"};
-  return text;
+  return ReadBoundedFile(path, kMaxConfigFileBytes, "catalog.read", "catalog file");
 }
 
 // Checks names that must be unique across catalogs; `seen` maps each to its first declaration.

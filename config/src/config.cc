@@ -12,6 +12,8 @@
 #include <sstream>
 #include <vector>
 
+#include "telemetryd/common/read_file.h"
+
 namespace telemetryd::config {
 namespace {
 
@@ -584,16 +586,9 @@ Expected<Config> ParseConfig(std::string_view yaml, const std::string& source) {
 }
 
 Expected<Config> LoadConfigFile(const std::string& path) {
-  // A directory opens as a stream that reads nothing, which would parse as every default.
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) {
-    return Error{"config.read", path + ": is a directory, not a configuration file"};
-  }
-  std::ifstream in(path);
-  if (!in) return Error{"config.read", path + ": cannot read the file"};
-  std::ostringstream text;
-  text << in.rdbuf();
-  return ParseConfig(text.str(), path);
+  auto text = ReadBoundedFile(path, kMaxConfigFileBytes, "config.read", "configuration file");
+  if (!text) return text.error();
+  return ParseConfig(*text, path);
 }
 
 std::vector<std::string> CatalogPaths(const Config& config) {
