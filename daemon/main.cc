@@ -334,6 +334,10 @@ Status Daemon::ApplyReload(config::Config next) {
   } catch (...) {  // out of memory
   }
   retired_.Add(*old);
+  if (adopted) {
+    retired_.dropped[static_cast<std::size_t>(aggregate::DropReason::kStatsdSetOverflow)] +=
+        adopted->set_members_dropped;
+  }
   generation_ = fresh;
   const std::string metrics = std::to_string(fresh->engine->metrics().size()) + " metrics";
   if (adopted) {

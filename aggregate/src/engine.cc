@@ -286,6 +286,8 @@ class Engine::Impl {
   // many (those this engine already holds are added up). With `statsd_type` (a carrier's type),
   // only the series of names statsd_names holds with that type.
   std::size_t AdoptSeries(StoreMetric& from, std::uint32_t id, int statsd_type = -1);
+  // Set members an Adopt left out for want of room (kMaxSetMembers), see AbsorbSeries.
+  std::uint64_t adopt_set_overflow = 0;
 };
 
 detail::StatsdNames::Entry* Engine::Impl::AdmitStatsdName(std::uint64_t hash, unsigned type) {
@@ -1158,9 +1160,11 @@ void Shard::State::RecordSample(const StatsdInput& sample, const SampleIdentity&
     Drop(DropReason::kNonFinite);
     return;
   }
-  // A sampled value stands for value / rate: that must be finite too, and a sampled timer's
-  // 1 / rate observations a count that a double holds exactly.
-  if (sample.sample_rate != 1) {
+  // A sampled counter or timer value stands for value / rate: that must be finite too, and a
+  // sampled timer's 1 / rate observations a count that a double holds exactly. (Gauges and sets
+  // ignore the rate.)
+  if (sample.sample_rate != 1 && sample.kind != StatsdKind::kGauge &&
+      sample.kind != StatsdKind::kSet) {
     const double weight = 1.0 / sample.sample_rate;
     if (!std::isfinite(sample.value * weight) || !(weight < 9e15)) {
       Drop(DropReason::kNonFinite);
@@ -1629,31 +1633,37 @@ void Shard::State::AdoptSpans(State& previous) noexcept {
 
 namespace {
 
-// Adds a merged series of the same metric, from another engine, into `to`.
-void AbsorbSeries(const CompiledMetric& m, StoreSeries& from, StoreSeries& to) {
+// Adds a merged series of the same metric, from another engine, into `to`. Returns the set
+// members left out for want of room (kMaxSetMembers).
+std::uint64_t AbsorbSeries(const CompiledMetric& m, StoreSeries& from, StoreSeries& to) {
   if (m.info.type == MetricType::kCounter || m.info.type == MetricType::kSum) {
     to.isum += from.isum;
     to.value += from.value;
     to.delta_isum += from.delta_isum;
     to.delta_fsum += from.delta_fsum;
-    return;
+    return 0;
   }
   to.delta_has_last |= from.delta_has_last;
   if (m.info.type == MetricType::kLastValue && !m.info.statsd_set) {
     // `to` is the newer: a level set since, or deltas (a span stop, a StatsD `-1`) to add.
     if (to.level_set == 0) to.value += from.value;
     to.level_set |= from.level_set;
-    return;
+    return 0;
   }
-  if (!from.extra) return;
+  if (!from.extra) return 0;
   if (!to.extra) {
     to.extra = std::move(from.extra);
-    return;
+    return 0;
   }
   StoreExtra& x = *from.extra;
   StoreExtra& y = *to.extra;
+  std::uint64_t left_out = 0;
   for (const auto& member : x.set_members) {
-    if (y.set_members.size() < kMaxSetMembers) y.set_members.insert(member);
+    if (y.set_members.size() < kMaxSetMembers) {
+      y.set_members.insert(member);
+    } else if (!y.set_members.contains(member)) {
+      ++left_out;
+    }
   }
   y.count += x.count;
   y.sum += x.sum;
@@ -1674,6 +1684,7 @@ void AbsorbSeries(const CompiledMetric& m, StoreSeries& from, StoreSeries& to) {
     y.summary->previous.Merge(x.summary->previous);
     y.summary->delta.Merge(x.summary->delta);
   }
+  return left_out;
 }
 
 }  // namespace
@@ -1697,7 +1708,7 @@ std::size_t Engine::Impl::AdoptSeries(StoreMetric& from, std::uint32_t id, int s
       const std::uint64_t hash = to.Hash(key);
       // A series this engine's shards recorded since they took over (Flush before Adopt).
       if (const std::uint32_t t = to.Find(key, hash); t != to.kNone) {
-        AbsorbSeries(metrics[id], from.series.value(i), to.value(t));
+        adopt_set_overflow += AbsorbSeries(metrics[id], from.series.value(i), to.value(t));
         ++absorbed;
         continue;
       }
@@ -2258,6 +2269,7 @@ Engine::AdoptResult Engine::Adopt(Engine& previous) {
   Impl& old = *previous.impl_;
   std::scoped_lock lock(self.mutex, old.mutex);
   AdoptResult result;
+  self.adopt_set_overflow = 0;
   for (const auto& [name, old_id] : old.catalog_metrics) {
     const auto found = self.catalog_metrics.find(name);
     if (found == self.catalog_metrics.end()) {
@@ -2321,6 +2333,7 @@ Engine::AdoptResult Engine::Adopt(Engine& previous) {
   self.unknown_other += old.unknown_other;
   self.window_start_ns = old.window_start_ns;
   self.last_sweep_ns = old.last_sweep_ns;
+  result.set_members_dropped = self.adopt_set_overflow;
   return result;
 }
 

@@ -591,9 +591,11 @@ TEST_CASE("StatsD: a sampled value that is not finite once scaled is dropped as 
   sample("big", StatsdKind::kCounter, 2, 0.5);
   sample("slow", StatsdKind::kTimer, 5, 1e-300);  // 1e300 observations
   sample("slow", StatsdKind::kTimer, 5, 0.25);
+  sample("level", StatsdKind::kGauge, 3, 1e-300);  // gauges ignore the rate
   shard->Flush();
   CHECK(shard->dropped(DropReason::kNonFinite) == 2);
   const auto all = engine->Collect();
+  CHECK(Find(all, "level").series.at(0).value == 3);
   CHECK(Find(all, "big").series.at(0).value == 4);
   CHECK(Find(all, "slow").series.at(0).count == 4);
 }
@@ -1410,6 +1412,26 @@ TEST_CASE("reload: StatsD names keep their types, also names first seen during t
   CHECK(flips == 1);
   CHECK(after->counters().statsd_metrics == 6);
   CHECK(after->counters().series == 6);
+}
+
+TEST_CASE("reload: set members that two engines hold beyond kMaxSetMembers are told apart") {
+  auto before = MakeEngine();
+  auto old_shard = before->NewShard();
+  auto member = [](Shard& shard, int i) {
+    const std::string m = "u" + std::to_string(i);
+    shard.RecordStatsd(StatsdInput{"users", StatsdKind::kSet, 0, m, false, 1, {}});
+  };
+  const int max = static_cast<int>(kMaxSetMembers);
+  for (int i = 0; i < max - 100; ++i) member(*old_shard, i);
+  old_shard->Flush();
+  auto after = MakeEngine();
+  auto new_shard = after->NewShard();
+  // 50 members the old engine holds, and 250 new ones: 150 of them find no room.
+  for (int i = max - 150; i < max + 150; ++i) member(*new_shard, i);
+  new_shard->Flush();
+  const auto result = after->Adopt(*before);
+  CHECK(result.set_members_dropped == 150);
+  CHECK(Find(after->Collect(), "users").series.at(0).value == max);
 }
 
 TEST_CASE("reload: an Adopt that runs out of memory leaves exact counts and one type per name") {

@@ -286,6 +286,9 @@ class Engine {
     std::size_t changed = 0;  // same name, other definition: they start again from zero
     std::size_t removed = 0;  // no longer defined
     std::size_t series = 0;   // series taken over
+    // StatsD set members left out where both engines held a set's series and together more than
+    // kMaxSetMembers members: to be counted as DropReason::kStatsdSetOverflow.
+    std::uint64_t set_members_dropped = 0;
   };
   // For a configuration reload: takes over the merged series of every metric of `previous` whose
   // definition did not change (name, type, event, measurement, tags, filters, units, buckets,
