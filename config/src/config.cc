@@ -1,13 +1,19 @@
 #include "telemetryd/config/config.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>
 #include <limits>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <vector>
@@ -207,13 +213,34 @@ void CheckCaptures(Reader& r, const YAML::Node& node, const std::string& field,
   }
 }
 
+// An address as the 16 bytes of IPv6 (IPv4 mapped), so that spellings of one address compare
+// equal ("::1" and "0::1"); nothing if it is not an IP address.
+std::optional<std::array<unsigned char, 16>> AddressBytes(const std::string& text) {
+  std::array<unsigned char, 16> bytes{};
+  in_addr v4{};
+  if (::inet_pton(AF_INET, text.c_str(), &v4) == 1) {
+    bytes[10] = bytes[11] = 0xff;
+    std::memcpy(bytes.data() + 12, &v4, 4);
+    return bytes;
+  }
+  if (::inet_pton(AF_INET6, text.c_str(), bytes.data()) == 1) return bytes;
+  return std::nullopt;
+}
+
 // Whether two listen addresses take some of the same packets: equal, or either the wildcard of
 // its family ("::" also takes IPv4 on a dual-stack socket).
 bool AddressesOverlap(const std::string& a, const std::string& b) {
-  if (a == b || a == "::" || b == "::") return true;
-  const bool a6 = a.find(':') != std::string::npos;
-  const bool b6 = b.find(':') != std::string::npos;
-  return a6 == b6 && (a == "0.0.0.0" || b == "0.0.0.0");
+  const auto x = AddressBytes(a);
+  const auto y = AddressBytes(b);
+  if (!x || !y) return a == b;
+  static constexpr std::array<unsigned char, 16> kAny6{};
+  static constexpr std::array<unsigned char, 16> kAny4{0, 0, 0,    0,    0, 0, 0, 0,
+                                                       0, 0, 0xff, 0xff, 0, 0, 0, 0};
+  auto is_v4 = [](const std::array<unsigned char, 16>& z) {
+    return std::equal(z.begin(), z.begin() + 12, kAny4.begin());
+  };
+  if (*x == *y || *x == kAny6 || *y == kAny6) return true;
+  return is_v4(*x) == is_v4(*y) && (*x == kAny4 || *y == kAny4);
 }
 
 // Every socket sets SO_REUSEPORT (for several workers), so two listeners of one transport on one

@@ -312,3 +312,15 @@ TEST_CASE("a directory is not a configuration file") {
   CHECK(config.error().code == "config.read");
   CHECK(config.error().message.find(dir + ": ") == 0);
 }
+
+TEST_CASE("listener port clash detection sees through spellings of one address") {
+  for (const std::string pair :
+       {"{address: \"::0\", port: 9125}}\n  statsd: {udp: {address: 127.0.0.1, port: 9125}}\n",
+        "{address: \"::1\", port: 9125}}\n  statsd: {udp: {address: \"0::1\", port: 9125}}\n",
+        "{address: \"0:0:0:0:0:0:0:0\", port: 9125}}\n  statsd: {udp: {address: \"::1\", port: "
+        "9125}}\n"}) {
+    CAPTURE(pair);
+    const auto config = ParseConfig("listeners:\n  native: {udp: " + pair, "same.yaml");
+    CHECK_FALSE(config.has_value());
+  }
+}
