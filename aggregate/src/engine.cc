@@ -1353,9 +1353,11 @@ void Shard::State::Apply(ShardSeries* series, const CompiledMetric& m,
           x.members->emplace(sample.set_member);
         } else if (!x.members->contains(std::string(sample.set_member))) {
           Drop(DropReason::kStatsdSetOverflow);
+          return;  // dropped, not an update
         }
       } catch (...) {
         Drop(DropReason::kStatsdSetOverflow);
+        return;
       }
       break;
     default: {

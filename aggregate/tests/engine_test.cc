@@ -1606,3 +1606,15 @@ TEST_CASE("reload: a StatsD name's series limit counts each of its series once")
   CHECK(Find(after->Collect(), "hits").series.size() == 2);
   CHECK(new_shard->dropped(DropReason::kSeriesOverflow) == 1);
 }
+
+TEST_CASE("a set member dropped for overflow is not also counted as an update") {
+  auto engine = MakeEngine();
+  auto a = engine->NewShard();
+  const int max = static_cast<int>(kMaxSetMembers);
+  for (int i = 0; i < max + 5; ++i) {
+    const std::string m = "u" + std::to_string(i);
+    a->RecordStatsd(StatsdInput{"users", StatsdKind::kSet, 0, m, false, 1, {}});
+  }
+  CHECK(a->dropped(DropReason::kStatsdSetOverflow) == 5);
+  CHECK(a->recorded() == static_cast<std::uint64_t>(max));
+}
