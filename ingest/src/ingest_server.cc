@@ -225,6 +225,8 @@ class Worker {
   std::size_t index() const noexcept { return index_; }
 
   void Register(TcpSession* session) { sessions_.insert(session); }
+  // Whether Stop's work ran on this worker: a session started since must drain itself.
+  [[nodiscard]] bool stopping() const noexcept { return stopping_; }
   void Unregister(TcpSession* session) { sessions_.erase(session); }
 
   void Run() {
@@ -597,8 +599,12 @@ void IngestServer::Impl::Accept(ListenerState& state) {
             asio::post(target.io(), [&state, &target, sock = std::move(socket)]() mutable {
               auto session =
                   std::make_shared<TcpSession>(std::move(sock), target, state, target.index());
-              // A listener closed meanwhile: the connection is dropped with the session.
-              if (!state.closed.load(std::memory_order_acquire)) session->Start();
+              session->Start();
+              // Accepted before the listener closed or the server stopped, started after this
+              // worker drained its sessions: it drains itself, or Stop would wait for its peer.
+              if (state.closed.load(std::memory_order_acquire) || target.stopping()) {
+                session->DrainAndClose();
+              }
             });
           }
         }

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -17,6 +18,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "telemetryd/ingest/ingest_server.h"
 #include "telemetryd/ingest/sinks.h"
@@ -220,4 +222,57 @@ TEST_CASE("stopping reads what the kernel holds, however large, and hands over t
   CHECK(s.sink.events() == 80);
   CHECK(s.Truncated() == 1);
   CHECK(s.sink.statsd_samples() == 2);
+}
+
+TEST_CASE("Stop returns while connections keep arriving") {
+  int hangs = 0;
+  const auto until = std::chrono::steady_clock::now() + 60s;
+  for (int trial = 0; trial < 300 && std::chrono::steady_clock::now() < until; ++trial) {
+    CountingSink sink0, sink1;
+    IngestOptions options;
+    options.workers = 2;
+    options.listeners = {Tcp(Protocol::kStatsd)};
+    EventSink* sinks[] = {&sink0, &sink1};
+    auto started = IngestServer::Start(options, sinks);
+    REQUIRE(started);
+    auto server = std::move(*started);
+    const std::uint16_t port = server->listeners().at(0).port;
+    std::atomic<bool> stop_clients{false};
+    std::vector<int> fds;
+    std::thread clients([&] {
+      for (int i = 0; i < 400 && !stop_clients.load(); ++i) {
+        const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in to{};
+        to.sin_family = AF_INET;
+        to.sin_port = htons(port);
+        to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (::connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof to) != 0) {
+          ::close(fd);
+          break;
+        }
+        fds.push_back(fd);
+      }
+    });
+    std::this_thread::sleep_for(std::chrono::microseconds(200 + (trial % 20) * 100));
+    std::atomic<bool> stopped{false};
+    std::thread stopper([&] {
+      server->Stop();
+      stopped = true;
+    });
+    bool hung = false;
+    const auto deadline = std::chrono::steady_clock::now() + 3s;
+    while (!stopped.load() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(5ms);
+    }
+    stop_clients = true;
+    clients.join();
+    if (!stopped.load()) {
+      hung = true;
+      ++hangs;
+    }
+    for (int fd : fds) ::close(fd);
+    stopper.join();
+    if (hung) MESSAGE("trial " << trial << ": Stop hung until the clients closed");
+  }
+  CHECK(hangs == 0);
 }
