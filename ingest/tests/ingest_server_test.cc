@@ -226,8 +226,9 @@ TEST_CASE("stopping reads what the kernel holds, however large, and hands over t
 
 TEST_CASE("Stop returns while connections keep arriving") {
   int hangs = 0;
-  const auto until = std::chrono::steady_clock::now() + 60s;
-  for (int trial = 0; trial < 300 && std::chrono::steady_clock::now() < until; ++trial) {
+  // Without the fix about one trial in seven hung: 60 trials miss it with odds of 1 in 10,000.
+  const auto until = std::chrono::steady_clock::now() + 30s;
+  for (int trial = 0; trial < 60 && std::chrono::steady_clock::now() < until; ++trial) {
     CountingSink sink0, sink1;
     IngestOptions options;
     options.workers = 2;
