@@ -759,7 +759,9 @@ Expected<IngestServer::ReconfigureResult> IngestServer::Reconfigure(const Ingest
     log::Write(log::Level::kInfo, "closed listener: " + Describe(*current[i]));
     ++result.closed;
   }
-  // The closes were queued before this: once every worker has run it, they are done.
+  // The closes were queued before this: once every worker has run it, they are done, and each
+  // closed connection's cancelled read is queued to drain it; a second pass waits for those.
+  s.RunOnWorkers([](std::size_t) {}, std::chrono::seconds(10));
   s.RunOnWorkers([](std::size_t) {}, std::chrono::seconds(10));
   return result;
 }
