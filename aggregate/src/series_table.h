@@ -16,11 +16,13 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <span>
 #include <stdexcept>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "probe_run.h"
 #include "telemetryd/common/bytes.h"
 
 namespace telemetryd::aggregate::detail {
@@ -192,17 +194,9 @@ class SeriesTable {
     const std::size_t mask = slots_.size() - 1;
     std::size_t i = e.hash & mask;
     while (slots_[i] != index + 1) i = (i + 1) & mask;
-    slots_[i] = 0;
-    // Backward shift: pull later members of the probe run into the hole.
-    for (std::size_t j = (i + 1) & mask; slots_[j] != 0; j = (j + 1) & mask) {
-      const std::size_t home = At(slots_[j] - 1).hash & mask;
-      const bool between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
-      if (!between) {
-        slots_[i] = slots_[j];
-        slots_[j] = 0;
-        i = j;
-      }
-    }
+    EraseFromProbeRun(
+        std::span<std::uint32_t>(slots_), i, [](std::uint32_t slot) { return slot == 0; },
+        [&](std::uint32_t slot) { return At(slot - 1).hash & mask; });
     garbage_ += Stored(e);
     e.key_position = kDead;
     e.value = V{};

@@ -9,7 +9,10 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
+
+#include "probe_run.h"
 
 namespace telemetryd::aggregate::detail {
 
@@ -70,19 +73,11 @@ class StatsdNames {
   // Forgets the name of `entry` (from Find). Entries after it in its probe run move back into
   // the hole, so pointers from Find are invalid afterwards.
   void Erase(Entry* entry) noexcept {
-    auto hole = static_cast<std::size_t>(entry - slots_.data());
-    slots_[hole] = Entry{};
+    EraseFromProbeRun(
+        std::span<Entry>(slots_), static_cast<std::size_t>(entry - slots_.data()),
+        [](const Entry& e) { return e.Tag() == 0; },
+        [this](const Entry& e) { return Home(e.Tag()); });
     --size_;
-    for (std::size_t j = Next(hole); slots_[j].Tag() != 0; j = Next(j)) {
-      const std::size_t home = Home(slots_[j].Tag());
-      // The entry at j stays when its home lies cyclically in (hole, j]: Find reaches it there.
-      const bool stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
-      if (!stays) {
-        slots_[hole] = slots_[j];
-        slots_[j] = Entry{};
-        hole = j;
-      }
-    }
   }
 
   // Forgets every name that holds no series; returns how many.
