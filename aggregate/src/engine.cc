@@ -285,9 +285,9 @@ class Engine::Impl {
   // Moves another engine's series into metric `id`'s table (under both mutexes); returns how
   // many (those this engine already holds are added up). With `statsd_type` (a carrier's type),
   // only the series of names statsd_names holds with that type.
-  std::size_t AdoptSeries(StoreMetric& from, std::uint32_t id, int statsd_type = -1);
-  // Set members an Adopt left out for want of room (kMaxSetMembers), see AbsorbSeries.
-  std::uint64_t adopt_set_overflow = 0;
+  // Set members left out for want of room (kMaxSetMembers) are added to `set_members_dropped`.
+  std::size_t AdoptSeries(StoreMetric& from, std::uint32_t id, std::uint64_t& set_members_dropped,
+                          int statsd_type = -1);
 };
 
 detail::StatsdNames::Entry* Engine::Impl::AdmitStatsdName(std::uint64_t hash, unsigned type) {
@@ -356,6 +356,17 @@ struct ShardSeries {
 };
 
 static_assert(sizeof(ShardSeries) == 48);
+
+// Adds `member` to a StatsD set's members, which count at most kMaxSetMembers; false when it is
+// left out for want of room (a member already held is not). May throw std::bad_alloc.
+template <typename Member>
+bool AddSetMember(std::unordered_set<std::string>& members, const Member& member) {
+  if (members.size() < kMaxSetMembers) {
+    members.emplace(member);
+    return true;
+  }
+  return members.contains(std::string(member));
+}
 
 // Clears what a series recorded, and makes the member of its pending union that its metric's
 // type uses the active one.
@@ -913,18 +924,10 @@ SpanSlot* Shard::State::InsertSpan(std::uint64_t key) noexcept {
 
 void Shard::State::EraseSpan(SpanSlot* slot) noexcept {
   const std::size_t mask = spans_.size() - 1;
-  auto i = static_cast<std::size_t>(slot - spans_.data());
-  spans_[i] = SpanSlot{};
-  // Backward shift: move later entries of the same probe run into the hole.
-  for (std::size_t j = (i + 1) & mask; spans_[j].key != 0; j = (j + 1) & mask) {
-    const std::size_t home = spans_[j].key & mask;
-    const bool between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
-    if (!between) {
-      spans_[i] = spans_[j];
-      spans_[j] = SpanSlot{};
-      i = j;
-    }
-  }
+  detail::EraseFromProbeRun(
+      std::span<SpanSlot>(spans_), static_cast<std::size_t>(slot - spans_.data()),
+      [](const SpanSlot& s) { return s.key == 0; },
+      [mask](const SpanSlot& s) { return static_cast<std::size_t>(s.key & mask); });
   --open_spans_;
   owner_.open_spans_.Set(open_spans_);
 }
@@ -1349,9 +1352,7 @@ void Shard::State::Apply(ShardSeries* series, const CompiledMetric& m,
       try {
         ShardExtra& x = s->Extra();
         if (!x.members) x.members = std::make_unique<std::unordered_set<std::string>>();
-        if (x.members->size() < kMaxSetMembers) {
-          x.members->emplace(sample.set_member);
-        } else if (!x.members->contains(std::string(sample.set_member))) {
+        if (!AddSetMember(*x.members, sample.set_member)) {
           Drop(DropReason::kStatsdSetOverflow);
           return;  // dropped, not an update
         }
@@ -1442,11 +1443,7 @@ std::uint64_t MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t)
         if (s.extra && s.extra->members) {
           if (!t.extra) t.extra = std::make_unique<StoreExtra>();
           for (const auto& member : *s.extra->members) {
-            if (t.extra->set_members.size() < kMaxSetMembers) {
-              t.extra->set_members.insert(member);
-            } else if (!t.extra->set_members.contains(member)) {
-              ++left_out;
-            }
+            if (!AddSetMember(t.extra->set_members, member)) ++left_out;
           }
           s.extra->members->clear();
         }
@@ -1661,11 +1658,7 @@ std::uint64_t AbsorbSeries(const CompiledMetric& m, StoreSeries& from, StoreSeri
   StoreExtra& y = *to.extra;
   std::uint64_t left_out = 0;
   for (const auto& member : x.set_members) {
-    if (y.set_members.size() < kMaxSetMembers) {
-      y.set_members.insert(member);
-    } else if (!y.set_members.contains(member)) {
-      ++left_out;
-    }
+    if (!AddSetMember(y.set_members, member)) ++left_out;
   }
   y.count += x.count;
   y.sum += x.sum;
@@ -1691,7 +1684,8 @@ std::uint64_t AbsorbSeries(const CompiledMetric& m, StoreSeries& from, StoreSeri
 
 }  // namespace
 
-std::size_t Engine::Impl::AdoptSeries(StoreMetric& from, std::uint32_t id, int statsd_type) {
+std::size_t Engine::Impl::AdoptSeries(StoreMetric& from, std::uint32_t id,
+                                      std::uint64_t& set_members_dropped, int statsd_type) {
   auto& to = store[id].series;
   std::size_t moved = 0;
   std::size_t absorbed = 0;
@@ -1710,7 +1704,7 @@ std::size_t Engine::Impl::AdoptSeries(StoreMetric& from, std::uint32_t id, int s
       const std::uint64_t hash = to.Hash(key);
       // A series this engine's shards recorded since they took over (Flush before Adopt).
       if (const std::uint32_t t = to.Find(key, hash); t != to.kNone) {
-        adopt_set_overflow += AbsorbSeries(metrics[id], from.series.value(i), to.value(t));
+        set_members_dropped += AbsorbSeries(metrics[id], from.series.value(i), to.value(t));
         ++absorbed;
         continue;
       }
@@ -2271,7 +2265,6 @@ Engine::AdoptResult Engine::Adopt(Engine& previous) {
   Impl& old = *previous.impl_;
   std::scoped_lock lock(self.mutex, old.mutex);
   AdoptResult result;
-  self.adopt_set_overflow = 0;
   for (const auto& [name, old_id] : old.catalog_metrics) {
     const auto found = self.catalog_metrics.find(name);
     if (found == self.catalog_metrics.end()) {
@@ -2279,7 +2272,8 @@ Engine::AdoptResult Engine::Adopt(Engine& previous) {
     } else if (!SameDefinition(old.metrics[old_id], self.metrics[found->second])) {
       ++result.changed;
     } else {
-      result.series += self.AdoptSeries(old.store[old_id], found->second);
+      result.series +=
+          self.AdoptSeries(old.store[old_id], found->second, result.set_members_dropped);
       ++result.kept;
     }
   }
@@ -2308,8 +2302,8 @@ Engine::AdoptResult Engine::Adopt(Engine& previous) {
         result.kept += old.statsd_names.size();
         self.statsd_names = std::exchange(old.statsd_names, {});  // names first: cannot throw
         for (unsigned type = 0; type < kStatsdTypes; ++type) {
-          result.series +=
-              self.AdoptSeries(old.store[old.statsd_first + type], self.statsd_first + type);
+          result.series += self.AdoptSeries(old.store[old.statsd_first + type],
+                                            self.statsd_first + type, result.set_members_dropped);
         }
       } else {
         const std::size_t no_room =
@@ -2317,8 +2311,9 @@ Engine::AdoptResult Engine::Adopt(Engine& previous) {
         result.kept += old.statsd_names.size() - no_room;
         result.removed += no_room;
         for (unsigned type = 0; type < kStatsdTypes; ++type) {
-          result.series += self.AdoptSeries(old.store[old.statsd_first + type],
-                                            self.statsd_first + type, static_cast<int>(type));
+          result.series +=
+              self.AdoptSeries(old.store[old.statsd_first + type], self.statsd_first + type,
+                               result.set_members_dropped, static_cast<int>(type));
         }
         count_series();
       }
@@ -2335,7 +2330,6 @@ Engine::AdoptResult Engine::Adopt(Engine& previous) {
   self.unknown_other += old.unknown_other;
   self.window_start_ns = old.window_start_ns;
   self.last_sweep_ns = old.last_sweep_ns;
-  result.set_members_dropped = self.adopt_set_overflow;
   return result;
 }
 
