@@ -17,6 +17,7 @@
 #include <sstream>
 #include <utility>
 
+#include "label_names.h"
 #include "telemetryd/common/read_file.h"
 #include "telemetryd/wire/format.h"
 
@@ -139,12 +140,6 @@ bool IsMetricName(std::string_view name) {
     previous = ch;
   }
   return previous != '.';
-}
-
-// Prometheus label names; checked here so that a bad label fails at load, not at every scrape.
-bool IsLabelName(std::string_view name) {
-  if (name.empty() || (name[0] >= '0' && name[0] <= '9')) return false;
-  return std::all_of(name.begin(), name.end(), [](char ch) { return IsWordChar(ch, true); });
 }
 
 bool IsAbsent(const YAML::Node& node) { return !node || node.IsNull(); }
@@ -807,7 +802,7 @@ class CatalogParser {
       CheckMetadataKey(tag.key, event, key_node, key_path, "a tag");
       if (label_given && tag.label.empty()) continue;  // not a string: reported
       if (!label_given) tag.label = tag.key;
-      if (!IsLabelName(tag.label)) {
+      if (!detail::IsLabelName(tag.label)) {
         r_.Fail(label_node, label_path,
                 "\"" + tag.label + "\" is not a valid label name ([A-Za-z_][A-Za-z0-9_]*)" +
                     (label_given ? "" : "; set label"));
@@ -815,8 +810,7 @@ class CatalogParser {
         r_.Fail(label_node, label_path,
                 "\"" + tag.label + "\": label names starting with \"__\" are reserved by " +
                     "Prometheus" + (label_given ? "" : "; set label"));
-      } else if (tag.label == "le" || tag.label == "quantile") {
-        // Prometheus lints them on every metric type, not only where they clash.
+      } else if (detail::IsReservedLabelName(tag.label)) {  // le, quantile
         r_.Fail(label_node, label_path,
                 "the label \"" + tag.label + "\" is reserved for the " +
                     (tag.label == "le" ? "buckets of a histogram" : "quantiles of a summary") +

@@ -18,6 +18,7 @@
 #include <sstream>
 #include <vector>
 
+#include "label_names.h"
 #include "telemetryd/common/read_file.h"
 
 namespace telemetryd::config {
@@ -186,18 +187,6 @@ void ReadListener(Reader& r, const YAML::Node& node, const std::string& path,
   r.Unsigned(node, "port", path, lo.port, 0, 65535);
 }
 
-// A label a StatsD mapping may add: a Prometheus label name that is neither reserved (`__`) nor
-// one that histograms (`le`) or summaries (`quantile`) add themselves.
-bool IsMappingLabelName(std::string_view name) {
-  if (name.empty() || name.starts_with("__") || name == "le" || name == "quantile") return false;
-  for (std::size_t i = 0; i < name.size(); ++i) {
-    const char c = name[i];
-    const bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
-    if (!letter && (i == 0 || c < '0' || c > '9')) return false;
-  }
-  return true;
-}
-
 // A mapping's `$N` must name one of the `*` of its match (N from 1 to 9).
 void CheckCaptures(Reader& r, const YAML::Node& node, const std::string& field,
                    std::string_view text, std::size_t stars) {
@@ -274,14 +263,11 @@ bool IsOwnStatsdListener(const StatsdDestination& d, const ingest::IngestOptions
         lo.port == 0 || lo.port != d.port) {
       continue;
     }
-    const std::string& a = lo.address;
-    const bool any4 = a == "0.0.0.0";
-    const bool any6 = a == "::";
-    if (d.host == a ||
-        (d.host == "localhost" && (a == "127.0.0.1" || a == "::1" || any4 || any6)) ||
-        (d.host == "127.0.0.1" && (any4 || any6)) || (d.host == "::1" && any6)) {
-      return true;
-    }
+    // "localhost" is either loopback address.
+    const bool hit = d.host == "localhost" ? AddressesOverlap("127.0.0.1", lo.address) ||
+                                                 AddressesOverlap("::1", lo.address)
+                                           : AddressesOverlap(d.host, lo.address);
+    if (hit) return true;
   }
   return false;
 }
@@ -557,7 +543,7 @@ Expected<Config> ParseConfig(std::string_view yaml, const std::string& source) {
             for (const auto& kv : labels) {
               const std::string label = kv.first.as<std::string>("");
               const std::string field = path + ".labels." + label;
-              if (!IsMappingLabelName(label)) {
+              if (!detail::IsLabelName(label) || detail::IsReservedLabelName(label)) {
                 r.Fail(kv.first, field,
                        "expected a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting "
                        "with __, not le or quantile)");
