@@ -81,6 +81,15 @@ std::string Prefixed(const std::string& frame) {
   return out + frame;
 }
 
+// A connection to the daemon's TCP listener `listener`, with `bytes` written to it.
+asio::ip::tcp::socket Connected(asio::io_context& io, const DaemonProcess& d,
+                                const std::string& listener, const std::string& bytes) {
+  asio::ip::tcp::socket socket(io);
+  socket.connect({asio::ip::make_address("127.0.0.1"), d.port(listener)});
+  asio::write(socket, asio::buffer(bytes));
+  return socket;
+}
+
 }  // namespace
 
 TEST_CASE("DogStatsD tags whose names clash after sanitizing never make the exposition invalid") {
@@ -109,9 +118,7 @@ TEST_CASE("a native TCP frame cut short by the end of the connection is counted 
   const std::string whole = Prefixed(FrameBytes());
   {
     asio::io_context io;
-    asio::ip::tcp::socket socket(io);
-    socket.connect({asio::ip::make_address("127.0.0.1"), d.port("native_tcp")});
-    asio::write(socket, asio::buffer(whole + whole.substr(0, whole.size() / 2)));
+    Connected(io, d, "native_tcp", whole + whole.substr(0, whole.size() / 2));
   }  // closed: the second frame ends early
   REQUIRE(MetricReaches(d, "telemetryd_ingest_events_total{listener=\"native_tcp\"}", 1));
   CHECK(MetricReaches(
@@ -123,9 +130,7 @@ TEST_CASE("a native TCP frame cut short by the idle timeout is counted as trunca
   REQUIRE_MESSAGE(d.ready(), d.log());
   const std::string whole = Prefixed(FrameBytes());
   asio::io_context io;
-  asio::ip::tcp::socket socket(io);
-  socket.connect({asio::ip::make_address("127.0.0.1"), d.port("native_tcp")});
-  asio::write(socket, asio::buffer(whole.substr(0, whole.size() / 2)));
+  auto socket = Connected(io, d, "native_tcp", whole.substr(0, whole.size() / 2));
   REQUIRE(MetricReaches(
       d, "telemetryd_ingest_connections_total{listener=\"native_tcp\",outcome=\"closed_idle\"}",
       1));
@@ -139,9 +144,7 @@ TEST_CASE(
   DaemonProcess d(TELEMETRYD_BINARY, kConfig);
   REQUIRE_MESSAGE(d.ready(), d.log());
   asio::io_context io;
-  asio::ip::tcp::socket socket(io);
-  socket.connect({asio::ip::make_address("127.0.0.1"), d.port("statsd_tcp")});
-  asio::write(socket, asio::buffer(std::string("idle.partial:1|c")));
+  auto socket = Connected(io, d, "statsd_tcp", "idle.partial:1|c");
   REQUIRE(MetricReaches(
       d, "telemetryd_ingest_connections_total{listener=\"statsd_tcp\",outcome=\"closed_idle\"}",
       1));
@@ -153,10 +156,8 @@ TEST_CASE("StatsD over TCP takes lines up to the listener's max_frame_bytes") {
   DaemonProcess d(TELEMETRYD_BINARY, kConfig);  // StatsD TCP max_frame_bytes: 65536 by default
   REQUIRE_MESSAGE(d.ready(), d.log());
   asio::io_context io;
-  asio::ip::tcp::socket socket(io);
-  socket.connect({asio::ip::make_address("127.0.0.1"), d.port("statsd_tcp")});
   // A 9000-byte set member: over the UDP limit of 8192, well under 65536.
-  asio::write(socket, asio::buffer("long.set:" + std::string(9000, 'm') + "|s\n"));
+  auto socket = Connected(io, d, "statsd_tcp", "long.set:" + std::string(9000, 'm') + "|s\n");
   CHECK(MetricReaches(d, "long_set", 1));
   CHECK(
       Metric(d,
