@@ -417,14 +417,26 @@ class Shard::State {
   void RecordMetric(const Binding& b, std::size_t position, const wire::FrameInfo& frame,
                     const wire::Event& event, const double* paired_duration) noexcept;
   bool BuildLabels(const CompiledMetric& m, const wire::Event& event, DropReason& why) noexcept;
-  // The key index of a key of the current frame with reference `ref` and text `text`.
-  std::uint32_t KeyIndex(std::uint32_t ref, std::string_view text) noexcept;
+  // The key index of a key of the current frame: that of `item` (a measurement or a metadata
+  // field), whose text is read only when its reference is not cached for this frame.
+  template <typename Item>
+  std::uint32_t KeyIndex(const Item& item) noexcept {
+    KeySlot& slot = key_cache_[item.key_ref & (key_cache_.size() - 1)];
+    if (slot.frame != cached_sequence_ || slot.ref != item.key_ref) {
+      slot = {cached_sequence_, item.key_ref, LookUpKey(KeyText(item))};
+    }
+    return slot.key;
+  }
+  static std::string_view KeyText(const wire::Measurement& m) noexcept { return m.key; }
+  static std::string_view KeyText(const wire::MetadataField& f) noexcept { return f.key(); }
+  // The index of key `text` among the catalogs' keys, or kNoKey.
+  std::uint32_t LookUpKey(std::string_view text) const noexcept;
   // The first of an event's metadata fields or measurements whose key has index `key`, or nullptr:
   // Event::FindMetadata and FindMeasurement, comparing cached numbers instead of text.
   template <typename Item>
   const Item* FindByKey(std::span<const Item> items, std::uint32_t key) noexcept {
     for (const Item& item : items) {
-      if (KeyIndex(item.key_ref, item.key) == key) return &item;
+      if (KeyIndex(item) == key) return &item;
     }
     return nullptr;
   }
@@ -629,13 +641,9 @@ bool Shard::State::Passes(const CompiledMetric& m, const wire::Event& event) con
   return true;
 }
 
-std::uint32_t Shard::State::KeyIndex(std::uint32_t ref, std::string_view text) noexcept {
-  KeySlot& slot = key_cache_[ref & (key_cache_.size() - 1)];
-  if (slot.frame != cached_sequence_ || slot.ref != ref) {
-    const auto it = engine_.key_indexes.find(text);
-    slot = {cached_sequence_, ref, it == engine_.key_indexes.end() ? kNoKey : it->second};
-  }
-  return slot.key;
+std::uint32_t Shard::State::LookUpKey(std::string_view text) const noexcept {
+  const auto it = engine_.key_indexes.find(text);
+  return it == engine_.key_indexes.end() ? kNoKey : it->second;
 }
 
 // Finds the label values of `m`'s tags in `event` (labels_) and hashes "<sep>value<sep>value...".

@@ -39,7 +39,7 @@ std::string FormatEvent(const wire::Event& event) {
   }
   for (const auto& f : event.metadata) {
     out += ' ';
-    out += f.key;
+    out += f.key();
     out += '=';
     out += wire::ToText(wire::ToTerm(f.value));
   }

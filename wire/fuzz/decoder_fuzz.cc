@@ -26,7 +26,7 @@ class Toucher final : public FrameVisitor {
     for (const auto& f : event.metadata) {
       Term t = ToTerm(f.value);
       sink += ToText(t).size();
-      record.metadata.emplace_back(std::string(f.key), std::move(t));
+      record.metadata.emplace_back(std::string(f.key()), std::move(t));
     }
     events.push_back(std::move(record));
   }

@@ -234,7 +234,8 @@ class EventReader {
     for (std::size_t i = 0; i < metadata_count; ++i) {
       MetadataField& f = metadata_[i];
       if (!varint(n)) return false;
-      if (!Key(n, f.key, error)) return false;
+      // The key's text is not kept: consumers compare references, and resolve the text when asked.
+      if (n >= kStaticStrings && !FrameKey(n, error)) return false;
       f.key_ref = static_cast<std::uint32_t>(n);
       if (!CommonValue(in, f.value) && !detail::ReadValue(in, strings_, 0, f.value, error)) {
         return false;
@@ -289,9 +290,19 @@ class EventReader {
       error = DecodeError::kBadStringRef;
       return false;
     }
-    if (ref >= kStaticStrings &&
-        (out.empty() ||
-         (flags_[static_cast<std::size_t>(ref - kStaticStrings)] & kUtf8Valid) == 0)) {
+    return ref < kStaticStrings || FrameKey(ref, error);
+  }
+
+  // Checks that frame string `ref` (>= kStaticStrings) exists and may be a key: every static
+  // string may.
+  bool FrameKey(std::uint64_t ref, DecodeError& error) const noexcept {
+    const std::uint64_t index = ref - kStaticStrings;
+    if (index >= strings_.frame_count) {
+      error = DecodeError::kBadStringRef;
+      return false;
+    }
+    if (strings_.frame_strings[index].empty() ||
+        (flags_[static_cast<std::size_t>(index)] & kUtf8Valid) == 0) {
       error = DecodeError::kInvalidKey;
       return false;
     }

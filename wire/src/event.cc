@@ -34,7 +34,7 @@ const Measurement* Event::FindMeasurement(std::string_view key) const noexcept {
 
 const MetadataField* Event::FindMetadata(std::string_view key) const noexcept {
   for (const auto& f : metadata) {
-    if (f.key == key) return &f;
+    if (f.key() == key) return &f;
   }
   return nullptr;
 }

@@ -35,7 +35,7 @@ struct Recorder : FrameVisitor {
     for (const auto& m : event.measurements)
       e.measurements.emplace_back(std::string(m.key), m.value);
     for (const auto& f : event.metadata)
-      e.metadata.emplace_back(std::string(f.key), ToTerm(f.value));
+      e.metadata.emplace_back(std::string(f.key()), ToTerm(f.value));
     events.push_back(std::move(e));
   }
   void OnError(DecodeError error, std::uint32_t lost) noexcept override {

@@ -62,7 +62,7 @@ struct Recorder : wire::FrameVisitor {
     d.has_time = event.has_time;
     d.system_time = event.system_time;
     for (const auto& m : event.measurements) d.measurements.emplace_back(m.key, m.value);
-    for (const auto& f : event.metadata) d.metadata.emplace_back(f.key, wire::ToTerm(f.value));
+    for (const auto& f : event.metadata) d.metadata.emplace_back(f.key(), wire::ToTerm(f.value));
     events.push_back(std::move(d));
   }
   void OnError(wire::DecodeError, std::uint32_t) noexcept override { ++errors; }

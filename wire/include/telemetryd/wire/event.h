@@ -92,9 +92,17 @@ struct Measurement {
 };
 
 struct MetadataField {
-  std::string_view key;
   Value value;
   std::uint32_t key_ref = 0;  // the key's string reference: equal refs, equal keys, per frame
+
+  // The key's text. Resolved when asked (most consumers compare key_ref): a static key by the
+  // static table, a frame key through value.strings, so only while the frame is.
+  [[nodiscard]] std::string_view key() const noexcept {
+    std::string_view text;
+    if (key_ref < kStaticStrings) return kStaticTable[key_ref];
+    if (value.strings != nullptr) (void)value.strings->Resolve(key_ref, text);
+    return text;
+  }
 };
 
 // What a frame says about all of its events.
