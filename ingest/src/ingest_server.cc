@@ -190,8 +190,12 @@ class TcpSession : public std::enable_shared_from_this<TcpSession> {
 
  private:
   void Read();
-  // Grows the buffer when less than a quarter of a read fits.
-  void MakeRoom();
+  // Grows the buffer when less than a quarter of a read fits. False when not one byte fits and no
+  // memory could be had for more.
+  [[nodiscard]] bool MakeRoom() noexcept;
+  // Ends a connection whose buffer is full and cannot grow: the frame or line it holds is counted,
+  // not handed over (it is cut), and so is the connection.
+  void CloseForWantOfMemory() noexcept;
   void Consume() noexcept;
   // DrainAndClose's work, once no read is pending.
   void Drain() noexcept;
@@ -300,20 +304,46 @@ class Worker {
 
 void TcpSession::Start() {
   worker_.Register(this);
-  buffer_.resize(kTcpReadChunk);
   Read();
 }
 
-void TcpSession::MakeRoom() {
+bool TcpSession::MakeRoom() noexcept {
   if (buffer_.size() - used_ < kTcpReadChunk / 4) {
     // Room for the largest frame (or line) we accept plus one read; never more.
     const std::size_t cap = options_.max_frame_bytes + 4 + kTcpReadChunk;
-    buffer_.resize(std::min(cap, std::max(buffer_.size() * 2, used_ + kTcpReadChunk)));
+    try {
+      buffer_.resize(std::min(cap, std::max(buffer_.size() * 2, used_ + kTcpReadChunk)));
+    } catch (const std::bad_alloc&) {
+      // Reads go on into the room there is; the caller ends the connection when there is none.
+    }
   }
+  return buffer_.size() > used_;
+}
+
+void TcpSession::CloseForWantOfMemory() noexcept {
+  if (options_.protocol == Protocol::kNative) {
+    intake_.RejectCutFrame();
+  } else {
+    intake_.RejectOversize();
+  }
+  stats_.connections_closed_error.Add();
+  try {
+    log::Write(log::Level::kWarn, options_.Name() + ": no memory to buffer more than " +
+                                      std::to_string(used_) + " bytes of a connection's " +
+                                      (options_.protocol == Protocol::kNative ? "frame" : "line") +
+                                      "; it is counted as cut and the connection closed");
+  } catch (...) {
+    // The count above stands without the log line.
+  }
+  used_ = 0;
+  Close();
 }
 
 void TcpSession::Read() {
-  MakeRoom();
+  if (!MakeRoom()) {
+    CloseForWantOfMemory();
+    return;
+  }
   socket_.async_read_some(
       asio::buffer(buffer_.data() + used_, buffer_.size() - used_),
       [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
@@ -350,17 +380,16 @@ void TcpSession::Drain() noexcept {
   socket_.non_blocking(true, ec);
   // What the kernel holds now, and no more: a peer that keeps sending cannot hold up the close.
   std::size_t pending = ec ? 0 : socket_.available(ec);
-  try {
-    while (!ec && pending > 0 && socket_.is_open()) {
-      MakeRoom();
-      const std::size_t room = std::min(buffer_.size() - used_, pending);
-      const std::size_t n = socket_.read_some(asio::buffer(buffer_.data() + used_, room), ec);
-      pending -= std::min(n, pending);
-      used_ += n;
-      Consume();
+  while (!ec && pending > 0 && socket_.is_open()) {
+    if (!MakeRoom()) {
+      CloseForWantOfMemory();
+      return;
     }
-  } catch (const std::bad_alloc&) {
-    // No memory to read the rest: what is buffered is still handed over below.
+    const std::size_t room = std::min(buffer_.size() - used_, pending);
+    const std::size_t n = socket_.read_some(asio::buffer(buffer_.data() + used_, room), ec);
+    pending -= std::min(n, pending);
+    used_ += n;
+    Consume();
   }
   CloseWithLeftovers();
 }

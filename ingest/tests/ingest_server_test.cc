@@ -13,9 +13,12 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -27,6 +30,24 @@
 using namespace telemetryd;
 using namespace telemetryd::ingest;
 using namespace std::chrono_literals;
+
+// Allocations of this many bytes or more fail, in every thread: the ingest worker's buffers.
+std::atomic<std::size_t> fail_allocations_from{std::numeric_limits<std::size_t>::max()};
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+void* operator new(std::size_t size) {
+  if (size >= fail_allocations_from.load(std::memory_order_relaxed)) throw std::bad_alloc();
+  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 namespace {
 
@@ -276,4 +297,33 @@ TEST_CASE("Stop returns while connections keep arriving") {
     if (hung) MESSAGE("trial " << trial << ": Stop hung until the clients closed");
   }
   CHECK(hangs == 0);
+}
+
+TEST_CASE("a connection whose frame finds no memory is closed and counted; the others go on") {
+  Server s(60s, 16 * 1024 * 1024);
+  // A frame that needs a 3 MiB buffer, of which 2 MiB are sent; the buffer cannot pass 512 KiB.
+  std::string big(4 + 2 * 1024 * 1024, 'x');
+  const std::uint32_t length = 3 * 1024 * 1024;
+  big[0] = static_cast<char>(length >> 24);
+  big[1] = static_cast<char>(length >> 16);
+  big[2] = static_cast<char>(length >> 8);
+  big[3] = static_cast<char>(length);
+  const std::string small = PrefixedFrame(2);
+  fail_allocations_from = 1024 * 1024;
+  {
+    Connection c(s.Port(Protocol::kNative));
+    (void)c.Send(big);  // the server closes the connection part way
+    CHECK(
+        Eventually([&] { return s.Stats(Protocol::kNative).connections_closed_error.Get() == 1; }));
+  }
+  CHECK(s.Truncated() == 1);
+  // The same worker takes the next connection's frames.
+  Connection next(s.Port(Protocol::kNative));
+  REQUIRE(next.Send(small));
+  CHECK(Eventually([&] { return s.sink.events() == 2; }));
+  fail_allocations_from = std::numeric_limits<std::size_t>::max();
+  Connection last(s.Port(Protocol::kNative));
+  REQUIRE(last.Send(small));
+  CHECK(Eventually([&] { return s.sink.events() == 4; }));
+  CHECK(s.Stats(Protocol::kNative).connections_closed_error.Get() == 1);
 }
