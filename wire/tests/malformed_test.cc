@@ -155,6 +155,39 @@ TEST_CASE("invalid UTF-8 in a name or key rejects that event only") {
   CHECK(rec.errors[0].first == DecodeError::kInvalidName);
 }
 
+TEST_CASE("a key that is not UTF-8 rejects each event that uses it; the same bytes as a value do not") {
+  // "ké" is valid UTF-8; the frame's one copy of it is corrupted below.
+  EventRecord as_key = Simple("a.b", 1);
+  as_key.metadata = {{"k\xC3\xA9", Term::Int(1)}};
+  EventRecord as_value = Simple("a.b", 2);
+  as_value.metadata = {{"node_id", Term::String("k\xC3\xA9")}};
+  EventRecord as_measurement_key = Simple("a.b", 3);
+  as_measurement_key.measurements = {{"k\xC3\xA9", Number::Int(3)}};
+  EventRecord valid_key = Simple("a.b", 4);
+  valid_key.metadata = {{"n\xC3\xA9", Term::Int(4)}};
+  auto bytes = EncodeAll({as_value, as_key, valid_key, as_measurement_key, as_key});
+  std::size_t patched = 0;
+  for (std::size_t i = 0; i + 2 < bytes.size(); ++i) {
+    if (bytes[i] == 'k' && bytes[i + 1] == 0xC3 && bytes[i + 2] == 0xA9) {
+      bytes[i + 2] = 0x28;  // "\xC3(" is not UTF-8
+      ++patched;
+    }
+  }
+  REQUIRE(patched == 1);  // one string in the frame's table, used four times
+  const auto rec = DecodeBytes(bytes);
+  REQUIRE(rec.events.size() == 2);
+  REQUIRE(rec.events[0].metadata.size() == 1);
+  CHECK(rec.events[0].metadata[0].first == "node_id");
+  CHECK(rec.events[0].metadata[0].second == Term::String("k\xC3("));
+  REQUIRE(rec.events[1].metadata.size() == 1);
+  CHECK(rec.events[1].metadata[0].first == "n\xC3\xA9");
+  REQUIRE(rec.errors.size() == 3);
+  for (const auto& error : rec.errors) {
+    CHECK(error.first == DecodeError::kInvalidKey);
+    CHECK(error.second == 1);
+  }
+}
+
 TEST_CASE("nesting deeper than eight levels is rejected") {
   // Hand-built: one event "a.b" (static? no: frame string 0) with metadata "v" = 9 nested lists.
   std::vector<std::uint8_t> body = {64, 0, 0, 1, 65};  // name ref 64, flags, 0 meas, 1 meta, key 65
