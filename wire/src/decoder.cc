@@ -262,8 +262,9 @@ class EventReader {
     return (f & kNameValid) != 0;
   }
 
-  // Reads the most common metadata values here, without a call: a small integer, or a string or
-  // atom by a one-byte reference. False, having read nothing, for anything else (ReadValue's).
+  // Reads the most common metadata values here, without a call: an integer of up to three varint
+  // bytes, or a string or atom by a one-byte reference. False, having read nothing, for anything
+  // else (ReadValue's).
   bool CommonValue(Cursor& in, Value& out) noexcept {
     const std::uint8_t* p = in.here();
     const std::size_t left = in.remaining();
@@ -273,6 +274,27 @@ class EventReader {
       out.int_value = p[0] - kSmallIntTag;
       out.strings = &strings_;
       in.Skip(1);
+      return true;
+    }
+    if (p[0] == static_cast<std::uint8_t>(Tag::kInt) && left >= 2) {
+      // Integers under 2^20 in magnitude: at most three varint bytes. Longer ones, and varints cut
+      // short, are ReadValue's (which reports the latter).
+      std::uint64_t v = p[1] & 0x7FU;
+      std::size_t n = 1;
+      if ((p[1] & 0x80U) != 0) {
+        if (left < 3) return false;
+        v |= static_cast<std::uint64_t>(p[2] & 0x7FU) << 7;
+        n = 2;
+        if ((p[2] & 0x80U) != 0) {
+          if (left < 4 || (p[3] & 0x80U) != 0) return false;
+          v |= static_cast<std::uint64_t>(p[3]) << 14;
+          n = 3;
+        }
+      }
+      out.kind = ValueKind::kInt;
+      out.int_value = detail::ZigzagDecode(v);
+      out.strings = &strings_;
+      in.Skip(1 + n);
       return true;
     }
     const bool text = p[0] == static_cast<std::uint8_t>(Tag::kString) ||

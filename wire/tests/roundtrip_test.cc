@@ -76,6 +76,73 @@ TEST_CASE("every value kind and extreme numbers round-trip") {
   CHECK(ToText(rec.events[0].metadata[1].second) == "[%{:ip => {127, 0, 0, 1}, :port => 10200}]");
 }
 
+TEST_CASE(
+    "integer metadata of every varint length decodes exactly, also as an event's last bytes") {
+  // Zigzag varint lengths: 63 and 64 sit in the tag and take 2 bytes; 8191 / 8192 take 2 / 3;
+  // 1048575 / 1048576 take 3 / 4 (the longest the decoder reads inline, and the shortest it leaves
+  // to the general reader).
+  const std::vector<std::int64_t> values = {0,
+                                            63,
+                                            64,
+                                            -64,
+                                            -65,
+                                            8191,
+                                            8192,
+                                            -8192,
+                                            -8193,
+                                            1048575,
+                                            1048576,
+                                            -1048576,
+                                            -1048577,
+                                            std::numeric_limits<std::int64_t>::max(),
+                                            std::numeric_limits<std::int64_t>::min()};
+  std::vector<EventRecord> events;
+  EventRecord all;
+  all.name = "a.b";
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    EventRecord e;
+    e.name = "a.b";
+    e.metadata = {{"value", Term::Int(values[i])}};  // the event's last bytes
+    events.push_back(e);
+    all.metadata.emplace_back("v" + std::to_string(i), Term::Int(values[i]));
+  }
+  events.push_back(all);
+  FrameDecoder decoder;
+  Recorder rec;
+  decoder.Decode(EncodeAll(events), rec);
+  CHECK(rec.errors.empty());
+  REQUIRE(rec.events.size() == events.size());
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    CAPTURE(i);
+    CHECK(Same(rec.events[i], events[i]));
+  }
+
+  // A varint cut by the end of the event: the event is rejected, whatever its length.
+  for (const std::int64_t v : {std::int64_t{64}, std::int64_t{8192}, std::int64_t{1048576}}) {
+    CAPTURE(v);
+    EventRecord e;
+    e.name = "a.b";
+    e.metadata = {{"value", Term::Int(v)}};
+    auto bytes = EncodeAll({e});
+    // The frame ends with the event count (1), the body's one-byte length and the body: find
+    // them, then cut the body's last byte (the varint's) and the length with it.
+    std::size_t length = 1;
+    while (length < 128 &&
+           (bytes[bytes.size() - length - 1] != length || bytes[bytes.size() - length - 2] != 1)) {
+      ++length;
+    }
+    REQUIRE(length < 128);
+    --bytes[bytes.size() - length - 1];
+    bytes.pop_back();
+    Recorder cut;
+    FrameDecoder d;
+    d.Decode(bytes, cut);
+    CHECK(cut.events.empty());
+    REQUIRE(cut.errors.size() == 1);
+    CHECK(cut.errors[0].first == DecodeError::kEventLengthMismatch);
+  }
+}
+
 TEST_CASE("NaN and infinities are carried as floats; the aggregation decides what to do") {
   EventRecord e;
   e.name = "x.y";
