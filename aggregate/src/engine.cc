@@ -700,8 +700,7 @@ bool Shard::State::BuildLabels(const CompiledMetric& m, const wire::Event& event
           [](const auto& pair, std::string_view t) { return std::string_view(pair.first) < t; });
       if (it != tag.values.end() && it->first == text) text = it->second;
     }
-    hasher.Add(kLabelSeparator);
-    hasher.Add(text);
+    hasher.Add(kLabelSeparator, text);
     labels_[label_count_++] = text;
     labels_length_ += 1 + text.size();
   }
@@ -726,8 +725,9 @@ ShardSeries* Shard::State::LabelsSeries(std::uint32_t metric, std::uint32_t* ind
     const ShardSeries& next = series_.value(previous + 1);
     if (next.follows && next.metric == metric) return take(previous + 1);
   }
+  // The digits of the metric's id, with which its keys start; ids are small.
   std::size_t id_length = 1;
-  for (std::uint32_t rest = metric; rest >= 10; rest /= 10) ++id_length;
+  for (std::uint32_t bound = 10; id_length < 10 && metric >= bound; bound *= 10) ++id_length;
   const std::uint64_t hash = SeriesHash(metric, labels_hash_);
   const std::uint32_t i = series_.FindIf(hash, [&](std::uint32_t candidate) {
     std::string_view key = series_.key(candidate);

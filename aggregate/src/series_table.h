@@ -39,7 +39,8 @@ inline std::uint64_t MixBits(std::uint64_t x) noexcept {
 
 // The first `n` (at most 8) bytes at `p` as the low bytes of a word, the rest zero. No byte loop:
 // 4 to 8 bytes are two overlapping 4-byte loads, 1 to 3 bytes the first, middle and last byte.
-inline std::uint64_t LoadWord(const char* p, std::size_t n) noexcept {
+// Always inlined: a call would cost more than the loads, and the callers' `n` is often known.
+[[gnu::always_inline]] inline std::uint64_t LoadWord(const char* p, std::size_t n) noexcept {
   if (n == 8) return Load<std::uint64_t>(p);
   if (n >= 4) {
     return Load<std::uint32_t>(p) | static_cast<std::uint64_t>(Load<std::uint32_t>(p + n - 4))
@@ -77,6 +78,34 @@ class KeyHasher {
   void Add(char c) noexcept {
     ++length_;
     Push(static_cast<unsigned char>(c), 1);
+  }
+  // Add(c) then Add(s). With no bytes pending (a key's first label) the words are put together
+  // directly: `c` and the first 7 bytes of `s`, then `s` from its 8th byte on.
+  void Add(char c, std::string_view s) noexcept {
+    if (pending_bytes_ != 0) {
+      Add(c);
+      Add(s);
+      return;
+    }
+    const char* p = s.data();
+    std::size_t n = s.size();
+    length_ += 1 + n;
+    const std::size_t head = n < 7 ? n : 7;
+    const std::uint64_t word =
+        static_cast<unsigned char>(c) | (head == 0 ? 0 : LoadWord(p, head) << 8);
+    if (head < 7) {
+      pending_ = word;
+      pending_bytes_ = static_cast<unsigned>(1 + head);
+      return;
+    }
+    h_ = Step(h_, word);
+    p += 7;
+    n -= 7;
+    for (; n >= 8; n -= 8, p += 8) h_ = Step(h_, LoadWord(p, 8));
+    if (n > 0) {
+      pending_ = LoadWord(p, n);
+      pending_bytes_ = static_cast<unsigned>(n);
+    }
   }
   [[nodiscard]] std::uint64_t Finish() const noexcept {
     std::uint64_t h = h_;

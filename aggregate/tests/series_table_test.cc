@@ -43,6 +43,27 @@ TEST_CASE("a key hashed in pieces hashes as the whole key, wherever the pieces s
   }
 }
 
+TEST_CASE("a byte and a piece added at once hash as added one after the other") {
+  for (std::size_t before = 0; before <= 9; ++before) {
+    for (std::size_t length = 0; length <= 40; ++length) {
+      const std::string head = Text(before);
+      const std::string piece = Text(length + 3).substr(3);
+      KeyHasher apart;
+      apart.Add(head);
+      apart.Add('\x1f');
+      apart.Add(piece);
+      apart.Add(piece);  // more after it, pending bytes or not
+      KeyHasher together;
+      together.Add(head);
+      together.Add('\x1f', piece);
+      together.Add(piece);
+      REQUIRE_MESSAGE(together.Finish() == apart.Finish(),
+                      "before " << before << " length " << length);
+      REQUIRE(together.Finish() == HashKey(head + '\x1f' + piece + piece));
+    }
+  }
+}
+
 TEST_CASE("key hashes tell apart keys that differ in one byte or only in length") {
   const std::string base = Text(24);
   const std::uint64_t h = HashKey(base);
