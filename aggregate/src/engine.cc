@@ -443,7 +443,20 @@ class Shard::State {
   // The shard series of metric `metric` with the labels BuildLabels found; see Series. After the
   // first metric of a tag group, the next ones are usually the series one index further
   // (`follows`): checked there before the table is probed.
-  ShardSeries* LabelsSeries(std::uint32_t metric, std::uint32_t* index = nullptr) noexcept;
+  ShardSeries* LabelsSeries(std::uint32_t metric, std::uint32_t* index = nullptr) noexcept {
+    const std::uint32_t previous = labels_series_;
+    if (previous != kNoSeries && previous + 1 < series_.end()) {
+      ShardSeries& next = series_.value(previous + 1);
+      if (next.follows && next.metric == metric) {
+        labels_series_ = previous + 1;
+        if (index != nullptr) *index = previous + 1;
+        return &next;
+      }
+    }
+    return FindLabelsSeries(metric, index);
+  }
+  // LabelsSeries past its first check: a lookup in the table, or a new series.
+  ShardSeries* FindLabelsSeries(std::uint32_t metric, std::uint32_t* index) noexcept;
   // Erases series `index` and unlinks the series one index above from it.
   void EraseSeries(std::uint32_t index);
   // The shard series for key_, created if new; nullptr (counted) over the limit.
@@ -710,7 +723,7 @@ bool Shard::State::BuildLabels(const CompiledMetric& m, const wire::Event& event
 
 // Looks the labels up where they lie: no key is put together unless the series is new. A stored
 // key of the metric is its id, then the labels part.
-ShardSeries* Shard::State::LabelsSeries(std::uint32_t metric, std::uint32_t* index) noexcept {
+ShardSeries* Shard::State::FindLabelsSeries(std::uint32_t metric, std::uint32_t* index) noexcept {
   const std::uint32_t previous = labels_series_;
   // `i` has these labels: it is the last series given for them, and follows the one before if
   // that is `previous` (also when the two were created apart).
@@ -721,10 +734,6 @@ ShardSeries* Shard::State::LabelsSeries(std::uint32_t metric, std::uint32_t* ind
     if (index != nullptr) *index = i;
     return &s;
   };
-  if (previous != kNoSeries && previous + 1 < series_.end()) {
-    const ShardSeries& next = series_.value(previous + 1);
-    if (next.follows && next.metric == metric) return take(previous + 1);
-  }
   // The digits of the metric's id, with which its keys start; ids are small.
   std::size_t id_length = 1;
   for (std::uint32_t bound = 10; id_length < 10 && metric >= bound; bound *= 10) ++id_length;

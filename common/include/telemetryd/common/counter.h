@@ -9,7 +9,8 @@ namespace telemetryd {
 
 class SingleWriterCounter {
  public:
-  void Add(std::uint64_t n = 1) noexcept {
+  // Always inlined: it runs per packet, event and metric update, and is two instructions.
+  [[gnu::always_inline]] void Add(std::uint64_t n = 1) noexcept {
     value_.store(value_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
   void Set(std::uint64_t n) noexcept { value_.store(n, std::memory_order_relaxed); }
