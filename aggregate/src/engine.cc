@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <ctime>
+#include <functional>
 #include <mutex>
 #include <span>
 #include <unordered_map>
@@ -141,6 +142,15 @@ struct SummaryWindow {
       : current(accuracy), previous(accuracy), delta(accuracy) {}
 };
 
+// A StatsD set's members, looked up by a view of a packet's bytes without making a string.
+struct MemberHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view member) const noexcept {
+    return std::hash<std::string_view>{}(member);
+  }
+};
+using SetMembers = std::unordered_set<std::string, MemberHash, std::equal_to<>>;
+
 // What only distributions, summaries and StatsD sets need: kept out of the common series record.
 struct StoreExtra {
   std::uint64_t count = 0;
@@ -150,7 +160,7 @@ struct StoreExtra {
   std::vector<std::uint64_t> buckets;
   std::vector<std::uint64_t> delta_buckets;
   std::unique_ptr<SummaryWindow> summary;
-  std::unordered_set<std::string> set_members;
+  SetMembers set_members;
 };
 
 // 48 bytes: one of these per series, so every field counts.
@@ -316,7 +326,7 @@ struct ShardExtra {
   double sum = 0;
   std::vector<std::uint64_t> buckets;
   std::unique_ptr<QuantileSketch> sketch;
-  std::unique_ptr<std::unordered_set<std::string>> members;
+  std::unique_ptr<SetMembers> members;
 };
 
 // What a series recorded since the previous flush. 48 bytes: one per series, so every field
@@ -358,14 +368,13 @@ struct ShardSeries {
 static_assert(sizeof(ShardSeries) == 48);
 
 // Adds `member` to a StatsD set's members, which count at most kMaxSetMembers; false when it is
-// left out for want of room (a member already held is not). May throw std::bad_alloc.
-template <typename Member>
-bool AddSetMember(std::unordered_set<std::string>& members, const Member& member) {
-  if (members.size() < kMaxSetMembers) {
-    members.emplace(member);
-    return true;
-  }
-  return members.contains(std::string(member));
+// left out for want of room (a member already held is not). Allocates only for a new member. May
+// throw std::bad_alloc.
+bool AddSetMember(SetMembers& members, std::string_view member) {
+  if (members.contains(member)) return true;
+  if (members.size() >= kMaxSetMembers) return false;
+  members.emplace(member);
+  return true;
 }
 
 // Clears what a series recorded, and makes the member of its pending union that its metric's
@@ -1368,7 +1377,7 @@ void Shard::State::Apply(ShardSeries* series, const CompiledMetric& m,
     case StatsdKind::kSet:
       try {
         ShardExtra& x = s->Extra();
-        if (!x.members) x.members = std::make_unique<std::unordered_set<std::string>>();
+        if (!x.members) x.members = std::make_unique<SetMembers>();
         if (!AddSetMember(*x.members, sample.set_member)) {
           Drop(DropReason::kStatsdSetOverflow);
           return;  // dropped, not an update

@@ -79,33 +79,17 @@ class KeyHasher {
     ++length_;
     Push(static_cast<unsigned char>(c), 1);
   }
-  // Add(c) then Add(s). With no bytes pending (a key's first label) the words are put together
-  // directly: `c` and the first 7 bytes of `s`, then `s` from its 8th byte on.
+  // Add(c) then Add(s). With no bytes pending (a key's first label) and 7 bytes or more in `s`,
+  // the first word is put together directly from `c` and the first 7 bytes of `s`.
   void Add(char c, std::string_view s) noexcept {
-    if (pending_bytes_ != 0) {
+    if (pending_bytes_ != 0 || s.size() < 7) {
       Add(c);
       Add(s);
       return;
     }
-    const char* p = s.data();
-    std::size_t n = s.size();
-    length_ += 1 + n;
-    const std::size_t head = n < 7 ? n : 7;
-    const std::uint64_t word =
-        static_cast<unsigned char>(c) | (head == 0 ? 0 : LoadWord(p, head) << 8);
-    if (head < 7) {
-      pending_ = word;
-      pending_bytes_ = static_cast<unsigned>(1 + head);
-      return;
-    }
-    h_ = Step(h_, word);
-    p += 7;
-    n -= 7;
-    for (; n >= 8; n -= 8, p += 8) h_ = Step(h_, LoadWord(p, 8));
-    if (n > 0) {
-      pending_ = LoadWord(p, n);
-      pending_bytes_ = static_cast<unsigned>(n);
-    }
+    length_ += 8;
+    h_ = Step(h_, static_cast<unsigned char>(c) | LoadWord(s.data(), 7) << 8);
+    Add(s.substr(7));
   }
   [[nodiscard]] std::uint64_t Finish() const noexcept {
     std::uint64_t h = h_;

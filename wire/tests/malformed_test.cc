@@ -155,7 +155,8 @@ TEST_CASE("invalid UTF-8 in a name or key rejects that event only") {
   CHECK(rec.errors[0].first == DecodeError::kInvalidName);
 }
 
-TEST_CASE("a key that is not UTF-8 rejects each event that uses it; the same bytes as a value do not") {
+TEST_CASE(
+    "a key that is not UTF-8 rejects each event that uses it; the same bytes as a value do not") {
   // "ké" is valid UTF-8; the frame's one copy of it is corrupted below.
   EventRecord as_key = Simple("a.b", 1);
   as_key.metadata = {{"k\xC3\xA9", Term::Int(1)}};
