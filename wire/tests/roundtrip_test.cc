@@ -78,7 +78,7 @@ TEST_CASE("every value kind and extreme numbers round-trip") {
 
 TEST_CASE(
     "integer metadata of every varint length decodes exactly, also as an event's last bytes") {
-  // Zigzag varint lengths: 63 and 64 sit in the tag and take 2 bytes; 8191 / 8192 take 2 / 3;
+  // 63 sits in the tag byte, 64 takes 2 zigzag varint bytes; 8191 / 8192 take 2 / 3;
   // 1048575 / 1048576 take 3 / 4 (the longest the decoder reads inline, and the shortest it leaves
   // to the general reader).
   const std::vector<std::int64_t> values = {0,
