@@ -237,9 +237,7 @@ class EventReader {
       // The key's text is not kept: consumers compare references, and resolve the text when asked.
       if (n >= kStaticStrings && !FrameKey(n, error)) return false;
       f.key_ref = static_cast<std::uint32_t>(n);
-      if (!CommonValue(in, f.value) && !detail::ReadValue(in, strings_, 0, f.value, error)) {
-        return false;
-      }
+      if (!CommonValue(in, f.value) && !SlowValue(in, f.value, error)) return false;
     }
     if (!in.empty()) {
       error = DecodeError::kEventLengthMismatch;
@@ -305,6 +303,15 @@ class EventReader {
     out.strings = &strings_;
     in.Skip(2);
     return true;
+  }
+
+  // ReadValue on a copy of `in`, which then takes its place: `in` itself is never passed to a
+  // call, so the compiler can keep its position in a register rather than in memory.
+  bool SlowValue(Cursor& in, Value& out, DecodeError& error) const noexcept {
+    Cursor copy = in;
+    const bool ok = detail::ReadValue(copy, strings_, 0, out, error);
+    in = copy;
+    return ok;
   }
 
   bool Key(std::uint64_t ref, std::string_view& out, DecodeError& error) noexcept {
