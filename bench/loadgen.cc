@@ -104,18 +104,9 @@ std::string StatsdLine(const Options& o, int s) {
 // The payloads to cycle through: every series appears once per cycle.
 std::vector<std::string> Payloads(const Options& o) {
   std::vector<std::string> out;
-  const int count = std::max(1, (o.series + o.per_write - 1) / o.per_write);
-  int next = 0;
-  telemetryd::wire::FrameEncoder encoder(
-      telemetryd::wire::EncoderOptions{.max_frame_bytes = 65000});
-  for (int d = 0; d < count; ++d) {
-    std::string payload;
-    if (o.native) {
-      for (int i = 0; i < o.per_write; ++i, ++next) {
-        encoder.Add(
-            telemetryd::bench::VsrPrepareSent(i, "node-" + std::to_string(next % o.series)));
-      }
-      const auto frame = encoder.Finish();
+  if (o.native) {
+    for (const auto& frame : telemetryd::bench::VsrFrames(o.series, o.per_write)) {
+      std::string payload;
       if (o.tcp) {
         const auto n = static_cast<std::uint32_t>(frame.size());
         const unsigned char prefix[4] = {
@@ -124,9 +115,15 @@ std::vector<std::string> Payloads(const Options& o) {
         payload.append(reinterpret_cast<const char*>(prefix), 4);
       }
       payload.append(reinterpret_cast<const char*>(frame.data()), frame.size());
-    } else {
-      for (int i = 0; i < o.per_write; ++i, ++next) payload += StatsdLine(o, next % o.series);
+      out.push_back(std::move(payload));
     }
+    return out;
+  }
+  const int count = std::max(1, (o.series + o.per_write - 1) / o.per_write);
+  int next = 0;
+  for (int d = 0; d < count; ++d) {
+    std::string payload;
+    for (int i = 0; i < o.per_write; ++i, ++next) payload += StatsdLine(o, next % o.series);
     out.push_back(std::move(payload));
   }
   return out;

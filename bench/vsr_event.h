@@ -2,8 +2,10 @@
 // metadata fields, as a VSR node emits it.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "telemetryd/wire/encoder.h"
 
@@ -20,6 +22,23 @@ inline wire::EventRecord VsrPrepareSent(std::int64_t i, std::string node_id) {
                 {"op_number", wire::Term::Int(120'000 + i)},
                 {"commit_number", wire::Term::Int(119'999 + i)}};
   return e;
+}
+
+// The load generator's native payloads: frames of `per_frame` VsrPrepareSent events whose node ids
+// run "node-0" .. "node-<series - 1>", each id once per cycle through the frames.
+inline std::vector<std::vector<std::uint8_t>> VsrFrames(int series, int per_frame) {
+  std::vector<std::vector<std::uint8_t>> out;
+  const int count = std::max(1, (series + per_frame - 1) / per_frame);
+  wire::FrameEncoder encoder(wire::EncoderOptions{.max_frame_bytes = 65000});
+  int next = 0;
+  for (int f = 0; f < count; ++f) {
+    for (int i = 0; i < per_frame; ++i, ++next) {
+      encoder.Add(VsrPrepareSent(i, "node-" + std::to_string(next % series)));
+    }
+    const auto frame = encoder.Finish();
+    out.emplace_back(frame.begin(), frame.end());
+  }
+  return out;
 }
 
 }  // namespace telemetryd::bench
