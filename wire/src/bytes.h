@@ -13,19 +13,25 @@
 
 namespace telemetryd::wire::detail {
 
-// Reads from a byte span; every read checks bounds and reports failure instead of throwing.
+// Reads from a byte span; every read checks bounds and reports failure instead of throwing. Kept
+// as the next byte and the end, so that a read compares and dereferences one pointer.
 class Cursor {
  public:
-  explicit Cursor(std::span<const std::uint8_t> bytes) noexcept : bytes_(bytes) {}
+  explicit Cursor(std::span<const std::uint8_t> bytes) noexcept
+      : begin_(bytes.data()), p_(bytes.data()), end_(bytes.data() + bytes.size()) {}
 
-  [[nodiscard]] std::size_t remaining() const noexcept { return bytes_.size() - pos_; }
-  [[nodiscard]] std::size_t position() const noexcept { return pos_; }
-  [[nodiscard]] bool empty() const noexcept { return pos_ == bytes_.size(); }
-  [[nodiscard]] const std::uint8_t* here() const noexcept { return bytes_.data() + pos_; }
+  [[nodiscard]] std::size_t remaining() const noexcept {
+    return static_cast<std::size_t>(end_ - p_);
+  }
+  [[nodiscard]] std::size_t position() const noexcept {
+    return static_cast<std::size_t>(p_ - begin_);
+  }
+  [[nodiscard]] bool empty() const noexcept { return p_ == end_; }
+  [[nodiscard]] const std::uint8_t* here() const noexcept { return p_; }
 
   bool Byte(std::uint8_t& out) noexcept {
-    if (pos_ >= bytes_.size()) return false;
-    out = bytes_[pos_++];
+    if (p_ == end_) return false;
+    out = *p_++;
     return true;
   }
 
@@ -33,14 +39,14 @@ class Cursor {
   // Unsigned LEB128, at most 10 bytes, no bits beyond 64.
   VarintStatus Varint(std::uint64_t& out) noexcept {
     // Most varints on the wire (references, counts, small values) are one byte.
-    if (pos_ < bytes_.size() && bytes_[pos_] < 0x80) {
-      out = bytes_[pos_++];
+    if (p_ != end_ && *p_ < 0x80) {
+      out = *p_++;
       return VarintStatus::kOk;
     }
     std::uint64_t value = 0;
     for (unsigned shift = 0; shift < 70; shift += 7) {
-      if (pos_ >= bytes_.size()) return VarintStatus::kTruncated;
-      const std::uint8_t byte = bytes_[pos_++];
+      if (p_ == end_) return VarintStatus::kTruncated;
+      const std::uint8_t byte = *p_++;
       if (shift == 63 && (byte & 0x7E) != 0) return VarintStatus::kOverflow;
       value |= static_cast<std::uint64_t>(byte & 0x7F) << shift;
       if ((byte & 0x80) == 0) {
@@ -54,25 +60,26 @@ class Cursor {
   bool Float64(double& out) noexcept {
     if (remaining() < 8) return false;
     std::uint64_t bits = 0;
-    for (int i = 7; i >= 0; --i) bits = (bits << 8) | bytes_[pos_ + static_cast<std::size_t>(i)];
-    pos_ += 8;
+    for (int i = 7; i >= 0; --i) bits = (bits << 8) | p_[i];
+    p_ += 8;
     out = std::bit_cast<double>(bits);
     return true;
   }
 
   // Steps over `n` bytes the caller has checked are there.
-  void Skip(std::size_t n) noexcept { pos_ += n; }
+  void Skip(std::size_t n) noexcept { p_ += n; }
 
   bool Take(std::size_t n, std::span<const std::uint8_t>& out) noexcept {
     if (remaining() < n) return false;
-    out = bytes_.subspan(pos_, n);
-    pos_ += n;
+    out = std::span<const std::uint8_t>(p_, n);
+    p_ += n;
     return true;
   }
 
  private:
-  std::span<const std::uint8_t> bytes_;
-  std::size_t pos_ = 0;
+  const std::uint8_t* begin_;
+  const std::uint8_t* p_;
+  const std::uint8_t* end_;
 };
 
 // True when no byte of `text` has its high bit set (ASCII, which is valid UTF-8). No byte loop
