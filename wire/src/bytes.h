@@ -13,6 +13,29 @@
 
 namespace telemetryd::wire::detail {
 
+enum class VarintStatus : std::uint8_t { kOk, kTruncated, kOverflow };
+
+// A varint read from `p` (before `end`): the byte after it and its value, or a null `next` and the
+// VarintStatus of the failure in `value`.
+struct LongVarint {
+  const std::uint8_t* next;
+  std::uint64_t value;
+};
+[[gnu::noinline]] inline LongVarint ReadLongVarint(const std::uint8_t* p,
+                                                   const std::uint8_t* end) noexcept {
+  constexpr auto kTruncated = static_cast<std::uint64_t>(VarintStatus::kTruncated);
+  constexpr auto kOverflow = static_cast<std::uint64_t>(VarintStatus::kOverflow);
+  std::uint64_t value = 0;
+  for (unsigned shift = 0; shift < 70; shift += 7) {
+    if (p == end) return {nullptr, kTruncated};
+    const std::uint8_t byte = *p++;
+    if (shift == 63 && (byte & 0x7E) != 0) return {nullptr, kOverflow};
+    value |= static_cast<std::uint64_t>(byte & 0x7F) << shift;
+    if ((byte & 0x80) == 0) return {p, value};
+  }
+  return {nullptr, kOverflow};
+}
+
 // Reads from a byte span; every read checks bounds and reports failure instead of throwing. Kept
 // as the next byte and the end, so that a read compares and dereferences one pointer.
 class Cursor {
@@ -35,26 +58,20 @@ class Cursor {
     return true;
   }
 
-  enum class VarintStatus : std::uint8_t { kOk, kTruncated, kOverflow };
-  // Unsigned LEB128, at most 10 bytes, no bits beyond 64.
-  VarintStatus Varint(std::uint64_t& out) noexcept {
-    // Most varints on the wire (references, counts, small values) are one byte.
-    if (p_ != end_ && *p_ < 0x80) {
+  using VarintStatus = detail::VarintStatus;
+  // Unsigned LEB128, at most 10 bytes, no bits beyond 64. The one-byte case (most references,
+  // counts and small values) is read here; longer ones by a call that takes and returns pointers,
+  // so that no caller's cursor has to live in memory.
+  [[gnu::always_inline]] VarintStatus Varint(std::uint64_t& out) noexcept {
+    if (p_ != end_ && *p_ < 0x80) [[likely]] {
       out = *p_++;
       return VarintStatus::kOk;
     }
-    std::uint64_t value = 0;
-    for (unsigned shift = 0; shift < 70; shift += 7) {
-      if (p_ == end_) return VarintStatus::kTruncated;
-      const std::uint8_t byte = *p_++;
-      if (shift == 63 && (byte & 0x7E) != 0) return VarintStatus::kOverflow;
-      value |= static_cast<std::uint64_t>(byte & 0x7F) << shift;
-      if ((byte & 0x80) == 0) {
-        out = value;
-        return VarintStatus::kOk;
-      }
-    }
-    return VarintStatus::kOverflow;
+    const LongVarint read = ReadLongVarint(p_, end_);
+    if (read.next == nullptr) return static_cast<VarintStatus>(read.value);
+    p_ = read.next;
+    out = read.value;
+    return VarintStatus::kOk;
   }
 
   bool Float64(double& out) noexcept {
