@@ -2,12 +2,14 @@
 
 #include <pthread.h>
 
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 #include <utility>
 
+#include <array>
 #include <boost/asio.hpp>
 #include <cerrno>
 #include <chrono>
@@ -96,6 +98,19 @@ class UdpReceiver {
     }
   }
 
+  // Reads the socket's drop count from the kernel (SO_MEMINFO). A datagram carries the count as it
+  // was when the datagram was queued, so drops after the last queued datagram reach the counter
+  // only this way: the end of a burst that nothing follows. Called every second and before Close.
+  void PollKernelDrops() noexcept {
+    std::array<std::uint32_t, SK_MEMINFO_VARS> meminfo{};
+    socklen_t length = sizeof meminfo;
+    if (::getsockopt(socket_.native_handle(), SOL_SOCKET, SO_MEMINFO, meminfo.data(), &length) ==
+            0 &&
+        length > SK_MEMINFO_DROPS * sizeof(std::uint32_t)) {
+      CountKernelDrops(meminfo[SK_MEMINFO_DROPS]);
+    }
+  }
+
   // Closes the socket and frees the receive buffers. Drain must not be called afterwards.
   void Close() noexcept {
     boost::system::error_code ignored;
@@ -111,12 +126,9 @@ class UdpReceiver {
     msghdr& h = m.msg_hdr;
     for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c)) {
       if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
-        // The socket's running total (it wraps at 2^32): count what is new since the last read, so
-        // that a listener's counter carries on across sockets (re-bound listeners, workers).
         std::uint32_t dropped = 0;
         std::memcpy(&dropped, CMSG_DATA(c), sizeof dropped);
-        stats_.kernel_drops.Add(static_cast<std::uint32_t>(dropped - kernel_drops_seen_));
-        kernel_drops_seen_ = dropped;
+        CountKernelDrops(dropped);
       }
     }
     if ((h.msg_flags & MSG_TRUNC) != 0) {
@@ -125,6 +137,16 @@ class UdpReceiver {
       return;
     }
     intake_.Packet({static_cast<const std::uint8_t*>(h.msg_iov->iov_base), m.msg_len});
+  }
+
+  // `total`: the socket's running count of drops (it wraps at 2^32). What is new since the last
+  // count is added, so that a listener's counter carries on across sockets (re-bound listeners,
+  // workers); an older total, as a datagram queued before the last poll carries, adds nothing.
+  void CountKernelDrops(std::uint32_t total) noexcept {
+    const std::uint32_t added = total - kernel_drops_seen_;
+    if (added == 0 || added > (1U << 31)) return;
+    stats_.kernel_drops.Add(added);
+    kernel_drops_seen_ = total;
   }
 
   udp::socket socket_;
@@ -255,6 +277,7 @@ class Worker {
     if (!listener.receivers.empty()) {
       UdpReceiver* receiver = listener.receivers[index_].get();
       receiver->Drain(1 << 20);
+      receiver->PollKernelDrops();
       receiver->Close();
       std::erase(udp_, receiver);
     }
@@ -269,6 +292,7 @@ class Worker {
     asio::post(io_, [this] {
       for (UdpReceiver* receiver : udp_) {
         receiver->Drain(1 << 20);
+        receiver->PollKernelDrops();
         receiver->Close();
       }
       udp_.clear();
@@ -286,6 +310,7 @@ class Worker {
     sweep_.expires_after(std::chrono::seconds(1));
     sweep_.async_wait([this](const boost::system::error_code& ec) {
       if (ec || stopping_) return;
+      for (UdpReceiver* receiver : udp_) receiver->PollKernelDrops();
       const auto now = Clock::now();
       std::vector<TcpSession*> sessions(sessions_.begin(), sessions_.end());
       for (TcpSession* session : sessions) session->CloseIfIdle(now);

@@ -327,3 +327,78 @@ TEST_CASE("a connection whose frame finds no memory is closed and counted; the o
   CHECK(Eventually([&] { return s.sink.events() == 4; }));
   CHECK(s.Stats(Protocol::kNative).connections_closed_error.Get() == 1);
 }
+
+namespace {
+
+// Holds the worker in its first StatsD sample until released, so that its socket fills.
+class StallingSink final : public EventSink {
+ public:
+  void OnEvent(const wire::FrameInfo& /*frame*/, const wire::Event& /*event*/) noexcept override {}
+  void OnStatsd(const StatsdSample& /*sample*/) noexcept override {
+    stalled_ = true;
+    std::unique_lock lock(mutex_);
+    released_cv_.wait(lock, [&] { return released_; });
+    samples_.fetch_add(1);
+  }
+  void Release() {
+    {
+      std::lock_guard lock(mutex_);
+      released_ = true;
+    }
+    released_cv_.notify_all();
+  }
+  [[nodiscard]] bool stalled() const noexcept { return stalled_.load(); }
+  [[nodiscard]] std::uint64_t samples() const noexcept { return samples_.load(); }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable released_cv_;
+  bool released_ = false;
+  std::atomic<bool> stalled_{false};
+  std::atomic<std::uint64_t> samples_{0};
+};
+
+}  // namespace
+
+TEST_CASE("datagrams the kernel drops are counted, also when no datagram follows them") {
+  // A datagram carries the socket's drop count as it was when the datagram was queued: drops
+  // after the last queued one are seen only by asking the kernel.
+  StallingSink sink;
+  IngestOptions options;
+  options.workers = 1;
+  ListenerOptions udp;
+  udp.protocol = Protocol::kStatsd;
+  udp.transport = Transport::kUdp;
+  udp.receive_buffer_bytes = 4096;  // a few datagrams
+  options.listeners = {udp};
+  EventSink* sinks[] = {&sink};
+  auto started = IngestServer::Start(options, sinks);
+  REQUIRE(started);
+  auto& server = *started;
+  const auto listener = server->listeners().at(0);
+
+  const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(listener.port);
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  auto send = [&](std::string_view line) {
+    return ::sendto(fd, line.data(), line.size(), 0, reinterpret_cast<const sockaddr*>(&to),
+                    sizeof to) == static_cast<ssize_t>(line.size());
+  };
+  REQUIRE(send("first:1|c"));
+  REQUIRE(Eventually([&] { return sink.stalled(); }));
+  constexpr int kBurst = 300;
+  for (int i = 0; i < kBurst; ++i) REQUIRE(send("burst:1|c"));
+  ::close(fd);
+  sink.Release();
+
+  const ListenerStats& stats = listener.stats[0];
+  // Every datagram reached the sink or was counted as dropped, with nothing sent after the drops.
+  CHECK(Eventually([&] { return sink.samples() + stats.kernel_drops.Get() == 1 + kBurst; }));
+  CHECK(stats.kernel_drops.Get() > 0);
+  CHECK(sink.samples() < 1 + kBurst);
+  server->Stop();
+  CHECK(sink.samples() + stats.kernel_drops.Get() == 1 + kBurst);
+}

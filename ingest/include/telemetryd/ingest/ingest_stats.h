@@ -23,7 +23,7 @@ struct alignas(64) ListenerStats {
   // Indexed by wire::DecodeError (native) or StatsdError (StatsD).
   std::array<SingleWriterCounter, kMaxRejectReasons> rejected;
   SingleWriterCounter events_lost;           // native: events taken down by frame or event damage
-  SingleWriterCounter kernel_drops;          // UDP: the socket's SO_RXQ_OVFL counter
+  SingleWriterCounter kernel_drops;          // UDP: the socket's drops (SO_RXQ_OVFL, SO_MEMINFO)
   SingleWriterCounter truncated_datagrams;   // UDP: larger than the receive buffer
   SingleWriterCounter connections_accepted;  // TCP
   SingleWriterCounter connections_rejected;  // TCP: over max_connections
