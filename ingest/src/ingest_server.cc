@@ -147,6 +147,14 @@ class UdpReceiver {
     if (added == 0 || added > (1U << 31)) return;
     stats_.kernel_drops.Add(added);
     kernel_drops_seen_ = total;
+    if (drops_log_.ShouldWrite()) {
+      try {
+        drops_log_.Emit(intake_.name() + ": the kernel dropped " + std::to_string(added) +
+                        " datagrams: the socket's receive buffer was full (receive_buffer_bytes, "
+                        "or more workers)");
+      } catch (...) {
+      }
+    }
   }
 
   udp::socket socket_;
@@ -158,6 +166,7 @@ class UdpReceiver {
   std::vector<mmsghdr> headers_;
   std::vector<std::uint8_t> control_;
   std::uint32_t kernel_drops_seen_ = 0;
+  log::RateLimitedLog drops_log_{log::Level::kWarn, 10'000};
 };
 
 class Worker;

@@ -28,6 +28,8 @@ class Intake final : public wire::FrameVisitor, public StatsdVisitor {
   Intake(const Intake&) = delete;
   Intake& operator=(const Intake&) = delete;
 
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+
   // One UDP datagram, one TCP frame (native) or a run of whole lines (StatsD).
   void Packet(std::span<const std::uint8_t> bytes) noexcept {
     stats_.packets.Add();

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <limits>
@@ -387,6 +388,11 @@ TEST_CASE("datagrams the kernel drops are counted, also when no datagram follows
     return ::sendto(fd, line.data(), line.size(), 0, reinterpret_cast<const sockaddr*>(&to),
                     sizeof to) == static_cast<ssize_t>(line.size());
   };
+  // The warning goes to stderr: kept in a file for the test to read.
+  std::FILE* captured = std::tmpfile();
+  REQUIRE(captured != nullptr);
+  const int saved_stderr = ::dup(STDERR_FILENO);
+  REQUIRE(::dup2(::fileno(captured), STDERR_FILENO) >= 0);
   REQUIRE(send("first:1|c"));
   REQUIRE(Eventually([&] { return sink.stalled(); }));
   constexpr int kBurst = 300;
@@ -401,4 +407,13 @@ TEST_CASE("datagrams the kernel drops are counted, also when no datagram follows
   CHECK(sink.samples() < 1 + kBurst);
   server->Stop();
   CHECK(sink.samples() + stats.kernel_drops.Get() == 1 + kBurst);
+  ::dup2(saved_stderr, STDERR_FILENO);
+  ::close(saved_stderr);
+  std::string log(4096, '\0');
+  std::rewind(captured);
+  log.resize(std::fread(log.data(), 1, log.size(), captured));
+  std::fclose(captured);
+  // One line for the burst (a poll may have caught part of it first: the number is not checked).
+  CHECK(log.find("warn statsd_udp: the kernel dropped ") != std::string::npos);
+  CHECK(log.find(" datagrams: the socket's receive buffer was full") != std::string::npos);
 }
