@@ -98,9 +98,23 @@ class UdpReceiver {
     }
   }
 
+  // Reads what the socket holds, counts the kernel's last drops, closes the socket and frees the
+  // receive buffers (a listener closing, the server stopping). Nothing may be called afterwards.
+  void DrainAndClose() noexcept {
+    Drain(1 << 20);
+    PollKernelDrops();
+    boost::system::error_code ignored;
+    socket_.close(ignored);
+    storage_ = {};
+    iov_ = {};
+    headers_ = {};
+    control_ = {};
+  }
+
   // Reads the socket's drop count from the kernel (SO_MEMINFO). A datagram carries the count as it
   // was when the datagram was queued, so drops after the last queued datagram reach the counter
-  // only this way: the end of a burst that nothing follows. Called every second and before Close.
+  // only this way: the end of a burst that nothing follows. Called every second and by
+  // DrainAndClose.
   void PollKernelDrops() noexcept {
     std::array<std::uint32_t, SK_MEMINFO_VARS> meminfo{};
     socklen_t length = sizeof meminfo;
@@ -109,16 +123,6 @@ class UdpReceiver {
         length > SK_MEMINFO_DROPS * sizeof(std::uint32_t)) {
       CountKernelDrops(meminfo[SK_MEMINFO_DROPS]);
     }
-  }
-
-  // Closes the socket and frees the receive buffers. Drain must not be called afterwards.
-  void Close() noexcept {
-    boost::system::error_code ignored;
-    socket_.close(ignored);
-    storage_ = {};
-    iov_ = {};
-    headers_ = {};
-    control_ = {};
   }
 
  private:
@@ -285,9 +289,7 @@ class Worker {
   void Close(const ListenerState& listener) {
     if (!listener.receivers.empty()) {
       UdpReceiver* receiver = listener.receivers[index_].get();
-      receiver->Drain(1 << 20);
-      receiver->PollKernelDrops();
-      receiver->Close();
+      receiver->DrainAndClose();
       std::erase(udp_, receiver);
     }
     // Each session drains in its read's handler, which runs after this one.
@@ -299,11 +301,7 @@ class Worker {
   // Runs on the worker's thread: drain, close, let io_context.run() return.
   void Stop() {
     asio::post(io_, [this] {
-      for (UdpReceiver* receiver : udp_) {
-        receiver->Drain(1 << 20);
-        receiver->PollKernelDrops();
-        receiver->Close();
-      }
+      for (UdpReceiver* receiver : udp_) receiver->DrainAndClose();
       udp_.clear();
       for (TcpSession* session : sessions_) session->DrainAndClose();
       sweep_.cancel();

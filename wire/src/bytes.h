@@ -37,17 +37,15 @@ struct LongVarint {
 }
 
 // Reads from a byte span; every read checks bounds and reports failure instead of throwing. Kept
-// as the next byte and the end, so that a read compares and dereferences one pointer.
+// as the next byte and the end, so that a read compares and dereferences one pointer; where a
+// read started is the caller's here() before it.
 class Cursor {
  public:
   explicit Cursor(std::span<const std::uint8_t> bytes) noexcept
-      : begin_(bytes.data()), p_(bytes.data()), end_(bytes.data() + bytes.size()) {}
+      : p_(bytes.data()), end_(bytes.data() + bytes.size()) {}
 
   [[nodiscard]] std::size_t remaining() const noexcept {
     return static_cast<std::size_t>(end_ - p_);
-  }
-  [[nodiscard]] std::size_t position() const noexcept {
-    return static_cast<std::size_t>(p_ - begin_);
   }
   [[nodiscard]] bool empty() const noexcept { return p_ == end_; }
   [[nodiscard]] const std::uint8_t* here() const noexcept { return p_; }
@@ -94,7 +92,6 @@ class Cursor {
   }
 
  private:
-  const std::uint8_t* begin_;
   const std::uint8_t* p_;
   const std::uint8_t* end_;
 };

@@ -126,7 +126,6 @@ bool ReadValue(Cursor& in, const StringTable& strings, std::size_t depth, Value&
         error = DecodeError::kEventLengthMismatch;
         return false;
       }
-      const std::size_t start = in.position();
       const std::uint8_t* first = in.here();
       Value element;
       for (std::uint64_t i = 0; i < (is_map ? n * 2 : n); ++i) {
@@ -136,7 +135,7 @@ bool ReadValue(Cursor& in, const StringTable& strings, std::size_t depth, Value&
                      ? ValueKind::kMap
                      : (static_cast<Tag>(tag) == Tag::kList ? ValueKind::kList : ValueKind::kTuple);
       out.count = static_cast<std::uint32_t>(n);
-      out.body = std::span<const std::uint8_t>(first, in.position() - start);
+      out.body = std::span<const std::uint8_t>(first, in.here());
       out.strings = &strings;
       return true;
     }

@@ -20,7 +20,7 @@ bool ValueReader::Next(Value& out) noexcept {
     remaining_ = 0;
     return false;
   }
-  rest_ = rest_.subspan(in.position());
+  rest_ = rest_.last(in.remaining());
   --remaining_;
   return true;
 }
