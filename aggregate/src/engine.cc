@@ -2084,35 +2084,69 @@ void RadixSortHigh(std::vector<std::uint64_t>& v) {
 
 }  // namespace
 
-// A carrier's series, one metric per StatsD name: grouped by the hash of the name (and, where
-// hashes tie, by the name), so that a million names cost a radix sort, not a string sort.
+// A carrier's series, one metric per StatsD name. Grouped by the hash of the name (and, where
+// hashes tie, by the name), so that a million names cost a radix sort, not a string sort; the
+// names are then visited in the order of their first series in the store, not of their hashes:
+// one series per name is the usual case, and store order reads the snapshot's keys and values in
+// the order they lie instead of at random (a million names' families in half the time).
 std::size_t Snapshot::GroupByName(const Metric& m, std::vector<std::uint64_t>& order) const {
   auto name_of = [&](std::uint64_t entry) { return NameAt(m, entry); };
-  order.resize(m.count);
-  for (std::size_t j = 0; j < m.count; ++j) {
+  const std::size_t n = m.count;
+  order.resize(n);
+  for (std::size_t j = 0; j < n; ++j) {
     order[j] = (detail::HashKey(name_of(j)) >> 32) << 32 | j;
   }
-  if (order.size() > 4096) {
-    RadixSortHigh(order);
+  if (n < 2) return n;
+  std::vector<std::uint64_t> sorted = order;
+  if (n > 4096) {
+    RadixSortHigh(sorted);
   } else {
-    std::sort(order.begin(), order.end());
+    std::sort(sorted.begin(), sorted.end());
   }
+  // head[j]: 1 + where in `sorted` the group of series j starts, for the first series of each
+  // name (the lowest j of its group: both sorts keep equal hashes in store order), else 0; `starts`
+  // marks where in `sorted` each group starts.
+  std::vector<std::uint32_t> head(n, 0);
+  std::vector<bool> starts(n + 1, false);
+  starts[n] = true;
+  auto group_at = [&](std::size_t g) {
+    head[static_cast<std::uint32_t>(sorted[g])] = static_cast<std::uint32_t>(g + 1);
+    starts[g] = true;
+  };
   std::size_t names = 0;
-  for (std::size_t a = 0; a < order.size();) {
+  for (std::size_t a = 0; a < n;) {
     std::size_t b = a + 1;
-    while (b < order.size() && order[b] >> 32 == order[a] >> 32) ++b;
-    ++names;
-    // The series of one name (usual), or names whose hashes tie (rare): then sorted by name.
-    const std::string_view first = name_of(order[a]);
-    std::size_t same = a + 1;
-    while (same < b && name_of(order[same]) == first) ++same;
-    if (same < b) {
-      std::stable_sort(order.begin() + static_cast<std::ptrdiff_t>(a),
-                       order.begin() + static_cast<std::ptrdiff_t>(b),
+    while (b < n && sorted[b] >> 32 == sorted[a] >> 32) ++b;
+    // The series of one name (usual), or names whose hashes tie (rare): then sorted by name, and
+    // a group per name.
+    bool tie = false;
+    if (b > a + 1) {
+      const std::string_view first = name_of(sorted[a]);
+      std::size_t same = a + 1;
+      while (same < b && name_of(sorted[same]) == first) ++same;
+      tie = same < b;
+    }
+    if (tie) {
+      std::stable_sort(sorted.begin() + static_cast<std::ptrdiff_t>(a),
+                       sorted.begin() + static_cast<std::ptrdiff_t>(b),
                        [&](std::uint64_t x, std::uint64_t y) { return name_of(x) < name_of(y); });
-      for (std::size_t k = a + 1; k < b; ++k) names += name_of(order[k]) != name_of(order[k - 1]);
+    }
+    group_at(a);
+    ++names;
+    for (std::size_t g = a + 1; tie && g < b; ++g) {
+      if (name_of(sorted[g]) == name_of(sorted[g - 1])) continue;
+      group_at(g);
+      ++names;
     }
     a = b;
+  }
+  std::size_t out = 0;
+  for (std::size_t j = 0; j < n; ++j) {
+    if (head[j] == 0) continue;
+    std::size_t g = head[j] - 1;
+    do {
+      order[out++] = sorted[g++];
+    } while (!starts[g]);
   }
   return names;
 }

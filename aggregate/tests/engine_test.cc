@@ -1539,8 +1539,12 @@ TEST_CASE("StatsD: names whose hashes tie still get one metric each, with all th
     }
   }
   REQUIRE(!a.empty());
-  // A few series each, then enough for the snapshot's radix sort (over 4,096 series).
-  for (const int hosts : {3, 3000}) {
+  // A few series each, then enough for the snapshot's radix sort (over 4,096 series); either
+  // name's series first in the store.
+  for (const auto& [hosts, a_first] :
+       {std::pair{3, false}, std::pair{3, true}, std::pair{3000, false}, std::pair{3000, true}}) {
+    CAPTURE(hosts);
+    CAPTURE(a_first);
     EngineOptions options;
     options.max_series_per_metric = 10'000;
     auto engine = MakeEngine(options);
@@ -1548,8 +1552,10 @@ TEST_CASE("StatsD: names whose hashes tie still get one metric each, with all th
     for (int h = 0; h < hosts; ++h) {
       const std::string host = std::to_string(h);
       const StatsdTagView tags[] = {{"host", host}};
+      if (a_first) shard->RecordStatsd(StatsdInput{a, StatsdKind::kCounter, 1, {}, false, 1, tags});
       shard->RecordStatsd(StatsdInput{b, StatsdKind::kCounter, 2, {}, false, 1, tags});
-      shard->RecordStatsd(StatsdInput{a, StatsdKind::kCounter, 1, {}, false, 1, tags});
+      if (!a_first)
+        shard->RecordStatsd(StatsdInput{a, StatsdKind::kCounter, 1, {}, false, 1, tags});
     }
     shard->Flush();
     const auto all = engine->Collect();

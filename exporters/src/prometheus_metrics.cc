@@ -173,12 +173,12 @@ void FamilyBuilder::Start(std::size_t metrics) {
 }
 
 void FamilyBuilder::Rehash(std::size_t slots) {
-  std::vector<std::uint32_t> old(slots, 0);
+  std::vector<std::uint64_t> old(slots, 0);
   old.swap(used_);
   const std::size_t mask = slots - 1;
-  for (const std::uint32_t slot : old) {
+  for (const std::uint64_t slot : old) {
     if (slot == 0) continue;
-    std::size_t i = std::hash<std::string>{}(out_[slot - 1].name) & mask;
+    std::size_t i = std::hash<std::string>{}(out_[(slot & 0xFFFFFFFFU) - 1].name) & mask;
     while (used_[i] != 0) i = (i + 1) & mask;
     used_[i] = slot;
   }
@@ -187,13 +187,20 @@ void FamilyBuilder::Rehash(std::size_t slots) {
 bool FamilyBuilder::Claim(const std::string& name) {
   if ((used_count_ + 1) * 2 > used_.size()) Rehash(std::max<std::size_t>(16, used_.size() * 2));
   const std::size_t mask = used_.size() - 1;
-  for (std::size_t i = std::hash<std::string>{}(name)&mask;; i = (i + 1) & mask) {
-    if (used_[i] == 0) {
-      used_[i] = static_cast<std::uint32_t>(out_.size() + 1);
+  const std::size_t hash = std::hash<std::string>{}(name);
+  const std::uint64_t tag = static_cast<std::uint64_t>(hash >> 32) << 32;
+  for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
+    const std::uint64_t slot = used_[i];
+    if (slot == 0) {
+      used_[i] = tag | (out_.size() + 1);
       ++used_count_;
       return true;
     }
-    if (out_[used_[i] - 1].name == name) return false;
+    // Another name's slot is told apart by its hash bits, without reading that family's name.
+    if ((slot & ~std::uint64_t{0xFFFFFFFFU}) == tag &&
+        out_[(slot & 0xFFFFFFFFU) - 1].name == name) {
+      return false;
+    }
   }
 }
 

@@ -84,8 +84,10 @@ class FamilyBuilder final : public aggregate::SnapshotVisitor {
   // Rebuilds used_ with `slots` slots (a power of two).
   void Rehash(std::size_t slots);
   // The names taken: open addressing on the names' hashes, each slot the index + 1 in out_ of the
-  // family that took it (0: empty). A million StatsD names need no node per name.
-  std::vector<std::uint32_t> used_;
+  // family that took it in the low 32 bits and the high 32 bits of the name's hash above (0:
+  // empty). A million StatsD names need no node per name, and a probe reads another family's name
+  // only when their hashes agree.
+  std::vector<std::uint64_t> used_;
   std::size_t used_count_ = 0;
   std::uint64_t clashes_ = 0;
   std::uint64_t label_clashes_ = 0;
