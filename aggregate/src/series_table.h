@@ -2,9 +2,14 @@
 //
 // Entries live in chunks of kChunk (stable indexes, reused through a free list); keys live in an
 // arena of blocks, each key after its length (one byte below 128, else a varint); the probe table
-// holds 32-bit entry indexes. Per entry this costs the value plus 8 bytes (32 bits of the hash and
-// the key's position), the key and its length byte, and about 8 bytes of probe slots, instead of a
+// holds 32-bit slots. Per entry this costs the value plus 8 bytes (32 bits of the hash and the
+// key's position), the key and its length byte, and about 8 bytes of probe slots, instead of a
 // node allocation per series.
+//
+// A slot holds the entry's index + 1 in its low bits (as many as the slot count has: entries never
+// outnumber half the slots) and, above them, the bits of the entry's hash that its position in
+// the table does not already tell. A lookup reads an entry only when those bits agree: in a large
+// table every entry read is a cache miss, and a probe past other series' slots costs none.
 //
 // Chunks and blocks instead of one growing vector and string: a large table grows by a chunk at a
 // time, so it neither copies everything it holds on the thread that records nor keeps up to twice
@@ -13,6 +18,7 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -149,7 +155,7 @@ class SeriesTable {
   // Keys longer than this are refused (Insert throws std::length_error).
   static constexpr std::size_t kMaxKey = (std::size_t{1} << kBlockBits) - 8;
 
-  SeriesTable() { slots_.assign(16, 0); }
+  SeriesTable() { Rehash(16); }
 
   static std::uint64_t Hash(std::string_view key) noexcept { return HashKey(key); }
 
@@ -161,10 +167,14 @@ class SeriesTable {
   template <typename Equal>
   [[nodiscard]] std::uint32_t FindIf(std::uint64_t hash, Equal&& equal) const noexcept {
     const std::size_t mask = slots_.size() - 1;
+    const auto hash32 = static_cast<std::uint32_t>(hash);
+    const std::uint32_t tag = Tag(hash32);
     for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
       const std::uint32_t slot = slots_[i];
       if (slot == 0) return kNone;
-      if (At(slot - 1).hash == static_cast<std::uint32_t>(hash) && equal(slot - 1)) return slot - 1;
+      if ((slot & ~index_mask_) != tag) continue;
+      const std::uint32_t index = (slot & index_mask_) - 1;
+      if (At(index).hash == hash32 && equal(index)) return index;
     }
   }
 
@@ -175,7 +185,9 @@ class SeriesTable {
   // Starts loading the entry in that slot (best after PrefetchSlot had time to bring it in).
   void PrefetchEntry(std::uint64_t hash) const noexcept {
     const std::uint32_t slot = slots_[hash & (slots_.size() - 1)];
-    if (slot != 0) PrefetchValue(slot - 1);
+    if (slot != 0 && (slot & ~index_mask_) == Tag(static_cast<std::uint32_t>(hash))) {
+      PrefetchValue((slot & index_mask_) - 1);
+    }
   }
   // Starts loading the entry (and value) at `index`.
   void PrefetchValue(std::uint32_t index) const noexcept { __builtin_prefetch(&At(index)); }
@@ -206,10 +218,10 @@ class SeriesTable {
     Entry& e = At(index);
     const std::size_t mask = slots_.size() - 1;
     std::size_t i = e.hash & mask;
-    while (slots_[i] != index + 1) i = (i + 1) & mask;
+    while ((slots_[i] & index_mask_) != index + 1) i = (i + 1) & mask;
     EraseFromProbeRun(
         std::span<std::uint32_t>(slots_), i, [](std::uint32_t slot) { return slot == 0; },
-        [&](std::uint32_t slot) { return At(slot - 1).hash & mask; });
+        [&](std::uint32_t slot) { return At((slot & index_mask_) - 1).hash & mask; });
     garbage_ += Stored(e);
     e.key_position = kDead;
     e.value = V{};
@@ -322,15 +334,28 @@ class SeriesTable {
     return static_cast<std::size_t>(key.data() + key.size() - KeyStart(e.key_position));
   }
 
-  void Place(std::uint32_t index) noexcept {
-    const std::size_t mask = slots_.size() - 1;
-    std::size_t i = At(index).hash & mask;
-    while (slots_[i] != 0) i = (i + 1) & mask;
-    slots_[i] = index + 1;
+  // The bits of a slot above the index: those of `hash32` above the ones a slot count of
+  // 2^index_bits_ takes for the position (none when the index takes all 32).
+  [[nodiscard]] std::uint32_t Tag(std::uint32_t hash32) const noexcept {
+    return static_cast<std::uint32_t>((std::uint64_t{hash32} >> index_bits_) << index_bits_);
   }
 
+  void Place(std::uint32_t index) noexcept {
+    const std::size_t mask = slots_.size() - 1;
+    const std::uint32_t hash32 = At(index).hash;
+    std::size_t i = hash32 & mask;
+    while (slots_[i] != 0) i = (i + 1) & mask;
+    slots_[i] = Tag(hash32) | (index + 1);
+  }
+
+  // `size` slots, a power of two: entries (at most half as many) get indexes + 1 below it. When
+  // the new slots find no memory, the table stays as it was.
   void Rehash(std::size_t size) {
-    slots_.assign(size, 0);
+    if (size > (std::size_t{1} << 32)) throw std::length_error("series table full");
+    std::vector<std::uint32_t> slots(size, 0);
+    slots_.swap(slots);
+    index_bits_ = static_cast<unsigned>(std::countr_zero(size));
+    index_mask_ = static_cast<std::uint32_t>((std::uint64_t{1} << index_bits_) - 1);
     for (std::uint32_t i = 0; i < entries_; ++i) {
       if (live(i)) Place(i);
     }
@@ -352,7 +377,9 @@ class SeriesTable {
   std::vector<std::unique_ptr<Entry[]>> more_;  // then kChunk at a time
   std::uint32_t entries_ = 0;                   // entries handed out, live or free
   std::vector<std::uint32_t> free_;
-  std::vector<std::uint32_t> slots_;  // entry index + 1; 0 is empty
+  std::vector<std::uint32_t> slots_;  // the hash's tag | entry index + 1; 0 is empty
+  unsigned index_bits_ = 0;           // log2 of the slot count
+  std::uint32_t index_mask_ = 0;      // the index + 1 part of a slot
   std::vector<Block> blocks_;
   std::size_t live_ = 0;
   std::size_t arena_bytes_ = 0;

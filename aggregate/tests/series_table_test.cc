@@ -167,6 +167,36 @@ TEST_CASE("a series table agrees with a map through inserts and erases across ch
   CHECK(Find(table, key_of(1'000'000)) == table.kNone);
 }
 
+TEST_CASE("keys whose hashes share a probe position are found whatever their other bits") {
+  // Hashes chosen by hand: all start probing at one slot. Some agree in every bit, so only the
+  // keys tell them apart; the others differ in the bits above the position, which the slots keep.
+  SeriesTable<int> table;
+  std::vector<std::pair<std::string, std::uint64_t>> keys;
+  for (int n = 0; n < 3'000; ++n) {
+    const std::uint64_t high = n % 3 == 0 ? 0 : static_cast<std::uint64_t>(n);
+    keys.emplace_back("k" + std::to_string(n), 0x5000ULL | high << 20);
+  }
+  for (const auto& [key, hash] : keys) {
+    table.value(table.Insert(key, hash)) = static_cast<int>(key.size());
+  }
+  auto find = [&](const std::string& key, std::uint64_t hash) { return table.Find(key, hash); };
+  for (const auto& [key, hash] : keys) {
+    const std::uint32_t i = find(key, hash);
+    REQUIRE(i != table.kNone);
+    CHECK(table.key(i) == key);
+  }
+  // A key's own hash with other bits above the position, or another key with its hash: not found.
+  CHECK(find("k1", 0x5000ULL | 2ULL << 20) == table.kNone);
+  CHECK(find("k3", 0x5000ULL | 3ULL << 20) == table.kNone);
+  CHECK(find("k9999", 0x5000ULL) == table.kNone);
+  // Erase every other one (backward shifts across the long probe run); the rest stay found.
+  for (std::size_t n = 0; n < keys.size(); n += 2) table.Erase(find(keys[n].first, keys[n].second));
+  for (std::size_t n = 0; n < keys.size(); ++n) {
+    const std::uint32_t i = find(keys[n].first, keys[n].second);
+    CHECK((i == table.kNone) == (n % 2 == 0));
+  }
+}
+
 TEST_CASE("a series table takes an empty key and refuses one longer than its limit") {
   SeriesTable<int> table;
   Insert(table, "", 1);
