@@ -189,6 +189,13 @@ class SeriesTable {
       PrefetchValue((slot & index_mask_) - 1);
     }
   }
+  // Starts loading the key of the entry in that slot (best after PrefetchEntry had time).
+  void PrefetchKey(std::uint64_t hash) const noexcept {
+    const std::uint32_t slot = slots_[hash & (slots_.size() - 1)];
+    if (slot != 0 && (slot & ~index_mask_) == Tag(static_cast<std::uint32_t>(hash))) {
+      __builtin_prefetch(KeyStart(At((slot & index_mask_) - 1).key_position));
+    }
+  }
   // Starts loading the entry (and value) at `index`.
   void PrefetchValue(std::uint32_t index) const noexcept { __builtin_prefetch(&At(index)); }
 
