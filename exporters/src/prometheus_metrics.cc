@@ -184,15 +184,13 @@ void FamilyBuilder::Rehash(std::size_t slots) {
   }
 }
 
-bool FamilyBuilder::Claim(const std::string& name) {
-  if ((used_count_ + 1) * 2 > used_.size()) Rehash(std::max<std::size_t>(16, used_.size() * 2));
+bool FamilyBuilder::Claim(const std::string& name, std::size_t hash) {
   const std::size_t mask = used_.size() - 1;
-  const std::size_t hash = std::hash<std::string>{}(name);
   const std::uint64_t tag = static_cast<std::uint64_t>(hash >> 32) << 32;
   for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
     const std::uint64_t slot = used_[i];
     if (slot == 0) {
-      used_[i] = tag | (out_.size() + 1);
+      used_[i] = tag | out_.size();
       ++used_count_;
       return true;
     }
@@ -209,17 +207,12 @@ void FamilyBuilder::Metric(const aggregate::MetricInfo& info, std::size_t series
   family_ = nullptr;
   if (series == 0) return;
   PrometheusName p = NameFor(info);
-  if (!Claim(p.name)) {
-    ++clashes_;
-    return;
-  }
-  info_ = &info;
-  name_ = std::move(p);
-  label_names_.clear();
-  expected_ = series;
-  may_repeat_ = false;
+  // The name's slot is loaded while the family is made; a name already taken takes it back.
+  if ((used_count_ + 1) * 2 > used_.size()) Rehash(std::max<std::size_t>(16, used_.size() * 2));
+  const std::size_t hash = std::hash<std::string>{}(p.name);
+  __builtin_prefetch(used_.data() + (hash & (used_.size() - 1)));
   prometheus::MetricFamily& family = out_.emplace_back();
-  family.name = std::move(name_.name);
+  family.name = std::move(p.name);
   if (!info.description.empty()) {
     family.help = info.description;
   } else if (info.system == "statsd") {
@@ -227,8 +220,18 @@ void FamilyBuilder::Metric(const aggregate::MetricInfo& info, std::size_t series
   } else {
     family.help = info.name;
   }
-  family.type = name_.type;
+  family.type = p.type;
+  if (!Claim(family.name, hash)) {
+    out_.pop_back();
+    ++clashes_;
+    return;
+  }
   family.metric.reserve(series);
+  info_ = &info;
+  name_ = std::move(p);
+  label_names_.clear();
+  expected_ = series;
+  may_repeat_ = false;
   family_ = &family;
 }
 

@@ -78,9 +78,9 @@ class FamilyBuilder final : public aggregate::SnapshotVisitor {
   std::vector<LabelNaming>::iterator AddLabelNaming(std::string_view key);
   // Leaves out the series of the current family whose labels an earlier one has.
   void DropRepeatedSeries();
-  // Whether `name` is not taken yet by a family this builder made; if so, the family about to be
-  // appended to out_ takes it.
-  bool Claim(const std::string& name);
+  // Whether `name` (with std::hash `hash`) is not taken yet by a family this builder made; if so,
+  // the last family of out_ takes it.
+  bool Claim(const std::string& name, std::size_t hash);
   // Rebuilds used_ with `slots` slots (a power of two).
   void Rehash(std::size_t slots);
   // The names taken: open addressing on the names' hashes, each slot the index + 1 in out_ of the
