@@ -15,6 +15,7 @@
 #include "series_table.h"
 #include "statsd_names.h"
 #include "telemetryd/aggregate/sketch.h"
+#include "telemetryd/common/radix_sort.h"
 #include "units.h"
 
 namespace telemetryd::aggregate {
@@ -2083,24 +2084,6 @@ void Snapshot::VisitSeries(const Metric& m, std::size_t j, SnapshotVisitor& visi
   }
 }
 
-namespace {
-
-// Sorts by the high 32 bits, keeping the order of equal ones: two passes of 16 bits.
-void RadixSortHigh(std::vector<std::uint64_t>& v) {
-  std::vector<std::uint64_t> tmp(v.size());
-  std::vector<std::size_t> start(std::size_t{1} << 16);
-  for (const unsigned shift : {32U, 48U}) {
-    std::fill(start.begin(), start.end(), 0);
-    for (const std::uint64_t x : v) ++start[(x >> shift) & 0xFFFF];
-    std::size_t sum = 0;
-    for (auto& c : start) sum += std::exchange(c, sum);
-    for (const std::uint64_t x : v) tmp[start[(x >> shift) & 0xFFFF]++] = x;
-    v.swap(tmp);
-  }
-}
-
-}  // namespace
-
 // A carrier's series, one metric per StatsD name. Grouped by the hash of the name (and, where
 // hashes tie, by the name), so that a million names cost a radix sort, not a string sort; the
 // names are then visited in the order of their first series in the store, not of their hashes:
@@ -2220,6 +2203,7 @@ void Snapshot::Visit(SnapshotVisitor& visitor) const {
     visitor.Metric(m.info, m.count);
     for (std::size_t j = 0; j < m.count; ++j) VisitSeries(m, j, visitor, labels, scalar);
   }
+  visitor.Finish();
 }
 
 void VisitPoints(const std::vector<MetricPoints>& points, SnapshotVisitor& visitor) {
@@ -2233,6 +2217,7 @@ void VisitPoints(const std::vector<MetricPoints>& points, SnapshotVisitor& visit
       visitor.Series(labels, p);
     }
   }
+  visitor.Finish();
 }
 
 std::vector<MetricPoints> Snapshot::Points() const {

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <map>
 
+#include "telemetryd/common/radix_sort.h"
 #include "telemetryd/wire/format.h"
 
 namespace telemetryd::exporters {
@@ -167,50 +168,14 @@ FamilyBuilder::~FamilyBuilder() = default;
 void FamilyBuilder::Start(std::size_t metrics) {
   // A million StatsD names are a million families: no regrowth on the way.
   out_.reserve(out_.size() + metrics);
-  std::size_t slots = 16;
-  while (slots < (used_count_ + metrics) * 2) slots *= 2;
-  if (slots > used_.size()) Rehash(slots);
-}
-
-void FamilyBuilder::Rehash(std::size_t slots) {
-  std::vector<std::uint64_t> old(slots, 0);
-  old.swap(used_);
-  const std::size_t mask = slots - 1;
-  for (const std::uint64_t slot : old) {
-    if (slot == 0) continue;
-    std::size_t i = std::hash<std::string>{}(out_[(slot & 0xFFFFFFFFU) - 1].name) & mask;
-    while (used_[i] != 0) i = (i + 1) & mask;
-    used_[i] = slot;
-  }
-}
-
-bool FamilyBuilder::Claim(const std::string& name, std::size_t hash) {
-  const std::size_t mask = used_.size() - 1;
-  const std::uint64_t tag = static_cast<std::uint64_t>(hash >> 32) << 32;
-  for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
-    const std::uint64_t slot = used_[i];
-    if (slot == 0) {
-      used_[i] = tag | out_.size();
-      ++used_count_;
-      return true;
-    }
-    // Another name's slot is told apart by its hash bits, without reading that family's name.
-    if ((slot & ~std::uint64_t{0xFFFFFFFFU}) == tag &&
-        out_[(slot & 0xFFFFFFFFU) - 1].name == name) {
-      return false;
-    }
-  }
+  names_.reserve(names_.size() + metrics);
 }
 
 void FamilyBuilder::Metric(const aggregate::MetricInfo& info, std::size_t series) {
-  if (family_ != nullptr && may_repeat_) DropRepeatedSeries();  // fewer series than announced
-  family_ = nullptr;
+  CloseFamily();
   if (series == 0) return;
   PrometheusName p = NameFor(info);
-  // The name's slot is loaded while the family is made; a name already taken takes it back.
-  if ((used_count_ + 1) * 2 > used_.size()) Rehash(std::max<std::size_t>(16, used_.size() * 2));
   const std::size_t hash = std::hash<std::string>{}(p.name);
-  __builtin_prefetch(used_.data() + (hash & (used_.size() - 1)));
   prometheus::MetricFamily& family = out_.emplace_back();
   family.name = std::move(p.name);
   if (!info.description.empty()) {
@@ -221,18 +186,80 @@ void FamilyBuilder::Metric(const aggregate::MetricInfo& info, std::size_t series
     family.help = info.name;
   }
   family.type = p.type;
-  if (!Claim(family.name, hash)) {
-    out_.pop_back();
-    ++clashes_;
-    return;
-  }
   family.metric.reserve(series);
+  names_.push_back(static_cast<std::uint64_t>(hash >> 32) << 32 | (out_.size() - 1));
   info_ = &info;
   name_ = std::move(p);
   label_names_.clear();
   expected_ = series;
   may_repeat_ = false;
+  labels_before_ = label_clashes_;
+  series_before_ = series_clashes_;
   family_ = &family;
+}
+
+void FamilyBuilder::CloseFamily() {
+  if (family_ == nullptr) return;
+  if (may_repeat_) DropRepeatedSeries();  // fewer series than announced
+  if (label_clashes_ != labels_before_ || series_clashes_ != series_before_) {
+    family_clashes_.push_back({static_cast<std::uint32_t>(family_ - out_.data()),
+                               label_clashes_ - labels_before_, series_clashes_ - series_before_});
+  }
+  family_ = nullptr;
+}
+
+void FamilyBuilder::Finish() {
+  CloseFamily();
+  // Sorted by the names' hashes, families of one name are neighbours, the first made first: a
+  // million names cost a radix sort and a pass, and no name is read unless two hashes agree.
+  if (names_.size() > 4096) {
+    RadixSortHigh(names_);
+  } else {
+    std::sort(names_.begin(), names_.end());
+  }
+  auto family_of = [](std::uint64_t entry) { return static_cast<std::uint32_t>(entry); };
+  std::vector<std::uint32_t> dropped;
+  for (std::size_t a = 0; a < names_.size();) {
+    std::size_t b = a + 1;
+    while (b < names_.size() && names_[b] >> 32 == names_[a] >> 32) ++b;
+    for (std::size_t k = a + 1; k < b; ++k) {
+      const std::string& name = out_[family_of(names_[k])].name;
+      for (std::size_t j = a; j < k; ++j) {
+        if (out_[family_of(names_[j])].name == name) {
+          dropped.push_back(family_of(names_[k]));
+          break;
+        }
+      }
+    }
+    a = b;
+  }
+  // Leave out the later families of each name, with the clashes counted within them. (A family
+  // kept now is never left out later: any other family of its name comes after it.)
+  std::sort(dropped.begin(), dropped.end());
+  auto is_dropped = [&](std::uint32_t family) {
+    return std::binary_search(dropped.begin(), dropped.end(), family);
+  };
+  for (const auto& c : family_clashes_) {
+    if (!is_dropped(c.family)) continue;
+    label_clashes_ -= c.labels;
+    series_clashes_ -= c.series;
+  }
+  family_clashes_.clear();
+  if (dropped.empty()) return;
+  clashes_ += dropped.size();
+  // A family's index once the dropped ones before it are gone.
+  auto moved = [&](std::uint32_t family) {
+    return family - static_cast<std::uint32_t>(
+                        std::lower_bound(dropped.begin(), dropped.end(), family) - dropped.begin());
+  };
+  std::erase_if(names_, [&](std::uint64_t entry) { return is_dropped(family_of(entry)); });
+  for (auto& entry : names_) entry = (entry >> 32) << 32 | moved(family_of(entry));
+  std::size_t kept = dropped.front();
+  for (std::size_t i = dropped.front(); i < out_.size(); ++i) {
+    if (is_dropped(static_cast<std::uint32_t>(i))) continue;
+    out_[kept++] = std::move(out_[i]);
+  }
+  out_.erase(out_.begin() + static_cast<std::ptrdiff_t>(kept), out_.end());
 }
 
 void FamilyBuilder::Series(std::span<const aggregate::LabelRef> labels,

@@ -290,3 +290,73 @@ TEST_CASE("a StatsD mapping label and a tag of the same name: the mapping label 
   CHECK(builder.label_clashes() == 2);
   CHECK(builder.series_clashes() == 1);
 }
+
+TEST_CASE(
+    "of StatsD names that clash, one family stays; the clashes within the others are not counted") {
+  // Many names, so that finding the clashes takes the radix sort; three pairs clash (x.N and x_N).
+  // One name of each pair carries two tags whose names clash (k-1 and k_1: one is left out and
+  // counted), the other a plain tag: x.1 and x.3 the clashing ones, and x_2.
+  auto created = aggregate::Engine::Create({}, {});
+  REQUIRE(created.has_value());
+  auto& engine = **created;
+  auto shard = engine.NewShard();
+  const aggregate::StatsdTagView clashing[] = {{"k-1", "v"}, {"k_1", "v"}};
+  const aggregate::StatsdTagView plain[] = {{"k", "v"}};
+  for (int i = 0; i < 5000; ++i) {
+    const std::string name = "n" + std::to_string(i);
+    shard->RecordStatsd({name, aggregate::StatsdKind::kCounter, 1, {}, false, 1, plain});
+  }
+  auto clashes_in = [](const std::string& name) {
+    return name == "x.1" || name == "x.3" || name == "x_2";
+  };
+  for (const char* n : {"1", "2", "3"}) {
+    for (const std::string& name : {std::string("x.") + n, std::string("x_") + n}) {
+      const double value = name[1] == '.' ? 2 : 5;
+      if (clashes_in(name)) {
+        shard->RecordStatsd({name, aggregate::StatsdKind::kCounter, value, {}, false, 1, clashing});
+      } else {
+        shard->RecordStatsd({name, aggregate::StatsdKind::kCounter, value, {}, false, 1, plain});
+      }
+    }
+  }
+  shard->Flush();
+  std::vector<prometheus::MetricFamily> families;
+  FamilyBuilder builder(families);
+  engine.CollectSnapshot().Visit(builder);
+  CHECK(builder.clashes() == 3);
+  REQUIRE(families.size() == 5003);
+  // Whichever of each pair stayed, its family is whole, and only the label clashes of the
+  // families that stayed are counted.
+  std::uint64_t label_clashes = 0;
+  for (const char* n : {"1", "2", "3"}) {
+    const std::string exposed = std::string("x_") + n + "_total";
+    const auto it = std::find_if(families.begin(), families.end(),
+                                 [&](const auto& f) { return f.name == exposed; });
+    REQUIRE(it != families.end());
+    REQUIRE(it->metric.size() == 1);
+    const std::string dotted = std::string("x.") + n;
+    const std::string stayed =
+        it->help == "StatsD metric " + dotted + "." ? dotted : "x_" + std::string(n);
+    CHECK(it->help == "StatsD metric " + stayed + ".");
+    CHECK(it->metric[0].counter.value == (stayed == dotted ? 2 : 5));
+    CHECK(it->metric[0].label.size() == 1);
+    label_clashes += clashes_in(stayed) ? 1U : 0U;
+  }
+  CHECK(builder.label_clashes() == label_clashes);
+  for (const auto& family : families) {
+    CHECK(family.metric.size() == 1);
+    if (family.name.starts_with("n")) {
+      CHECK(family.help == "StatsD metric " + family.name.substr(0, family.name.size() - 6) + ".");
+    }
+  }
+  // Scraped again: the same families stay, in the same order.
+  std::vector<prometheus::MetricFamily> again;
+  FamilyBuilder second(again);
+  engine.CollectSnapshot().Visit(second);
+  REQUIRE(again.size() == families.size());
+  bool same = true;
+  for (std::size_t i = 0; i < families.size(); ++i)
+    same = same && again[i].help == families[i].help;
+  CHECK(same);
+  CHECK(second.label_clashes() == label_clashes);
+}

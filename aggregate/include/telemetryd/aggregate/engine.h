@@ -147,6 +147,8 @@ class SnapshotVisitor {
   virtual void Metric(const MetricInfo& info, std::size_t series) = 0;
   // One series of that metric. The labels are in `labels` (`point.labels` may be empty).
   virtual void Series(std::span<const LabelRef> labels, const SeriesPoint& point) = 0;
+  // Called once after the last series.
+  virtual void Finish() {}
 };
 
 // The values of every series at one moment (Engine::CollectSnapshot), or what changed in an

@@ -38,7 +38,8 @@ std::string LabelValue(std::string_view text);
 Status CheckNames(const std::vector<aggregate::MetricInfo>& metrics);
 
 // Builds metric families from a snapshot (aggregate::Snapshot::Visit), appending to `out`.
-// Metrics whose name clashes with an earlier one are left out and counted. In a series, a label
+// Metrics whose name clashes with an earlier one are left out and counted, by Finish (which the
+// visit calls last: the families are final only then). In a series, a label
 // whose exposed name an earlier label of the series already has is left out and counted; in a
 // family, a series with the same labels as an earlier series (after sanitizing and leaving out)
 // is left out and counted.
@@ -52,6 +53,8 @@ class FamilyBuilder final : public aggregate::SnapshotVisitor {
   void Metric(const aggregate::MetricInfo& info, std::size_t series) override;
   void Series(std::span<const aggregate::LabelRef> labels,
               const aggregate::SeriesPoint& point) override;
+  // Leaves out the families whose names an earlier family has (Visit calls it last).
+  void Finish() override;
   [[nodiscard]] std::uint64_t clashes() const noexcept { return clashes_; }
   [[nodiscard]] std::uint64_t label_clashes() const noexcept { return label_clashes_; }
   [[nodiscard]] std::uint64_t series_clashes() const noexcept { return series_clashes_; }
@@ -78,17 +81,21 @@ class FamilyBuilder final : public aggregate::SnapshotVisitor {
   std::vector<LabelNaming>::iterator AddLabelNaming(std::string_view key);
   // Leaves out the series of the current family whose labels an earlier one has.
   void DropRepeatedSeries();
-  // Whether `name` (with std::hash `hash`) is not taken yet by a family this builder made; if so,
-  // the last family of out_ takes it.
-  bool Claim(const std::string& name, std::size_t hash);
-  // Rebuilds used_ with `slots` slots (a power of two).
-  void Rehash(std::size_t slots);
-  // The names taken: open addressing on the names' hashes, each slot the index + 1 in out_ of the
-  // family that took it in the low 32 bits and the high 32 bits of the name's hash above (0:
-  // empty). A million StatsD names need no node per name, and a probe reads another family's name
-  // only when their hashes agree.
-  std::vector<std::uint64_t> used_;
-  std::size_t used_count_ = 0;
+  // Ends the current family: leaves out its repeated series and notes the clashes counted in it.
+  void CloseFamily();
+  // The families this builder made, each as the high 32 bits of its name's std::hash above its
+  // index in out_. Finish sorts them to find the names made twice.
+  std::vector<std::uint64_t> names_;
+  // Label and series clashes counted within a family since the last Finish (the few families
+  // that have any), taken back when Finish leaves the family out.
+  struct FamilyClashes {
+    std::uint32_t family = 0;  // index in out_
+    std::uint64_t labels = 0;
+    std::uint64_t series = 0;
+  };
+  std::vector<FamilyClashes> family_clashes_;
+  std::uint64_t labels_before_ = 0;  // label_clashes_ when the current family began
+  std::uint64_t series_before_ = 0;
   std::uint64_t clashes_ = 0;
   std::uint64_t label_clashes_ = 0;
   std::uint64_t series_clashes_ = 0;
