@@ -2098,11 +2098,7 @@ std::size_t Snapshot::GroupByName(const Metric& m, std::vector<std::uint64_t>& o
   }
   if (n < 2) return n;
   std::vector<std::uint64_t> sorted = order;
-  if (n > 4096) {
-    RadixSortHigh(sorted);
-  } else {
-    std::sort(sorted.begin(), sorted.end());
-  }
+  SortByHighHalf(sorted);
   // head[j]: 1 + where in `sorted` the group of series j starts, for the first series of each
   // name (the lowest j of its group: both sorts keep equal hashes in store order), else 0; `starts`
   // marks where in `sorted` each group starts.
@@ -2115,8 +2111,7 @@ std::size_t Snapshot::GroupByName(const Metric& m, std::vector<std::uint64_t>& o
   };
   std::size_t names = 0;
   for (std::size_t a = 0; a < n;) {
-    std::size_t b = a + 1;
-    while (b < n && sorted[b] >> 32 == sorted[a] >> 32) ++b;
+    const std::size_t b = EndOfHighRun(sorted, a);
     // The series of one name (usual), or names whose hashes tie (rare): then sorted by name, and
     // a group per name.
     bool tie = false;

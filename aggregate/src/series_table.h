@@ -184,17 +184,13 @@ class SeriesTable {
   }
   // Starts loading the entry in that slot (best after PrefetchSlot had time to bring it in).
   void PrefetchEntry(std::uint64_t hash) const noexcept {
-    const std::uint32_t slot = slots_[hash & (slots_.size() - 1)];
-    if (slot != 0 && (slot & ~index_mask_) == Tag(static_cast<std::uint32_t>(hash))) {
-      PrefetchValue((slot & index_mask_) - 1);
-    }
+    const std::uint32_t index = FirstCandidate(hash);
+    if (index != kNone) PrefetchValue(index);
   }
   // Starts loading the key of the entry in that slot (best after PrefetchEntry had time).
   void PrefetchKey(std::uint64_t hash) const noexcept {
-    const std::uint32_t slot = slots_[hash & (slots_.size() - 1)];
-    if (slot != 0 && (slot & ~index_mask_) == Tag(static_cast<std::uint32_t>(hash))) {
-      __builtin_prefetch(KeyStart(At((slot & index_mask_) - 1).key_position));
-    }
+    const std::uint32_t index = FirstCandidate(hash);
+    if (index != kNone) __builtin_prefetch(KeyStart(At(index).key_position));
   }
   // Starts loading the entry (and value) at `index`.
   void PrefetchValue(std::uint32_t index) const noexcept { __builtin_prefetch(&At(index)); }
@@ -339,6 +335,14 @@ class SeriesTable {
   [[nodiscard]] std::size_t Stored(const Entry& e) const noexcept {
     const std::string_view key = Key(e);
     return static_cast<std::size_t>(key.data() + key.size() - KeyStart(e.key_position));
+  }
+
+  // The entry in the slot where a lookup of `hash` starts, if its hash bits there agree, else
+  // kNone.
+  [[nodiscard]] std::uint32_t FirstCandidate(std::uint64_t hash) const noexcept {
+    const std::uint32_t slot = slots_[hash & (slots_.size() - 1)];
+    if (slot == 0 || (slot & ~index_mask_) != Tag(static_cast<std::uint32_t>(hash))) return kNone;
+    return (slot & index_mask_) - 1;
   }
 
   // The bits of a slot above the index: those of `hash32` above the ones a slot count of

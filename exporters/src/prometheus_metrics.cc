@@ -212,16 +212,11 @@ void FamilyBuilder::Finish() {
   CloseFamily();
   // Sorted by the names' hashes, families of one name are neighbours, the first made first: a
   // million names cost a radix sort and a pass, and no name is read unless two hashes agree.
-  if (names_.size() > 4096) {
-    RadixSortHigh(names_);
-  } else {
-    std::sort(names_.begin(), names_.end());
-  }
+  SortByHighHalf(names_);
   auto family_of = [](std::uint64_t entry) { return static_cast<std::uint32_t>(entry); };
   std::vector<std::uint32_t> dropped;
   for (std::size_t a = 0; a < names_.size();) {
-    std::size_t b = a + 1;
-    while (b < names_.size() && names_[b] >> 32 == names_[a] >> 32) ++b;
+    const std::size_t b = EndOfHighRun(names_, a);
     for (std::size_t k = a + 1; k < b; ++k) {
       const std::string& name = out_[family_of(names_[k])].name;
       for (std::size_t j = a; j < k; ++j) {

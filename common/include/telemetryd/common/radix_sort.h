@@ -25,4 +25,22 @@ inline void RadixSortHigh(std::vector<std::uint64_t>& v) {
   }
 }
 
+// Sorts values that carry a hash in the high half and an index in the low half, given with equal
+// hashes in index order, so that equal hashes are neighbours in index order: a radix sort for
+// many, a plain sort (the same order) for few.
+inline void SortByHighHalf(std::vector<std::uint64_t>& v) {
+  if (v.size() > 4096) {
+    RadixSortHigh(v);
+  } else {
+    std::sort(v.begin(), v.end());
+  }
+}
+
+// The end of the run of values from `begin` whose high halves equal that of v[begin].
+inline std::size_t EndOfHighRun(const std::vector<std::uint64_t>& v, std::size_t begin) {
+  std::size_t end = begin + 1;
+  while (end < v.size() && v[end] >> 32 == v[begin] >> 32) ++end;
+  return end;
+}
+
 }  // namespace telemetryd
