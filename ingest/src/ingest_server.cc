@@ -16,6 +16,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -67,13 +68,18 @@ class UdpReceiver {
     }
   }
 
+  // Waits for the socket to be readable. Throws std::bad_alloc when the wait cannot be queued:
+  // armed() stays false, and the worker's sweep arms it again.
   void Arm() {
     socket_.async_wait(udp::socket::wait_read, [this](const boost::system::error_code& ec) {
+      armed_ = false;
       if (ec) return;  // closed
       Drain(kBatchesPerWakeup);
       Arm();
     });
+    armed_ = true;
   }
+  [[nodiscard]] bool armed() const noexcept { return armed_; }
 
   // Reads until the socket is empty or `max_batches` batches were read.
   void Drain(int max_batches) noexcept {
@@ -170,6 +176,7 @@ class UdpReceiver {
   std::vector<mmsghdr> headers_;
   std::vector<std::uint8_t> control_;
   std::uint32_t kernel_drops_seen_ = 0;
+  bool armed_ = false;  // a readiness wait is queued
   log::RateLimitedLog drops_log_{log::Level::kWarn, 10'000};
 };
 
@@ -187,11 +194,31 @@ struct ListenerState {
   std::vector<std::unique_ptr<detail::Intake>> intakes;  // one per worker
   std::vector<std::unique_ptr<UdpReceiver>> receivers;   // UDP: one per worker
   std::unique_ptr<tcp::acceptor> acceptor;               // TCP only; runs on worker 0
+  // Worker 0's: whether an accept is queued, or is lost (it could not be queued, or a handler
+  // failed while it was: Asio registers an accepted socket before the accept's handler runs) and
+  // the sweep is to queue it again. An accept's handler queues the next one only while its
+  // generation is the last: a chain given up for lost ends there.
+  enum class Accepting : std::uint8_t { kIdle, kQueued, kLost };
+  Accepting accepting = Accepting::kIdle;
+  std::uint64_t accept_generation = 0;
   std::atomic<std::size_t> open_connections{0};
   std::atomic<bool> closed{false};  // set before the workers are asked to close it
 
   ListenerStats& Stats(std::size_t worker) noexcept { return stats.get()[worker]; }
 };
+
+// Logs, at most every 10 s, that a connection of `options`' listener found no memory for `what`
+// and was closed.
+void LogNoMemory(const ListenerOptions& options, std::string_view what) noexcept {
+  static log::RateLimitedLog limit{log::Level::kWarn, 10'000};
+  if (!limit.ShouldWrite()) return;
+  try {
+    limit.Emit(options.Name() + ": no memory " + std::string(what) +
+               "; the connection is closed and counted (closed_error)");
+  } catch (...) {
+    limit.Emit("a TCP listener found no memory for a connection; it is closed and counted");
+  }
+}
 
 // One TCP connection: reassembles native frames (4-byte big-endian length, then the frame) or
 // StatsD lines from a byte stream.
@@ -211,7 +238,9 @@ class TcpSession : public std::enable_shared_from_this<TcpSession> {
     stats_.connections_open.fetch_sub(1, std::memory_order_relaxed);
   }
 
-  void Start();
+  // Registers with the worker and reads; a connection that finds no memory for either is closed
+  // and counted.
+  void Start() noexcept;
   // Reads whatever the kernel already holds for this connection, processes it and closes, from
   // the handler of the pending read (soon after this returns, on this worker).
   void DrainAndClose() noexcept;
@@ -224,13 +253,19 @@ class TcpSession : public std::enable_shared_from_this<TcpSession> {
   [[nodiscard]] const ListenerState* listener() const noexcept { return &listener_; }
 
  private:
-  void Read();
+  void Read() noexcept;
+  // Queues the read; throws std::bad_alloc when it cannot.
+  void ReadSome();
   // Grows the buffer when less than a quarter of a read fits. False when not one byte fits and no
   // memory could be had for more.
   [[nodiscard]] bool MakeRoom() noexcept;
   // Ends a connection whose buffer is full and cannot grow: the frame or line it holds is counted,
-  // not handed over (it is cut), and so is the connection.
+  // not handed over (it is cut), and so is the connection; with nothing read yet, only the
+  // connection is.
   void CloseForWantOfMemory() noexcept;
+  // Ends a connection that found no memory to go on (`what`): counted, logged, and closed as
+  // CloseWithLeftovers closes.
+  void CloseWithoutMemory(std::string_view what) noexcept;
   void Consume() noexcept;
   // DrainAndClose's work, once no read is pending.
   void Drain() noexcept;
@@ -258,7 +293,8 @@ class TcpSession : public std::enable_shared_from_this<TcpSession> {
 
 class Worker {
  public:
-  explicit Worker(std::size_t index) : index_(index), sweep_(io_) {}
+  explicit Worker(std::size_t index)
+      : index_(index), sweep_(io_), work_(asio::make_work_guard(io_)) {}
 
   asio::io_context& io() noexcept { return io_; }
   std::size_t index() const noexcept { return index_; }
@@ -268,13 +304,19 @@ class Worker {
   [[nodiscard]] bool stopping() const noexcept { return stopping_; }
   void Unregister(TcpSession* session) { sessions_.erase(session); }
 
-  void Run() {
+  // What worker 0 is given to keep its listeners accepting (the others get none).
+  struct AcceptHooks {
+    std::function<void()> rearm;  // queues again the accepts that are lost (the sweep calls it)
+    std::function<void()> lose;   // a handler failed: gives every queued accept up for lost
+  };
+  void Run(AcceptHooks accepts) {
+    accepts_ = std::move(accepts);
     Sweep();
     thread_ = std::thread([this] {
       // "ingest/N" in top -H, ps -L and /proc/PID/task/*/comm.
       const std::string name = "ingest/" + std::to_string(index_);
       ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
-      io_.run();
+      RunGuarded();
     });
   }
 
@@ -306,6 +348,7 @@ class Worker {
       for (TcpSession* session : sessions_) session->DrainAndClose();
       sweep_.cancel();
       stopping_ = true;
+      work_.reset();  // run() returns once the drained sockets' handlers have run
     });
   }
   void Join() {
@@ -313,30 +356,86 @@ class Worker {
   }
 
  private:
+  // Runs the handlers until Stop. A handler that throws (no memory to queue its next wait or
+  // accept) is logged and the worker goes on: its socket, acceptor or sweep is queued again by
+  // the sweep, or here. A connection that finds no memory is closed where it happens instead.
+  void RunGuarded() noexcept {
+    for (;;) {
+      try {
+        io_.run();
+        return;
+      } catch (const std::exception& e) {
+        if (failures_log_.ShouldWrite()) {
+          try {
+            failures_log_.Emit("ingest/" + std::to_string(index_) + ": " + e.what() +
+                               " in a handler; the worker goes on");
+          } catch (...) {
+            failures_log_.Emit("an ingest worker's handler failed; the worker goes on");
+          }
+        }
+        if (accepts_.lose) accepts_.lose();
+      }
+      while (!stopping_ && !sweep_queued_) {
+        try {
+          Sweep();
+        } catch (const std::exception&) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+      }
+    }
+  }
+
+  // Every second: counts the kernel's drops, queues again what could not be queued, and closes
+  // idle connections. Throws std::bad_alloc when it cannot queue itself (RunGuarded retries).
   void Sweep() {
     sweep_.expires_after(std::chrono::seconds(1));
     sweep_.async_wait([this](const boost::system::error_code& ec) {
+      sweep_queued_ = false;
       if (ec || stopping_) return;
-      for (UdpReceiver* receiver : udp_) receiver->PollKernelDrops();
-      const auto now = Clock::now();
-      std::vector<TcpSession*> sessions(sessions_.begin(), sessions_.end());
-      for (TcpSession* session : sessions) session->CloseIfIdle(now);
       Sweep();
+      const auto now = Clock::now();
+      for (auto it = sessions_.begin(); it != sessions_.end();) {
+        TcpSession* session = *it++;  // closing it takes it out of sessions_
+        session->CloseIfIdle(now);
+      }
+      for (UdpReceiver* receiver : udp_) {
+        receiver->PollKernelDrops();
+        if (!receiver->armed()) receiver->Arm();
+      }
+      if (accepts_.rearm) accepts_.rearm();
     });
+    sweep_queued_ = true;
   }
 
   std::size_t index_;
   asio::io_context io_;
   asio::steady_timer sweep_;
+  bool sweep_queued_ = false;
+  // Keeps run() going while nothing is queued (a sweep that could not queue itself); Stop resets
+  // it.
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  AcceptHooks accepts_;
+  log::RateLimitedLog failures_log_{log::Level::kError, 10'000};
   std::vector<UdpReceiver*> udp_;  // open sockets of this worker
   std::unordered_set<TcpSession*> sessions_;
   std::thread thread_;
   bool stopping_ = false;
 };
 
-void TcpSession::Start() {
-  worker_.Register(this);
+void TcpSession::Start() noexcept {
+  try {
+    worker_.Register(this);
+  } catch (const std::bad_alloc&) {
+    CloseWithoutMemory("for a new connection");
+    return;
+  }
   Read();
+}
+
+void TcpSession::CloseWithoutMemory(std::string_view what) noexcept {
+  stats_.connections_closed_error.Add();
+  LogNoMemory(options_, what);
+  CloseWithLeftovers();
 }
 
 bool TcpSession::MakeRoom() noexcept {
@@ -353,6 +452,10 @@ bool TcpSession::MakeRoom() noexcept {
 }
 
 void TcpSession::CloseForWantOfMemory() noexcept {
+  if (used_ == 0) {  // nothing read yet: no frame or line is cut
+    CloseWithoutMemory("for a connection's buffer");
+    return;
+  }
   if (options_.protocol == Protocol::kNative) {
     intake_.RejectCutFrame();
   } else {
@@ -371,11 +474,19 @@ void TcpSession::CloseForWantOfMemory() noexcept {
   Close();
 }
 
-void TcpSession::Read() {
+void TcpSession::Read() noexcept {
   if (!MakeRoom()) {
     CloseForWantOfMemory();
     return;
   }
+  try {
+    ReadSome();
+  } catch (const std::bad_alloc&) {
+    CloseWithoutMemory("to read from a connection");
+  }
+}
+
+void TcpSession::ReadSome() {
   socket_.async_read_some(
       asio::buffer(buffer_.data() + used_, buffer_.size() - used_),
       [self = shared_from_this()](const boost::system::error_code& ec, std::size_t n) {
@@ -570,7 +681,15 @@ class IngestServer::Impl {
                                                 std::shared_ptr<ListenerStats[]> stats);
   // Hands a bound listener to the workers.
   void Open(ListenerState& state);
+  // On worker 0: queues an accept on the listener (throws std::bad_alloc when it cannot).
   void Accept(ListenerState& state);
+  // On the worker: makes and starts the session of an accepted connection, or closes the
+  // connection (counted) when there is no memory for it.
+  static void StartSession(tcp::socket socket, Worker& worker, ListenerState& state) noexcept;
+  // On worker 0 (its sweep): queues again the accepts that are lost.
+  void RearmAccepts();
+  // On worker 0, after a handler failed: gives every queued accept up for lost.
+  void LoseAccepts();
   // Asks the workers to drain and close a listener (asynchronously).
   void Close(ListenerState& state);
   bool RunOnWorkers(const std::function<void(std::size_t)>& task,
@@ -641,11 +760,16 @@ void IngestServer::Impl::Open(ListenerState& state) {
 }
 
 void IngestServer::Impl::Accept(ListenerState& state) {
+  using Accepting = ListenerState::Accepting;
+  state.accepting = Accepting::kLost;  // until the accept is queued
+  const std::uint64_t generation = ++state.accept_generation;
   // Connections go round-robin to the workers.
   Worker& target = *workers[next_worker++ % workers.size()];
   state.acceptor->async_accept(
       target.io(),
-      [this, &state, &target](const boost::system::error_code& ec, tcp::socket socket) {
+      [this, &state, &target, generation](const boost::system::error_code& ec, tcp::socket socket) {
+        const bool last = generation == state.accept_generation;
+        if (last) state.accepting = Accepting::kIdle;
         if (ec == asio::error::operation_aborted || !state.acceptor->is_open()) return;
         ListenerStats& acceptor_stats = state.Stats(0);
         if (!ec) {
@@ -657,20 +781,62 @@ void IngestServer::Impl::Accept(ListenerState& state) {
             acceptor_stats.connections_accepted.Add();
             state.open_connections.fetch_add(1);
             state.Stats(target.index()).connections_open.fetch_add(1);
-            asio::post(target.io(), [&state, &target, sock = std::move(socket)]() mutable {
-              auto session =
-                  std::make_shared<TcpSession>(std::move(sock), target, state, target.index());
-              session->Start();
-              // Accepted before the listener closed or the server stopped, started after this
-              // worker drained its sessions: it drains itself, or Stop would wait for its peer.
-              if (state.closed.load(std::memory_order_acquire) || target.stopping()) {
-                session->DrainAndClose();
-              }
-            });
+            try {
+              asio::post(target.io(), [&state, &target, sock = std::move(socket)]() mutable {
+                StartSession(std::move(sock), target, state);
+              });
+            } catch (const std::bad_alloc&) {
+              // The handler, and the socket in it, are gone: closed.
+              state.open_connections.fetch_sub(1);
+              state.Stats(target.index()).connections_open.fetch_sub(1);
+              acceptor_stats.connections_closed_error.Add();
+              LogNoMemory(state.options, "to hand a new connection to its worker");
+            }
           }
         }
-        Accept(state);
+        // When it cannot, the sweep of worker 0 tries again.
+        if (last) Accept(state);
       });
+  state.accepting = Accepting::kQueued;
+}
+
+void IngestServer::Impl::StartSession(tcp::socket socket, Worker& worker,
+                                      ListenerState& state) noexcept {
+  std::shared_ptr<TcpSession> session;
+  try {
+    session = std::make_shared<TcpSession>(std::move(socket), worker, state, worker.index());
+  } catch (const std::bad_alloc&) {
+    boost::system::error_code ignored;
+    socket.close(ignored);
+    state.open_connections.fetch_sub(1);
+    state.Stats(worker.index()).connections_open.fetch_sub(1);
+    state.Stats(worker.index()).connections_closed_error.Add();
+    LogNoMemory(state.options, "for a new connection");
+    return;
+  }
+  session->Start();
+  // Accepted before the listener closed or the server stopped, started after this worker drained
+  // its sessions: it drains itself, or Stop would wait for its peer.
+  if (state.closed.load(std::memory_order_acquire) || worker.stopping()) session->DrainAndClose();
+}
+
+void IngestServer::Impl::LoseAccepts() {
+  std::lock_guard lock(mutex);
+  for (ListenerState* state : active) {
+    if (state->accepting == ListenerState::Accepting::kQueued) {
+      state->accepting = ListenerState::Accepting::kLost;
+    }
+  }
+}
+
+void IngestServer::Impl::RearmAccepts() {
+  std::lock_guard lock(mutex);
+  for (ListenerState* state : active) {
+    if (state->acceptor && state->accepting == ListenerState::Accepting::kLost &&
+        !state->closed.load(std::memory_order_acquire) && state->acceptor->is_open()) {
+      Accept(*state);
+    }
+  }
 }
 
 void IngestServer::Impl::Close(ListenerState& state) {
@@ -749,7 +915,14 @@ Expected<std::unique_ptr<IngestServer>> IngestServer::Start(const IngestOptions&
       impl->active.push_back(state->get());
       impl->all.push_back(std::move(*state));
     }
-    for (auto& worker : impl->workers) worker->Run();
+    for (auto& worker : impl->workers) {
+      Worker::AcceptHooks hooks;
+      if (worker->index() == 0) {
+        hooks.rearm = [i = impl.get()] { i->RearmAccepts(); };
+        hooks.lose = [i = impl.get()] { i->LoseAccepts(); };
+      }
+      worker->Run(std::move(hooks));
+    }
   } catch (const std::exception& e) {
     return Error{"ingest.start", std::string("starting listeners: ") + e.what()};
   }

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@
 #include <mutex>
 #include <new>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -34,6 +36,18 @@ using namespace std::chrono_literals;
 
 // Allocations of this many bytes or more fail, in every thread: the ingest worker's buffers.
 std::atomic<std::size_t> fail_allocations_from{std::numeric_limits<std::size_t>::max()};
+// When above 0: the allocation on an ingest worker's thread ("ingest/N") that brings it to 0
+// fails, whatever its size. How many so failed.
+std::atomic<int> fail_nth_on_worker{0};
+std::atomic<int> failed_on_worker{0};
+
+namespace {
+bool OnIngestWorker() {
+  char name[16] = {};
+  return ::pthread_getname_np(::pthread_self(), name, sizeof name) == 0 &&
+         std::string_view(name).starts_with("ingest/");
+}
+}  // namespace
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
@@ -41,6 +55,11 @@ std::atomic<std::size_t> fail_allocations_from{std::numeric_limits<std::size_t>:
 #endif
 void* operator new(std::size_t size) {
   if (size >= fail_allocations_from.load(std::memory_order_relaxed)) throw std::bad_alloc();
+  if (fail_nth_on_worker.load(std::memory_order_relaxed) > 0 && OnIngestWorker() &&
+      fail_nth_on_worker.fetch_sub(1) == 1) {
+    failed_on_worker.fetch_add(1);
+    throw std::bad_alloc();
+  }
   if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
   throw std::bad_alloc();
 }
@@ -327,6 +346,47 @@ TEST_CASE("a connection whose frame finds no memory is closed and counted; the o
   REQUIRE(last.Send(small));
   CHECK(Eventually([&] { return s.sink.events() == 4; }));
   CHECK(s.Stats(Protocol::kNative).connections_closed_error.Get() == 1);
+}
+
+TEST_CASE(
+    "an allocation that fails anywhere on a connection's way in ends that connection at most") {
+  Server s(60s);
+  const std::string frame = PrefixedFrame(2);
+  const auto& stats = s.Stats(Protocol::kNative);
+  std::uint64_t events = 0;
+  // The n-th allocation on the worker's thread fails, from the connection's accept to its reads;
+  // past the last n, none is left on the way and the connection is served.
+  int n = 1;
+  for (; n <= 64; ++n) {
+    CAPTURE(n);
+    const int failed_before = failed_on_worker.load();
+    fail_nth_on_worker = n;
+    {
+      Connection c(s.Port(Protocol::kNative));
+      (void)c.Send(frame);
+      // Served, or closed and counted.
+      CHECK(Eventually([&] {
+        return s.sink.events() == events + 2 || failed_on_worker.load() > failed_before;
+      }));
+    }
+    fail_nth_on_worker = 0;
+    const bool failed = failed_on_worker.load() > failed_before;
+    if (s.sink.events() == events + 2 && !failed) {
+      events += 2;
+      break;
+    }
+    // The worker goes on (a listener whose accept was lost accepts again within its sweep): the
+    // next connection is served, and no connection is left counted as open.
+    Connection next(s.Port(Protocol::kNative));
+    REQUIRE(next.Send(frame));
+    REQUIRE(Eventually([&] { return s.sink.events() >= events + 2; }));
+    events = s.sink.events();
+  }
+  CHECK(n > 1);
+  CHECK(n <= 64);
+  CHECK(failed_on_worker.load() >= n - 1);
+  CHECK(Eventually([&] { return stats.connections_open.load() == 0; }));
+  CHECK(stats.connections_accepted.Get() >= static_cast<std::uint64_t>(2 * n - 1));
 }
 
 namespace {
