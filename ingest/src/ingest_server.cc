@@ -18,6 +18,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_set>
@@ -48,6 +49,8 @@ namespace {
 constexpr std::size_t kDatagramBytes = 65536;
 // Batches read per readiness notification before yielding to the worker's other sockets.
 constexpr int kBatchesPerWakeup = 16;
+// Connections accepted per readiness notification of a TCP listener, likewise.
+constexpr int kAcceptsPerWakeup = 64;
 constexpr std::size_t kTcpReadChunk = 64 * 1024;
 
 // Reads datagrams in batches with recvmmsg and hands each to the intake.
@@ -80,6 +83,9 @@ class UdpReceiver {
     armed_ = true;
   }
   [[nodiscard]] bool armed() const noexcept { return armed_; }
+  // The worker's list of open receivers links through its members, so that adding one to it
+  // allocates nothing (Worker::AddUdp).
+  UdpReceiver* next_open = nullptr;
 
   // Reads until the socket is empty or `max_batches` batches were read.
   void Drain(int max_batches) noexcept {
@@ -194,13 +200,10 @@ struct ListenerState {
   std::vector<std::unique_ptr<detail::Intake>> intakes;  // one per worker
   std::vector<std::unique_ptr<UdpReceiver>> receivers;   // UDP: one per worker
   std::unique_ptr<tcp::acceptor> acceptor;               // TCP only; runs on worker 0
-  // Worker 0's: whether an accept is queued, or is lost (it could not be queued, or a handler
-  // failed while it was: Asio registers an accepted socket before the accept's handler runs) and
-  // the sweep is to queue it again. An accept's handler queues the next one only while its
-  // generation is the last: a chain given up for lost ends there.
+  // Worker 0's: whether the acceptor's readiness wait is queued, or could not be queued (no
+  // memory) and the sweep is to queue it again.
   enum class Accepting : std::uint8_t { kIdle, kQueued, kLost };
   Accepting accepting = Accepting::kIdle;
-  std::uint64_t accept_generation = 0;
   std::atomic<std::size_t> open_connections{0};
   std::atomic<bool> closed{false};  // set before the workers are asked to close it
 
@@ -304,13 +307,10 @@ class Worker {
   [[nodiscard]] bool stopping() const noexcept { return stopping_; }
   void Unregister(TcpSession* session) { sessions_.erase(session); }
 
-  // What worker 0 is given to keep its listeners accepting (the others get none).
-  struct AcceptHooks {
-    std::function<void()> rearm;  // queues again the accepts that are lost (the sweep calls it)
-    std::function<void()> lose;   // a handler failed: gives every queued accept up for lost
-  };
-  void Run(AcceptHooks accepts) {
-    accepts_ = std::move(accepts);
+  // `rearm_accepts`: worker 0's sweep calls it to queue again the accepts that could not be queued
+  // (the other workers get none).
+  void Run(std::function<void()> rearm_accepts) {
+    rearm_accepts_ = std::move(rearm_accepts);
     Sweep();
     thread_ = std::thread([this] {
       // "ingest/N" in top -H, ps -L and /proc/PID/task/*/comm.
@@ -320,9 +320,11 @@ class Worker {
     });
   }
 
-  // On the worker's thread: start reading a listener's socket.
+  // On the worker's thread: start reading a listener's socket. Should the wait not be queued
+  // (no memory), the receiver is in the list all the same and the sweep queues it.
   void AddUdp(UdpReceiver& receiver) {
-    udp_.push_back(&receiver);
+    receiver.next_open = udp_;
+    udp_ = &receiver;
     receiver.Arm();
   }
 
@@ -332,7 +334,12 @@ class Worker {
     if (!listener.receivers.empty()) {
       UdpReceiver* receiver = listener.receivers[index_].get();
       receiver->DrainAndClose();
-      std::erase(udp_, receiver);
+      for (UdpReceiver** link = &udp_; *link != nullptr; link = &(*link)->next_open) {
+        if (*link == receiver) {
+          *link = receiver->next_open;
+          break;
+        }
+      }
     }
     // Each session drains in its read's handler, which runs after this one.
     for (TcpSession* session : sessions_) {
@@ -343,8 +350,8 @@ class Worker {
   // Runs on the worker's thread: drain, close, let io_context.run() return.
   void Stop() {
     asio::post(io_, [this] {
-      for (UdpReceiver* receiver : udp_) receiver->DrainAndClose();
-      udp_.clear();
+      for (UdpReceiver* r = udp_; r != nullptr; r = r->next_open) r->DrainAndClose();
+      udp_ = nullptr;
       for (TcpSession* session : sessions_) session->DrainAndClose();
       sweep_.cancel();
       stopping_ = true;
@@ -356,14 +363,20 @@ class Worker {
   }
 
  private:
-  // Runs the handlers until Stop. A handler that throws (no memory to queue its next wait or
-  // accept) is logged and the worker goes on: its socket, acceptor or sweep is queued again by
-  // the sweep, or here. A connection that finds no memory is closed where it happens instead.
+  // Runs the handlers until Stop. A handler that throws (no memory to queue its next wait) is
+  // logged and the worker goes on: the sweep queues that socket's wait or acceptor's accept again;
+  // a sweep that could not queue itself is tried again every 100 ms while the handlers run. A
+  // connection that finds no memory is closed where it happens instead.
   void RunGuarded() noexcept {
     for (;;) {
       try {
-        io_.run();
-        return;
+        if (sweep_queued_ || stopping_) {
+          io_.run();  // returns once Stop has run and its drained sockets' handlers too
+          return;
+        }
+        io_.run_for(std::chrono::milliseconds(100));
+        if (io_.stopped()) return;
+        if (!stopping_) Sweep();
       } catch (const std::exception& e) {
         if (failures_log_.ShouldWrite()) {
           try {
@@ -372,14 +385,6 @@ class Worker {
           } catch (...) {
             failures_log_.Emit("an ingest worker's handler failed; the worker goes on");
           }
-        }
-        if (accepts_.lose) accepts_.lose();
-      }
-      while (!stopping_ && !sweep_queued_) {
-        try {
-          Sweep();
-        } catch (const std::exception&) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(100));
         }
       }
     }
@@ -398,11 +403,11 @@ class Worker {
         TcpSession* session = *it++;  // closing it takes it out of sessions_
         session->CloseIfIdle(now);
       }
-      for (UdpReceiver* receiver : udp_) {
-        receiver->PollKernelDrops();
-        if (!receiver->armed()) receiver->Arm();
+      for (UdpReceiver* r = udp_; r != nullptr; r = r->next_open) {
+        r->PollKernelDrops();
+        if (!r->armed()) r->Arm();
       }
-      if (accepts_.rearm) accepts_.rearm();
+      if (rearm_accepts_) rearm_accepts_();
     });
     sweep_queued_ = true;
   }
@@ -414,9 +419,9 @@ class Worker {
   // Keeps run() going while nothing is queued (a sweep that could not queue itself); Stop resets
   // it.
   asio::executor_work_guard<asio::io_context::executor_type> work_;
-  AcceptHooks accepts_;
+  std::function<void()> rearm_accepts_;
   log::RateLimitedLog failures_log_{log::Level::kError, 10'000};
-  std::vector<UdpReceiver*> udp_;  // open sockets of this worker
+  UdpReceiver* udp_ = nullptr;  // open sockets of this worker, linked by UdpReceiver::next_open
   std::unordered_set<TcpSession*> sessions_;
   std::thread thread_;
   bool stopping_ = false;
@@ -681,15 +686,16 @@ class IngestServer::Impl {
                                                 std::shared_ptr<ListenerStats[]> stats);
   // Hands a bound listener to the workers.
   void Open(ListenerState& state);
-  // On worker 0: queues an accept on the listener (throws std::bad_alloc when it cannot).
+  // On worker 0: waits for the listener's connections, then accepts up to kAcceptsPerWakeup of
+  // them (throws std::bad_alloc when the wait cannot be queued).
   void Accept(ListenerState& state);
+  // Accepts one connection and hands it to a worker; false when none is waiting.
+  bool AcceptOne(ListenerState& state) noexcept;
   // On the worker: makes and starts the session of an accepted connection, or closes the
   // connection (counted) when there is no memory for it.
   static void StartSession(tcp::socket socket, Worker& worker, ListenerState& state) noexcept;
-  // On worker 0 (its sweep): queues again the accepts that are lost.
+  // On worker 0 (its sweep): queues again the accepts that could not be queued.
   void RearmAccepts();
-  // On worker 0, after a handler failed: gives every queued accept up for lost.
-  void LoseAccepts();
   // Asks the workers to drain and close a listener (asynchronously).
   void Close(ListenerState& state);
   bool RunOnWorkers(const std::function<void(std::size_t)>& task,
@@ -739,6 +745,7 @@ Expected<std::unique_ptr<ListenerState>> IngestServer::Impl::Bind(
     acceptor->bind(tcp::endpoint(address, lo.port), ec);
   }
   if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (!ec) acceptor->non_blocking(true, ec);  // AcceptOne accepts until would_block
   if (ec) {
     return Error{"ingest.bind", "listen " + lo.Name() + " " + lo.address + ":" +
                                     std::to_string(lo.port) + ": " + ec.message()};
@@ -760,44 +767,58 @@ void IngestServer::Impl::Open(ListenerState& state) {
 }
 
 void IngestServer::Impl::Accept(ListenerState& state) {
-  using Accepting = ListenerState::Accepting;
-  state.accepting = Accepting::kLost;  // until the accept is queued
-  const std::uint64_t generation = ++state.accept_generation;
-  // Connections go round-robin to the workers.
-  Worker& target = *workers[next_worker++ % workers.size()];
-  state.acceptor->async_accept(
-      target.io(),
-      [this, &state, &target, generation](const boost::system::error_code& ec, tcp::socket socket) {
-        const bool last = generation == state.accept_generation;
-        if (last) state.accepting = Accepting::kIdle;
+  state.accepting = ListenerState::Accepting::kLost;  // until the wait is queued
+  state.acceptor->async_wait(
+      tcp::acceptor::wait_read, [this, &state](const boost::system::error_code& ec) {
+        state.accepting = ListenerState::Accepting::kIdle;
         if (ec == asio::error::operation_aborted || !state.acceptor->is_open()) return;
-        ListenerStats& acceptor_stats = state.Stats(0);
-        if (!ec) {
-          if (state.open_connections.load() >= state.options.max_connections) {
-            acceptor_stats.connections_rejected.Add();
-            boost::system::error_code ignored;
-            socket.close(ignored);
-          } else {
-            acceptor_stats.connections_accepted.Add();
-            state.open_connections.fetch_add(1);
-            state.Stats(target.index()).connections_open.fetch_add(1);
-            try {
-              asio::post(target.io(), [&state, &target, sock = std::move(socket)]() mutable {
-                StartSession(std::move(sock), target, state);
-              });
-            } catch (const std::bad_alloc&) {
-              // The handler, and the socket in it, are gone: closed.
-              state.open_connections.fetch_sub(1);
-              state.Stats(target.index()).connections_open.fetch_sub(1);
-              acceptor_stats.connections_closed_error.Add();
-              LogNoMemory(state.options, "to hand a new connection to its worker");
-            }
-          }
+        for (int i = 0; i < kAcceptsPerWakeup && AcceptOne(state); ++i) {
         }
-        // When it cannot, the sweep of worker 0 tries again.
-        if (last) Accept(state);
+        Accept(state);  // when it cannot, the sweep of worker 0 tries again
       });
-  state.accepting = Accepting::kQueued;
+  state.accepting = ListenerState::Accepting::kQueued;
+}
+
+bool IngestServer::Impl::AcceptOne(ListenerState& state) noexcept {
+  ListenerStats& acceptor_stats = state.Stats(0);
+  // Connections go round-robin to the workers.
+  Worker& target = *workers[next_worker % workers.size()];
+  boost::system::error_code ec;
+  std::optional<tcp::socket> socket;
+  try {
+    // The acceptor is non-blocking: would_block once the kernel holds no more connections.
+    socket.emplace(state.acceptor->accept(target.io(), ec));
+  } catch (const std::bad_alloc&) {
+    // Asio registers the accepted socket with the worker's reactor, which may allocate; failing,
+    // it closes the socket. The connection was accepted: counted as accepted and closed.
+    acceptor_stats.connections_accepted.Add();
+    acceptor_stats.connections_closed_error.Add();
+    LogNoMemory(state.options, "for a new connection");
+    return true;
+  }
+  if (ec) return false;  // would_block, or an error the next readiness reports again
+  ++next_worker;
+  if (state.open_connections.load() >= state.options.max_connections) {
+    acceptor_stats.connections_rejected.Add();
+    boost::system::error_code ignored;
+    socket->close(ignored);
+    return true;
+  }
+  acceptor_stats.connections_accepted.Add();
+  state.open_connections.fetch_add(1);
+  state.Stats(target.index()).connections_open.fetch_add(1);
+  try {
+    asio::post(target.io(), [&state, &target, sock = std::move(*socket)]() mutable {
+      StartSession(std::move(sock), target, state);
+    });
+  } catch (const std::bad_alloc&) {
+    // The handler, and the socket in it, are gone: closed.
+    state.open_connections.fetch_sub(1);
+    state.Stats(target.index()).connections_open.fetch_sub(1);
+    acceptor_stats.connections_closed_error.Add();
+    LogNoMemory(state.options, "to hand a new connection to its worker");
+  }
+  return true;
 }
 
 void IngestServer::Impl::StartSession(tcp::socket socket, Worker& worker,
@@ -818,15 +839,6 @@ void IngestServer::Impl::StartSession(tcp::socket socket, Worker& worker,
   // Accepted before the listener closed or the server stopped, started after this worker drained
   // its sessions: it drains itself, or Stop would wait for its peer.
   if (state.closed.load(std::memory_order_acquire) || worker.stopping()) session->DrainAndClose();
-}
-
-void IngestServer::Impl::LoseAccepts() {
-  std::lock_guard lock(mutex);
-  for (ListenerState* state : active) {
-    if (state->accepting == ListenerState::Accepting::kQueued) {
-      state->accepting = ListenerState::Accepting::kLost;
-    }
-  }
 }
 
 void IngestServer::Impl::RearmAccepts() {
@@ -916,12 +928,9 @@ Expected<std::unique_ptr<IngestServer>> IngestServer::Start(const IngestOptions&
       impl->all.push_back(std::move(*state));
     }
     for (auto& worker : impl->workers) {
-      Worker::AcceptHooks hooks;
-      if (worker->index() == 0) {
-        hooks.rearm = [i = impl.get()] { i->RearmAccepts(); };
-        hooks.lose = [i = impl.get()] { i->LoseAccepts(); };
-      }
-      worker->Run(std::move(hooks));
+      worker->Run(worker->index() == 0
+                      ? std::function<void()>([i = impl.get()] { i->RearmAccepts(); })
+                      : std::function<void()>());
     }
   } catch (const std::exception& e) {
     return Error{"ingest.start", std::string("starting listeners: ") + e.what()};
