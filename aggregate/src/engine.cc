@@ -555,6 +555,14 @@ class Shard::State {
   [[nodiscard]] std::uint64_t KeyHash(std::uint32_t metric) const noexcept {
     return SeriesHash(metric, detail::HashKey(StoreKey(key_)));
   }
+  // KeyHash of the key RecordSample builds for a StatsD name without tags or mappings (the
+  // carrier's id, kNameSeparator, the name), without building it.
+  [[nodiscard]] std::uint64_t PlainStatsdHash(std::uint32_t metric,
+                                              std::string_view name) const noexcept {
+    detail::KeyHasher hasher;
+    hasher.Add(kNameSeparator, name);
+    return SeriesHash(metric, hasher.Finish());
+  }
   StringMap<std::uint64_t> unknown_;
   std::uint64_t unknown_other_ = 0;
   std::array<StatsdTagView, 80> tag_scratch_{};
@@ -1179,10 +1187,8 @@ void Shard::State::RecordStatsd(std::span<const StatsdInput> samples) noexcept {
       if (cached[i] != kNoSeries) {
         series_.PrefetchValue(cached[i]);
       } else if (plain && samples[i].tags.empty() && samples[i].tag_text.empty()) {
-        detail::KeyHasher hasher;
-        hasher.Add(kNameSeparator, samples[i].name);
         const std::uint64_t hash =
-            SeriesHash(engine_.statsd_first + StatsdTypeOf(samples[i].kind), hasher.Finish());
+            PlainStatsdHash(engine_.statsd_first + StatsdTypeOf(samples[i].kind), samples[i].name);
         series_.PrefetchSlot(hash);
         miss_hashes[plain_misses++] = hash;
       }

@@ -18,7 +18,6 @@
 #pragma once
 
 #include <algorithm>
-#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -167,13 +166,14 @@ class SeriesTable {
   template <typename Equal>
   [[nodiscard]] std::uint32_t FindIf(std::uint64_t hash, Equal&& equal) const noexcept {
     const std::size_t mask = slots_.size() - 1;
+    const auto index_mask = static_cast<std::uint32_t>(mask);
     const auto hash32 = static_cast<std::uint32_t>(hash);
-    const std::uint32_t tag = Tag(hash32);
+    const std::uint32_t tag = hash32 & ~index_mask;
     for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
       const std::uint32_t slot = slots_[i];
       if (slot == 0) return kNone;
-      if ((slot & ~index_mask_) != tag) continue;
-      const std::uint32_t index = (slot & index_mask_) - 1;
+      if ((slot & ~index_mask) != tag) continue;
+      const std::uint32_t index = (slot & index_mask) - 1;
       if (At(index).hash == hash32 && equal(index)) return index;
     }
   }
@@ -221,10 +221,11 @@ class SeriesTable {
     Entry& e = At(index);
     const std::size_t mask = slots_.size() - 1;
     std::size_t i = e.hash & mask;
-    while ((slots_[i] & index_mask_) != index + 1) i = (i + 1) & mask;
+    const auto index_mask = static_cast<std::uint32_t>(mask);
+    while ((slots_[i] & index_mask) != index + 1) i = (i + 1) & mask;
     EraseFromProbeRun(
         std::span<std::uint32_t>(slots_), i, [](std::uint32_t slot) { return slot == 0; },
-        [&](std::uint32_t slot) { return At((slot & index_mask_) - 1).hash & mask; });
+        [&](std::uint32_t slot) { return At((slot & index_mask) - 1).hash & mask; });
     garbage_ += Stored(e);
     e.key_position = kDead;
     e.value = V{};
@@ -341,14 +342,18 @@ class SeriesTable {
   // kNone.
   [[nodiscard]] std::uint32_t FirstCandidate(std::uint64_t hash) const noexcept {
     const std::uint32_t slot = slots_[hash & (slots_.size() - 1)];
-    if (slot == 0 || (slot & ~index_mask_) != Tag(static_cast<std::uint32_t>(hash))) return kNone;
-    return (slot & index_mask_) - 1;
+    if (slot == 0 || (slot & ~IndexMask()) != Tag(static_cast<std::uint32_t>(hash))) return kNone;
+    return (slot & IndexMask()) - 1;
   }
 
-  // The bits of a slot above the index: those of `hash32` above the ones a slot count of
-  // 2^index_bits_ takes for the position (none when the index takes all 32).
+  // The index + 1 part of a slot: as many bits as the slot count has (2^32 slots at most), the
+  // same as the mask of a probe position.
+  [[nodiscard]] std::uint32_t IndexMask() const noexcept {
+    return static_cast<std::uint32_t>(slots_.size() - 1);
+  }
+  // The bits of a slot above the index: those of `hash32` that a probe position does not take.
   [[nodiscard]] std::uint32_t Tag(std::uint32_t hash32) const noexcept {
-    return static_cast<std::uint32_t>((std::uint64_t{hash32} >> index_bits_) << index_bits_);
+    return hash32 & ~IndexMask();
   }
 
   void Place(std::uint32_t index) noexcept {
@@ -365,8 +370,6 @@ class SeriesTable {
     if (size > (std::size_t{1} << 32)) throw std::length_error("series table full");
     std::vector<std::uint32_t> slots(size, 0);
     slots_.swap(slots);
-    index_bits_ = static_cast<unsigned>(std::countr_zero(size));
-    index_mask_ = static_cast<std::uint32_t>((std::uint64_t{1} << index_bits_) - 1);
     for (std::uint32_t i = 0; i < entries_; ++i) {
       if (live(i)) Place(i);
     }
@@ -389,8 +392,6 @@ class SeriesTable {
   std::uint32_t entries_ = 0;                   // entries handed out, live or free
   std::vector<std::uint32_t> free_;
   std::vector<std::uint32_t> slots_;  // the hash's tag | entry index + 1; 0 is empty
-  unsigned index_bits_ = 0;           // log2 of the slot count
-  std::uint32_t index_mask_ = 0;      // the index + 1 part of a slot
   std::vector<Block> blocks_;
   std::size_t live_ = 0;
   std::size_t arena_bytes_ = 0;

@@ -200,14 +200,22 @@ struct ListenerState {
   std::vector<std::unique_ptr<detail::Intake>> intakes;  // one per worker
   std::vector<std::unique_ptr<UdpReceiver>> receivers;   // UDP: one per worker
   std::unique_ptr<tcp::acceptor> acceptor;               // TCP only; runs on worker 0
-  // Worker 0's: whether the acceptor's readiness wait is queued, or could not be queued (no
-  // memory) and the sweep is to queue it again.
-  enum class Accepting : std::uint8_t { kIdle, kQueued, kLost };
-  Accepting accepting = Accepting::kIdle;
+  // Worker 0's: the acceptor's readiness wait could not be queued (no memory); the sweep queues
+  // it again.
+  bool accept_lost = false;
   std::atomic<std::size_t> open_connections{0};
   std::atomic<bool> closed{false};  // set before the workers are asked to close it
 
   ListenerStats& Stats(std::size_t worker) noexcept { return stats.get()[worker]; }
+  // A connection handed to `worker` is counted open, and given back when it is gone.
+  void CountOpen(std::size_t worker) noexcept {
+    open_connections.fetch_add(1);
+    Stats(worker).connections_open.fetch_add(1);
+  }
+  void CountGone(std::size_t worker) noexcept {
+    open_connections.fetch_sub(1, std::memory_order_relaxed);
+    Stats(worker).connections_open.fetch_sub(1, std::memory_order_relaxed);
+  }
 };
 
 // Logs, at most every 10 s, that a connection of `options`' listener found no memory for `what`
@@ -236,10 +244,7 @@ class TcpSession : public std::enable_shared_from_this<TcpSession> {
         stats_(listener.Stats(worker_index)),
         last_activity_(Clock::now()) {}
 
-  ~TcpSession() {
-    listener_.open_connections.fetch_sub(1, std::memory_order_relaxed);
-    stats_.connections_open.fetch_sub(1, std::memory_order_relaxed);
-  }
+  ~TcpSession();
 
   // Registers with the worker and reads; a connection that finds no memory for either is closed
   // and counted.
@@ -426,6 +431,8 @@ class Worker {
   std::thread thread_;
   bool stopping_ = false;
 };
+
+TcpSession::~TcpSession() { listener_.CountGone(worker_.index()); }
 
 void TcpSession::Start() noexcept {
   try {
@@ -767,16 +774,16 @@ void IngestServer::Impl::Open(ListenerState& state) {
 }
 
 void IngestServer::Impl::Accept(ListenerState& state) {
-  state.accepting = ListenerState::Accepting::kLost;  // until the wait is queued
+  state.accept_lost = true;  // until the wait is queued
   state.acceptor->async_wait(
       tcp::acceptor::wait_read, [this, &state](const boost::system::error_code& ec) {
-        state.accepting = ListenerState::Accepting::kIdle;
         if (ec == asio::error::operation_aborted || !state.acceptor->is_open()) return;
-        for (int i = 0; i < kAcceptsPerWakeup && AcceptOne(state); ++i) {
+        for (int i = 0; i < kAcceptsPerWakeup; ++i) {
+          if (!AcceptOne(state)) break;
         }
         Accept(state);  // when it cannot, the sweep of worker 0 tries again
       });
-  state.accepting = ListenerState::Accepting::kQueued;
+  state.accept_lost = false;
 }
 
 bool IngestServer::Impl::AcceptOne(ListenerState& state) noexcept {
@@ -805,16 +812,14 @@ bool IngestServer::Impl::AcceptOne(ListenerState& state) noexcept {
     return true;
   }
   acceptor_stats.connections_accepted.Add();
-  state.open_connections.fetch_add(1);
-  state.Stats(target.index()).connections_open.fetch_add(1);
+  state.CountOpen(target.index());
   try {
     asio::post(target.io(), [&state, &target, sock = std::move(*socket)]() mutable {
       StartSession(std::move(sock), target, state);
     });
   } catch (const std::bad_alloc&) {
     // The handler, and the socket in it, are gone: closed.
-    state.open_connections.fetch_sub(1);
-    state.Stats(target.index()).connections_open.fetch_sub(1);
+    state.CountGone(target.index());
     acceptor_stats.connections_closed_error.Add();
     LogNoMemory(state.options, "to hand a new connection to its worker");
   }
@@ -829,8 +834,7 @@ void IngestServer::Impl::StartSession(tcp::socket socket, Worker& worker,
   } catch (const std::bad_alloc&) {
     boost::system::error_code ignored;
     socket.close(ignored);
-    state.open_connections.fetch_sub(1);
-    state.Stats(worker.index()).connections_open.fetch_sub(1);
+    state.CountGone(worker.index());
     state.Stats(worker.index()).connections_closed_error.Add();
     LogNoMemory(state.options, "for a new connection");
     return;
@@ -844,8 +848,8 @@ void IngestServer::Impl::StartSession(tcp::socket socket, Worker& worker,
 void IngestServer::Impl::RearmAccepts() {
   std::lock_guard lock(mutex);
   for (ListenerState* state : active) {
-    if (state->acceptor && state->accepting == ListenerState::Accepting::kLost &&
-        !state->closed.load(std::memory_order_acquire) && state->acceptor->is_open()) {
+    if (state->acceptor && state->accept_lost && !state->closed.load(std::memory_order_acquire) &&
+        state->acceptor->is_open()) {
       Accept(*state);
     }
   }
