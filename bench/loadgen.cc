@@ -10,7 +10,9 @@
 //
 // Native: each write is one frame of `--per-write` vsr.protocol.prepare.sent events with VSR's six
 // common metadata fields; a series is a node_id (the VSR catalog keeps a counter and a sum per
-// node_id, so each makes two series in telemetryd). Over TCP every frame is preceded by its length
+// node_id, so each makes two series in telemetryd); the ids follow one another through a frame's
+// events unless `--node-per-frame`, where each frame is one node's, as its own reporter sends it
+// (VsrFrames). Over TCP every frame is preceded by its length
 // (4 bytes, big endian). StatsD: each write is `--per-write` counter lines `app.requests.N:1|c`,
 // with DogStatsD tags `|#env:prod,host:web-K` unless `--no-tags`; `--series-in-tag` keeps one name
 // and puts the series in a tag instead (`app.requests:1|c|#id:N,...`).
@@ -51,6 +53,7 @@ struct Options {
   int series = 1000;
   bool tags = true;
   bool series_in_tag = false;
+  bool node_per_frame = false;
   int cpu = -1;
   std::size_t send_batch = 64;  // writes per sendmmsg or writev, 1 to Sender::kBatch
 };
@@ -87,7 +90,7 @@ int Usage() {
                "usage: telemetryd-loadgen [--host H] [--port P] [--protocol native|statsd]\n"
                "         [--transport udp|tcp] [--rate EVENTS_PER_S|max] [--duration S]\n"
                "         [--per-write N] [--series N] [--no-tags] [--series-in-tag] [--cpu N]\n"
-               "         [--send-batch N]\n"
+               "         [--send-batch N] [--node-per-frame]\n"
                "  --per-datagram N is the same as --per-write N\n");
   return 2;
 }
@@ -105,7 +108,8 @@ std::string StatsdLine(const Options& o, int s) {
 std::vector<std::string> Payloads(const Options& o) {
   std::vector<std::string> out;
   if (o.native) {
-    for (const auto& frame : telemetryd::bench::VsrFrames(o.series, o.per_write)) {
+    for (const auto& frame :
+         telemetryd::bench::VsrFrames(o.series, o.per_write, o.node_per_frame)) {
       std::string payload;
       if (o.tcp) {
         const auto n = static_cast<std::uint32_t>(frame.size());
@@ -245,6 +249,10 @@ bool ParseOptions(int argc, char** argv, Options& o) {
       o.series_in_tag = true;
       continue;
     }
+    if (a == "--node-per-frame") {
+      o.node_per_frame = true;
+      continue;
+    }
     if (i + 1 >= argc) return false;
     const std::string v = argv[++i];
     if (a == "--host") {
@@ -351,14 +359,16 @@ int main(int argc, char** argv) {
   const std::uint64_t events = offered.writes * static_cast<std::uint64_t>(o.per_write);
   std::printf(
       "{\"protocol\": \"%s\", \"transport\": \"%s\", \"per_write\": %d, \"series\": %d, "
-      "\"tags\": %s, \"series_in_tag\": %s, \"target_rate\": %.0f, \"events\": %llu, "
+      "\"tags\": %s, \"series_in_tag\": %s, \"node_per_frame\": %s, \"target_rate\": %.0f, "
+      "\"events\": %llu, "
       "\"writes\": %llu, \"bytes\": %llu, \"seconds\": %.3f, \"rate\": %.0f, "
       "\"writes_per_second\": %.0f, \"send_errors\": %llu, \"enobufs\": %llu, \"eagain\": %llu, "
       "\"econnrefused\": %llu, \"other_errors\": %llu, \"incomplete_write\": %s, "
       "\"cpu_seconds\": %.3f, \"send_batch\": %zu, \"send_calls\": %llu}\n",
       o.native ? "native" : "statsd", o.tcp ? "tcp" : "udp", o.per_write, o.series,
-      o.tags && !o.native ? "true" : "false", o.series_in_tag ? "true" : "false", o.rate,
-      static_cast<unsigned long long>(events), static_cast<unsigned long long>(offered.writes),
+      o.tags && !o.native ? "true" : "false", o.series_in_tag ? "true" : "false",
+      o.node_per_frame ? "true" : "false", o.rate, static_cast<unsigned long long>(events),
+      static_cast<unsigned long long>(offered.writes),
       static_cast<unsigned long long>(offered.bytes), elapsed,
       static_cast<double>(events) / elapsed, static_cast<double>(offered.writes) / elapsed,
       static_cast<unsigned long long>(offered.errors()),

@@ -198,6 +198,11 @@ def metric(text, name, **labels):
 WORKLOADS = {
     "native-udp-25": {"protocol": "native", "transport": "udp", "per_write": 25, "tags": False},
     "native-tcp-25": {"protocol": "native", "transport": "tcp", "per_write": 25, "tags": False},
+    # Each frame one node's (telemetryd-loadgen --node-per-frame), as a node's own reporter sends.
+    "native-udp-25-node": {"protocol": "native", "transport": "udp", "per_write": 25, "tags": False,
+                           "node_per_frame": True},
+    "native-tcp-25-node": {"protocol": "native", "transport": "tcp", "per_write": 25, "tags": False,
+                           "node_per_frame": True},
     "statsd-udp-1": {"protocol": "statsd", "transport": "udp", "per_write": 1, "tags": False},
     "statsd-udp-25": {"protocol": "statsd", "transport": "udp", "per_write": 25, "tags": False},
     "statsd-udp-1-tags": {"protocol": "statsd", "transport": "udp", "per_write": 1, "tags": True},
@@ -218,6 +223,8 @@ def start_loadgen(workload, port, rate, duration, series=1000, cpu=None, series_
         args.append("--no-tags")
     if series_in_tag:
         args.append("--series-in-tag")
+    if w.get("node_per_frame"):
+        args.append("--node-per-frame")
     if cpu is not None:
         args += ["--cpu", str(cpu)]
     proc = spawn(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -108,17 +108,20 @@ def tcp_statsd(series_in_tag):
                             f"{len(keys)} distinct series == 777")
 
 
-def tcp_native(slow):
+def tcp_native(slow, node_per_frame=False):
     sink = TcpSink(slow)
-    report = loadgen("native-tcp-25", sink.port, None if slow else 100_000, 0.5, 333)
+    workload = "native-tcp-25-node" if node_per_frame else "native-tcp-25"
+    report = loadgen(workload, sink.port, None if slow else 100_000, 0.5, 333)
     data = sink.close()
-    name = "native tcp" + (", slow reader, full rate" if slow else "")
+    name = workload + (", slow reader, full rate" if slow else "")
     check(len(data) == report["bytes"], f"{name}: bytes {len(data)} == {report['bytes']}")
-    i, events, frames, nodes = 0, 0, 0, set()
+    i, events, frames, nodes, nodes_per_frame = 0, 0, 0, set(), set()
     while i + 4 <= len(data):
         n = int.from_bytes(data[i:i + 4], "big")
         strings, count = frame_strings_and_events(data[i + 4:i + 4 + n])
-        nodes.update(s for s in strings if s.startswith("node-"))
+        frame_nodes = {s for s in strings if s.startswith("node-")}
+        nodes.update(frame_nodes)
+        nodes_per_frame.add(len(frame_nodes))
         events += count
         frames += 1
         i += 4 + n
@@ -126,6 +129,8 @@ def tcp_native(slow):
     check(frames == report["writes"], f"{name}: frames {frames} == {report['writes']}")
     check(events == report["events"], f"{name}: events {events} == {report['events']}")
     check(len(nodes) == 333, f"{name}: {len(nodes)} distinct node ids == 333")
+    want = {1} if node_per_frame else {25}
+    check(nodes_per_frame == want, f"{name}: node ids per frame {nodes_per_frame} == {want}")
 
 
 def udp_bare(workload, parse, send_batch=64):
@@ -200,6 +205,7 @@ def main():
     tcp_statsd(series_in_tag=True)
     tcp_native(slow=False)
     tcp_native(slow=True)
+    tcp_native(slow=False, node_per_frame=True)
     udp_bare("statsd-udp-25-tags", parse=True)
     udp_bare("statsd-udp-1", parse=False)
     udp_bare("native-udp-25", parse=False)

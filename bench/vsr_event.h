@@ -25,15 +25,21 @@ inline wire::EventRecord VsrPrepareSent(std::int64_t i, std::string node_id) {
 }
 
 // The load generator's native payloads: frames of `per_frame` VsrPrepareSent events whose node ids
-// run "node-0" .. "node-<series - 1>", each id once per cycle through the frames.
-inline std::vector<std::vector<std::uint8_t>> VsrFrames(int series, int per_frame) {
+// run "node-0" .. "node-<series - 1>", each id once per cycle through the frames. By default the
+// ids follow one another through the frames, so that every event of a frame is a series of its
+// own (a relay's mix of many senders); with `node_per_frame` each frame is one node's, all of its
+// events carrying that node's id, as a node's own reporter sends them.
+inline std::vector<std::vector<std::uint8_t>> VsrFrames(int series, int per_frame,
+                                                        bool node_per_frame = false) {
   std::vector<std::vector<std::uint8_t>> out;
-  const int count = std::max(1, (series + per_frame - 1) / per_frame);
+  const int count =
+      node_per_frame ? std::max(1, series) : std::max(1, (series + per_frame - 1) / per_frame);
   wire::FrameEncoder encoder(wire::EncoderOptions{.max_frame_bytes = 65000});
   int next = 0;
   for (int f = 0; f < count; ++f) {
     for (int i = 0; i < per_frame; ++i, ++next) {
-      encoder.Add(VsrPrepareSent(i, "node-" + std::to_string(next % series)));
+      const int node = node_per_frame ? f : next % series;
+      encoder.Add(VsrPrepareSent(i, "node-" + std::to_string(node)));
     }
     const auto frame = encoder.Finish();
     out.emplace_back(frame.begin(), frame.end());

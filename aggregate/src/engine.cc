@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -454,6 +455,12 @@ class Shard::State {
   // first metric of a tag group, the next ones are usually the series one index further
   // (`follows`): checked there before the table is probed.
   ShardSeries* LabelsSeries(std::uint32_t metric, std::uint32_t* index = nullptr) noexcept {
+    if (ShardSeries* next = FollowingSeries(metric, index)) return next;
+    return FindLabelsSeries(metric, index);
+  }
+  // The series one index after labels_series_ when it is `metric`'s and has the same labels, else
+  // nullptr.
+  ShardSeries* FollowingSeries(std::uint32_t metric, std::uint32_t* index) noexcept {
     const std::uint32_t previous = labels_series_;
     if (previous != kNoSeries && previous + 1 < series_.end()) {
       ShardSeries& next = series_.value(previous + 1);
@@ -463,7 +470,7 @@ class Shard::State {
         return &next;
       }
     }
-    return FindLabelsSeries(metric, index);
+    return nullptr;
   }
   // LabelsSeries past its first check: a lookup in the table, or a new series.
   ShardSeries* FindLabelsSeries(std::uint32_t metric, std::uint32_t* index) noexcept;
@@ -510,6 +517,71 @@ class Shard::State {
   std::uint64_t labels_hash_ = 0;
   std::uint32_t labels_group_ = kNoGroup;
   std::uint32_t labels_series_ = kNoSeries;  // the last series LabelsSeries gave for these labels
+  // The series a tag group's labels found earlier in the frame. A node's reporter sends its events
+  // with its own node_id, so the events of a frame mostly repeat their label values; a repeat
+  // takes its series from here, without making the labels or probing the table. A value is told
+  // apart by a ValueId: the place and length of a string (a frame's strings lie in the frame, the
+  // static ones in the static table), or a scalar's kind and bits; equal ids in one frame, equal
+  // label texts. Direct-mapped by the group's first metric. A memo is valid while its stamp is
+  // memo_stamp_, which changes with every frame and every erased series (indexes are reused).
+  // Where a frame's values do not repeat (a relay's mix of many senders), a group that misses
+  // skips its memo for its next 1, 3, 7, then 15 events, until it hits again, so that the
+  // events that gain nothing pay little for it.
+  static constexpr std::size_t kMemoTags = 4;  // groups of more tags are not kept
+  static constexpr int kMemoMaxSkip = 15;
+  struct ValueId {
+    std::uint64_t where = 0;
+    std::uint64_t bits = 0;
+    bool operator==(const ValueId&) const = default;
+  };
+  struct LabelsMemo {
+    std::uint64_t stamp = 0;
+    std::uint32_t group = 0;
+    std::uint32_t metric = 0;  // the metric whose series `series` is
+    std::uint32_t series = kNoSeries;
+    std::uint8_t backoff = 0;              // events to skip after the next miss
+    std::uint8_t skip = 0;                 // events left to skip
+    std::array<ValueId, kMemoTags> ids{};  // the values of the group's tags
+  };
+  // The id of a tag's field (nullptr: absent); false for a value that has none.
+  static bool IdOf(const wire::MetadataField* field, ValueId& id) noexcept {
+    if (field == nullptr) {
+      id = {1, 0};
+      return true;
+    }
+    const wire::Value& v = field->value;
+    if (v.kind == wire::ValueKind::kString || v.kind == wire::ValueKind::kAtom) {
+      id = {reinterpret_cast<std::uintptr_t>(v.text.data()), v.text.size()};
+      return id.where > 16;  // places lie far above the scalars' kinds
+    }
+    switch (v.kind) {
+      case wire::ValueKind::kInt:
+        id = {2, static_cast<std::uint64_t>(v.int_value)};
+        return true;
+      case wire::ValueKind::kFloat:
+        id = {3, std::bit_cast<std::uint64_t>(v.float_value)};
+        return true;
+      case wire::ValueKind::kBool:
+        id = {4, v.bool_value ? 1U : 0U};
+        return true;
+      case wire::ValueKind::kNil:
+        id = {5, 0};
+        return true;
+      default:
+        return false;  // no label: BuildLabels drops it
+    }
+  }
+  // BuildLabels for the tag group whose first metric is `group`, through its memo: labels_series_
+  // and memo_ set for MemoSeries when the memo holds these values (labels_ then not made); else
+  // BuildLabels, with memo_ set to keep the series found when the values have ids.
+  bool MemoLabels(const CompiledMetric& m, const wire::Event& event, std::uint32_t group,
+                  LabelsMemo& memo, DropReason& why) noexcept;
+  // LabelsSeries for the group MemoLabels looked up.
+  ShardSeries* MemoSeries(const CompiledMetric& m, const wire::Event& event) noexcept;
+  std::array<LabelsMemo, 64> memos_{};
+  std::uint64_t memo_stamp_ = 1;
+  LabelsMemo* memo_ = nullptr;  // the current group's, when MemoSeries has a part
+  bool memo_hit_ = false;       // whether memo_ held the group's values
   bool labels_ok_ = false;
   DropReason labels_drop_ = DropReason::kMissingTag;
   // Per-frame cache of name reference -> binding.
@@ -611,6 +683,7 @@ const Binding* Shard::State::Resolve(const wire::FrameInfo& frame,
                                      const wire::Event& event) noexcept {
   if (frame.sequence != cached_sequence_) {
     cached_sequence_ = frame.sequence;
+    ++memo_stamp_;
     for (auto& entry : name_cache_) entry = {~0U, nullptr};
     now_ns_ = NowNs();
   }
@@ -739,6 +812,69 @@ bool Shard::State::BuildLabels(const CompiledMetric& m, const wire::Event& event
   return true;
 }
 
+bool Shard::State::MemoLabels(const CompiledMetric& m, const wire::Event& event,
+                              std::uint32_t group, LabelsMemo& memo, DropReason& why) noexcept {
+  memo_ = nullptr;
+  const std::size_t tags = m.tags.size();
+  if (tags > kMemoTags) return BuildLabels(m, event, why);
+  const bool current = memo.stamp == memo_stamp_ && memo.group == group;
+  bool same = current;
+  bool memorable = true;
+  for (std::size_t t = 0; t < tags; ++t) {
+    ValueId id;
+    memorable = IdOf(FindByKey(event.metadata, m.tag_keys[t]), id) && memorable;
+    same = same && memo.ids[t] == id;
+    memo.ids[t] = id;
+  }
+  if (same && memorable) {
+    memo.backoff = 0;
+    memo_ = &memo;
+    memo_hit_ = true;
+    labels_series_ = kNoSeries;
+    return true;
+  }
+  if (current) {  // the values could have repeated and did not
+    memo.backoff = static_cast<std::uint8_t>(std::min(memo.backoff * 2 + 1, kMemoMaxSkip));
+    memo.skip = memo.backoff;
+  }
+  memo.stamp = 0;  // until it has its series
+  memo.group = group;
+  if (memorable) {
+    memo_ = &memo;
+    memo_hit_ = false;
+  }
+  return BuildLabels(m, event, why);
+}
+
+ShardSeries* Shard::State::MemoSeries(const CompiledMetric& m, const wire::Event& event) noexcept {
+  LabelsMemo& memo = *memo_;
+  if (!memo_hit_) {
+    ShardSeries* s = LabelsSeries(m.info.id);
+    if (s != nullptr) {
+      memo.metric = m.info.id;
+      memo.series = labels_series_;
+      memo.stamp = memo_stamp_;
+      memo_ = nullptr;
+    }
+    return s;
+  }
+  if (memo.metric == m.info.id) {
+    labels_series_ = memo.series;
+    return &series_.value(memo.series);
+  }
+  if (ShardSeries* next = FollowingSeries(m.info.id, nullptr)) return next;
+  // Another metric of the group, not beside the memo's series: its labels after all.
+  memo_ = nullptr;
+  const std::uint32_t previous = labels_series_;
+  DropReason why{};
+  if (!BuildLabels(m, event, why)) {
+    Drop(why);
+    return nullptr;
+  }
+  labels_series_ = previous;
+  return LabelsSeries(m.info.id);
+}
+
 // Looks the labels up where they lie: no key is put together unless the series is new. A stored
 // key of the metric is its id, then the labels part.
 ShardSeries* Shard::State::FindLabelsSeries(std::uint32_t metric, std::uint32_t* index) noexcept {
@@ -791,6 +927,7 @@ ShardSeries* Shard::State::FindLabelsSeries(std::uint32_t metric, std::uint32_t*
 
 void Shard::State::EraseSeries(std::uint32_t index) {
   series_.Erase(index);
+  ++memo_stamp_;
   if (index + 1 < series_.end()) series_.value(index + 1).follows = false;
 }
 
@@ -861,13 +998,21 @@ void Shard::State::RecordMetric(const Binding& b, std::size_t position,
   }
   if (labels_group_ != tag_group) {
     labels_group_ = tag_group;
-    labels_ok_ = BuildLabels(m, event, labels_drop_);
+    const std::uint32_t group = b.metrics[tag_group];
+    LabelsMemo& memo = memos_[group & (memos_.size() - 1)];
+    if (memo.skip == 0) {
+      labels_ok_ = MemoLabels(m, event, group, memo, labels_drop_);
+    } else {
+      --memo.skip;
+      memo_ = nullptr;
+      labels_ok_ = BuildLabels(m, event, labels_drop_);
+    }
   }
   if (!labels_ok_) {
     Drop(labels_drop_);
     return;
   }
-  ShardSeries* s = LabelsSeries(m.info.id);
+  ShardSeries* s = memo_ == nullptr ? LabelsSeries(m.info.id) : MemoSeries(m, event);
   if (s == nullptr) return;
   s->dirty = true;
   s->touched_ns = now_ns_;

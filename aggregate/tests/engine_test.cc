@@ -144,6 +144,17 @@ class Feeder final : public wire::FrameVisitor {
     for (const auto& e : events) REQUIRE(encoder.Add(e) == wire::AddResult::kAdded);
     decoder_.Decode(encoder.Finish(), *this);
   }
+  // Send, but the frame is decoded from the start of one buffer, every frame in the same place, as
+  // a listener's receive slot holds one datagram after another.
+  void SendInPlace(const std::vector<wire::EventRecord>& events) {
+    wire::FrameEncoder encoder(wire::EncoderOptions{.max_frame_bytes = 1 << 20});
+    for (const auto& e : events) REQUIRE(encoder.Add(e) == wire::AddResult::kAdded);
+    const auto frame = encoder.Finish();
+    slot_.resize(std::max(slot_.size(), frame.size()));
+    std::copy(frame.begin(), frame.end(), slot_.begin());
+    decoder_.Decode(std::span<const std::uint8_t>(slot_.data(), frame.size()), *this);
+  }
+  [[nodiscard]] int errors() const { return errors_; }
   // Decodes the events' frame into the shard's Preview, then PreviewDone: what the ingest intake
   // does before recording a frame when the shard asks for it.
   void Preview(const std::vector<wire::EventRecord>& events) {
@@ -163,11 +174,13 @@ class Feeder final : public wire::FrameVisitor {
   void OnEvent(const wire::FrameInfo& frame, const wire::Event& event) noexcept override {
     shard_.Record(frame, event);
   }
-  void OnError(wire::DecodeError, std::uint32_t) noexcept override {}
+  void OnError(wire::DecodeError, std::uint32_t) noexcept override { ++errors_; }
 
  private:
   Shard& shard_;
   wire::FrameDecoder decoder_;
+  std::vector<std::uint8_t> slot_;
+  int errors_ = 0;
 };
 
 wire::EventRecord Ev(std::string name, std::vector<std::pair<std::string, Number>> meas,
@@ -870,6 +883,100 @@ TEST_CASE(
   CHECK(shard->dropped(DropReason::kUnknownEvent) == 1);
   CHECK(shard->dropped(DropReason::kMissingTag) == 2);
   CHECK(shard->recorded() == recorded + 6);
+}
+
+TEST_CASE("label values repeated within a frame reach exactly the series the table gives them") {
+  // A frame's events that repeat a tag group's values take the series an earlier one found (the
+  // shard's per-frame memo). Every series must still get exactly its own events: across value
+  // kinds with one text (an integer and a string, a string and an atom), a group's first metric
+  // filtered out of some events, groups of more tags than a memo holds, and frames decoded one
+  // after another from the same buffer, whose strings then lie at the same places.
+  CatalogSpec c;
+  c.system = "db";
+  c.events = {Event("db.query", {{"rows", Unit::kNone}},
+                    {{"table", MetadataType::kString}, {"shard", MetadataType::kInteger}})};
+  auto big = Metric(MetricType::kCounter, "db.query.big", "db.query", "", {"table"});
+  big.keep = {FilterSpec{.measurement = "rows", .op = FilterSpec::Op::kGe, .threshold = 2}};
+  auto wide = Metric(MetricType::kCounter, "db.query.wide", "db.query", "");
+  for (const char* key : {"table", "shard", "zone", "rack", "host"}) {
+    wide.tags.push_back(TagSpec{key, key, std::string("none"), {}});
+  }
+  c.metrics = {
+      big, Metric(MetricType::kSum, "db.query.rows", "db.query", "rows", {"table"}),
+      Metric(MetricType::kCounter, "db.query.by_shard", "db.query", "", {"table", "shard"}),
+      Metric(MetricType::kSum, "db.query.rows_by_shard", "db.query", "rows", {"table", "shard"}),
+      wide};
+  auto engine = Engine::Create({c}, {});
+  REQUIRE(engine.has_value());
+  auto shard = (*engine)->NewShard();
+  Feeder feed(*shard);
+
+  // What each metric's series must hold: label values joined by '/'.
+  std::map<std::string, std::map<std::string, double>> want;
+  std::uint64_t missing_shard = 0;
+  auto query = [&](std::int64_t rows, int table, int table_kind, int shard_id, int shard_kind) {
+    const std::string table_text =
+        table_kind == 2 ? std::to_string(table) : "t" + std::to_string(table);
+    std::vector<std::pair<std::string, Term>> meta;
+    meta.emplace_back("table", table_kind == 0   ? Term::String(table_text)
+                               : table_kind == 1 ? Term::Atom(table_text)
+                               : table % 2 == 0  ? Term::Int(table)
+                                                 : Term::String(table_text));
+    std::string shard_text = "none";
+    if (shard_kind != 2) {
+      shard_text = std::to_string(shard_id);
+      meta.emplace_back("shard", shard_kind == 0 ? Term::Int(shard_id) : Term::String(shard_text));
+    }
+    if (rows >= 2) want["db.query.big"][table_text] += 1;
+    want["db.query.rows"][table_text] += static_cast<double>(rows);
+    if (shard_kind != 2) {
+      want["db.query.by_shard"][table_text + "/" + shard_text] += 1;
+      want["db.query.rows_by_shard"][table_text + "/" + shard_text] += static_cast<double>(rows);
+    } else {
+      missing_shard += 2;
+    }
+    want["db.query.wide"][table_text + "/" + shard_text + "/none/none/none"] += 1;
+    return Ev("db.query", {{"rows", Number::Int(rows)}}, std::move(meta));
+  };
+
+  // Two frames of one layout: their values lie at the same places in the buffer.
+  feed.SendInPlace({query(2, 11, 0, 1, 0), query(3, 11, 0, 1, 0)});
+  feed.SendInPlace({query(2, 12, 0, 2, 0), query(3, 12, 0, 2, 0)});
+  // Runs of repeats, misses between them, and kinds that share a text.
+  std::uint64_t seed = 12345;
+  auto next = [&](std::uint64_t n) {
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (seed >> 33) % n;
+  };
+  for (int f = 0; f < 400; ++f) {
+    std::vector<wire::EventRecord> frame;
+    const auto events = 1 + next(40);
+    int table = static_cast<int>(next(6));
+    int shard_id = static_cast<int>(next(3));
+    for (std::uint64_t e = 0; e < events; ++e) {
+      if (next(4) == 0) table = static_cast<int>(next(6));
+      if (next(5) == 0) shard_id = static_cast<int>(next(3));
+      frame.push_back(query(static_cast<std::int64_t>(1 + next(3)), table,
+                            static_cast<int>(next(3)), shard_id,
+                            next(8) == 0 ? 2 : static_cast<int>(next(2))));
+    }
+    feed.SendInPlace(frame);
+  }
+  shard->Flush();
+  CHECK(feed.errors() == 0);
+  CHECK(shard->dropped(DropReason::kMissingTag) == missing_shard);
+  const auto all = (*engine)->Collect();
+  for (const auto& [metric, series] : want) {
+    const auto& got = Find(all, metric);
+    CHECK_MESSAGE(got.series.size() == series.size(), metric);
+    for (const auto& s : got.series) {
+      std::string key;
+      for (const auto& [label, value] : s.labels) key += (key.empty() ? "" : "/") + value;
+      const auto it = series.find(key);
+      REQUIRE_MESSAGE(it != series.end(), metric << " " << key);
+      CHECK_MESSAGE(s.value == it->second, metric << " " << key);
+    }
+  }
 }
 
 TEST_CASE("metadata keys are found by their string reference in each frame, never a stale one") {
