@@ -1,4 +1,9 @@
 #include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <new>
+#include <string>
 
 #include "telemetryd/common/log.h"
 
@@ -20,4 +25,47 @@ TEST_CASE("ParseLevel accepts the four level names only") {
   CHECK(log::ParseLevel("warn", level));
   CHECK(level == log::Level::kWarn);
   CHECK_FALSE(log::ParseLevel("verbose", level));
+}
+
+namespace {
+
+// What `write` sends to stderr, read back from a temporary file standing in for it.
+template <typename Write>
+std::string CaptureStderr(Write&& write) {
+  std::FILE* file = std::tmpfile();
+  REQUIRE(file != nullptr);
+  std::fflush(stderr);
+  const int saved = ::dup(STDERR_FILENO);
+  REQUIRE(::dup2(::fileno(file), STDERR_FILENO) >= 0);
+  write();
+  ::dup2(saved, STDERR_FILENO);
+  ::close(saved);
+  std::string text;
+  std::rewind(file);
+  for (int c = std::fgetc(file); c != EOF; c = std::fgetc(file)) text += static_cast<char>(c);
+  std::fclose(file);
+  return text;
+}
+
+}  // namespace
+
+TEST_CASE("a rate-limited site makes its message only when it writes, else writes its fallback") {
+  log::RateLimitedLog site(log::Level::kWarn, 60'000);
+  int made = 0;
+  auto make = [&] {
+    ++made;
+    return std::string("listener: made ") + std::to_string(made);
+  };
+  const std::string first = CaptureStderr([&] {
+    site(make, "fallback");
+    site(make, "fallback");  // within the interval: neither made nor written
+  });
+  CHECK(made == 1);
+  CHECK(first.find("listener: made 1") != std::string::npos);
+  CHECK(first.find("fallback") == std::string::npos);
+
+  log::RateLimitedLog other(log::Level::kWarn, 60'000);
+  const std::string second = CaptureStderr(
+      [&] { other([]() -> std::string { throw std::bad_alloc(); }, "no memory for the message"); });
+  CHECK(second.find("no memory for the message") != std::string::npos);
 }

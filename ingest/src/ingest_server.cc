@@ -163,14 +163,13 @@ class UdpReceiver {
     if (added == 0 || added > (1U << 31)) return;
     stats_.kernel_drops.Add(added);
     kernel_drops_seen_ = total;
-    if (drops_log_.ShouldWrite()) {
-      try {
-        drops_log_.Emit(intake_.name() + ": the kernel dropped " + std::to_string(added) +
-                        " datagrams: the socket's receive buffer was full (receive_buffer_bytes, "
-                        "or more workers)");
-      } catch (...) {
-      }
-    }
+    drops_log_(
+        [&] {
+          return intake_.name() + ": the kernel dropped " + std::to_string(added) +
+                 " datagrams: the socket's receive buffer was full (receive_buffer_bytes, or "
+                 "more workers)";
+        },
+        "the kernel dropped datagrams: a UDP socket's receive buffer was full");
   }
 
   udp::socket socket_;
@@ -222,13 +221,12 @@ struct ListenerState {
 // and was closed.
 void LogNoMemory(const ListenerOptions& options, std::string_view what) noexcept {
   static log::RateLimitedLog limit{log::Level::kWarn, 10'000};
-  if (!limit.ShouldWrite()) return;
-  try {
-    limit.Emit(options.Name() + ": no memory " + std::string(what) +
-               "; the connection is closed and counted (closed_error)");
-  } catch (...) {
-    limit.Emit("a TCP listener found no memory for a connection; it is closed and counted");
-  }
+  limit(
+      [&] {
+        return options.Name() + ": no memory " + std::string(what) +
+               "; the connection is closed and counted (closed_error)";
+      },
+      "a TCP listener found no memory for a connection; it is closed and counted");
 }
 
 // One TCP connection: reassembles native frames (4-byte big-endian length, then the frame) or
@@ -383,14 +381,12 @@ class Worker {
         if (io_.stopped()) return;
         if (!stopping_) Sweep();
       } catch (const std::exception& e) {
-        if (failures_log_.ShouldWrite()) {
-          try {
-            failures_log_.Emit("ingest/" + std::to_string(index_) + ": " + e.what() +
-                               " in a handler; the worker goes on");
-          } catch (...) {
-            failures_log_.Emit("an ingest worker's handler failed; the worker goes on");
-          }
-        }
+        failures_log_(
+            [&] {
+              return "ingest/" + std::to_string(index_) + ": " + e.what() +
+                     " in a handler; the worker goes on";
+            },
+            "an ingest worker's handler failed; the worker goes on");
       }
     }
   }

@@ -68,13 +68,13 @@ class Intake final : public wire::FrameVisitor, public StatsdVisitor {
   void OnError(wire::DecodeError error, std::uint32_t events_lost) noexcept override {
     stats_.rejected[static_cast<std::size_t>(error)].Add();
     stats_.events_lost.Add(events_lost);
-    if (log_.ShouldWrite()) Log(wire::DecodeErrorName(error), {});
+    Log(wire::DecodeErrorName(error), {});
   }
   // Samples are views into the packet, which outlives its Parse: they go to the sink in runs.
   void OnSample(const StatsdSample& sample) noexcept override { runs_.Add(sample); }
   void OnError(StatsdError error, std::string_view line) noexcept override {
     stats_.rejected[static_cast<std::size_t>(error)].Add();
-    if (log_.ShouldWrite()) Log(StatsdErrorName(error), line);
+    Log(StatsdErrorName(error), line);
   }
 
  private:
@@ -88,15 +88,18 @@ class Intake final : public wire::FrameVisitor, public StatsdVisitor {
     EventSink& sink;
   };
 
+  // Logs rejected input (at most every 10 s): the listener, the reason, and the line (StatsD).
   void Log(std::string_view reason, std::string_view line) noexcept {
-    try {
-      std::string message = name_ + ": rejected input: " + std::string(reason);
-      if (!line.empty()) {
-        message += ": \"" + std::string(line.substr(0, 200)) + (line.size() > 200 ? "...\"" : "\"");
-      }
-      log_.Emit(message);
-    } catch (...) {
-    }
+    log_(
+        [&] {
+          std::string message = name_ + ": rejected input: " + std::string(reason);
+          if (!line.empty()) {
+            message +=
+                ": \"" + std::string(line.substr(0, 200)) + (line.size() > 200 ? "...\"" : "\"");
+          }
+          return message;
+        },
+        reason);
   }
 
   Protocol protocol_;

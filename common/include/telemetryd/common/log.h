@@ -39,6 +39,17 @@ class RateLimitedLog {
   void operator()(std::string_view message) noexcept {
     if (ShouldWrite()) Emit(message);
   }
+  // Writes the message `make()` returns (a std::string), made only when the site may write now.
+  // When it cannot be made (no memory), `fallback`, a text that needs none, is written instead.
+  template <typename Make>
+  void operator()(Make&& make, std::string_view fallback) noexcept {
+    if (!ShouldWrite()) return;
+    try {
+      Emit(make());
+    } catch (...) {
+      Emit(fallback);
+    }
+  }
 
  private:
   Level level_;
