@@ -233,14 +233,7 @@ void LogNoMemory(const ListenerOptions& options, std::string_view what) noexcept
 // StatsD lines from a byte stream.
 class TcpSession : public std::enable_shared_from_this<TcpSession> {
  public:
-  TcpSession(tcp::socket socket, Worker& worker, ListenerState& listener, std::size_t worker_index)
-      : socket_(std::move(socket)),
-        worker_(worker),
-        listener_(listener),
-        options_(listener.options),
-        intake_(*listener.intakes[worker_index]),
-        stats_(listener.Stats(worker_index)),
-        last_activity_(Clock::now()) {}
+  TcpSession(tcp::socket socket, Worker& worker, ListenerState& listener);
 
   ~TcpSession();
 
@@ -427,6 +420,15 @@ class Worker {
   std::thread thread_;
   bool stopping_ = false;
 };
+
+TcpSession::TcpSession(tcp::socket socket, Worker& worker, ListenerState& listener)
+    : socket_(std::move(socket)),
+      worker_(worker),
+      listener_(listener),
+      options_(listener.options),
+      intake_(*listener.intakes[worker.index()]),
+      stats_(listener.Stats(worker.index())),
+      last_activity_(Clock::now()) {}
 
 TcpSession::~TcpSession() { listener_.CountGone(worker_.index()); }
 
@@ -826,7 +828,7 @@ void IngestServer::Impl::StartSession(tcp::socket socket, Worker& worker,
                                       ListenerState& state) noexcept {
   std::shared_ptr<TcpSession> session;
   try {
-    session = std::make_shared<TcpSession>(std::move(socket), worker, state, worker.index());
+    session = std::make_shared<TcpSession>(std::move(socket), worker, state);
   } catch (const std::bad_alloc&) {
     boost::system::error_code ignored;
     socket.close(ignored);
