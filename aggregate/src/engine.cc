@@ -863,12 +863,14 @@ ShardSeries* Shard::State::MemoSeries(const CompiledMetric& m, const wire::Event
     return &series_.value(memo.series);
   }
   if (ShardSeries* next = FollowingSeries(m.info.id, nullptr)) return next;
-  // Another metric of the group, not beside the memo's series: its labels after all.
+  // Another metric of the group, not beside the memo's series: its labels after all. (They were
+  // made once for these values in this frame, so they cannot fail; if they did, the group's
+  // metrics would be dropped as they would have been without the memo.)
   memo_ = nullptr;
   const std::uint32_t previous = labels_series_;
-  DropReason why{};
-  if (!BuildLabels(m, event, why)) {
-    Drop(why);
+  if (!BuildLabels(m, event, labels_drop_)) {
+    labels_ok_ = false;
+    Drop(labels_drop_);
     return nullptr;
   }
   labels_series_ = previous;

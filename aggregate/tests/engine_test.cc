@@ -887,94 +887,166 @@ TEST_CASE(
 
 TEST_CASE("label values repeated within a frame reach exactly the series the table gives them") {
   // A frame's events that repeat a tag group's values take the series an earlier one found (the
-  // shard's per-frame memo). Every series must still get exactly its own events: across value
-  // kinds with one text (an integer and a string, a string and an atom), a group's first metric
-  // filtered out of some events, groups of more tags than a memo holds, and frames decoded one
-  // after another from the same buffer, whose strings then lie at the same places.
+  // shard's per-frame memo). Every series must still get exactly its own events, as a model of
+  // the tags says: across value kinds that share a text (an integer and a string, a string and an
+  // atom, a boolean and a string), nil, absent values with and without a default, value mappings,
+  // a group's first metric filtered out of some events, groups whose metrics are not side by
+  // side, groups of more tags than a memo holds, and frames decoded one after another from the
+  // same buffer, whose strings then lie at the same places.
   CatalogSpec c;
   c.system = "db";
   c.events = {Event("db.query", {{"rows", Unit::kNone}},
                     {{"table", MetadataType::kString}, {"shard", MetadataType::kInteger}})};
-  auto big = Metric(MetricType::kCounter, "db.query.big", "db.query", "", {"table"});
-  big.keep = {FilterSpec{.measurement = "rows", .op = FilterSpec::Op::kGe, .threshold = 2}};
-  auto wide = Metric(MetricType::kCounter, "db.query.wide", "db.query", "");
-  for (const char* key : {"table", "shard", "zone", "rack", "host"}) {
-    wide.tags.push_back(TagSpec{key, key, std::string("none"), {}});
+  const TagSpec table{"table", "table", std::nullopt, {}};
+  const TagSpec shard_tag{"shard", "shard", std::nullopt, {}};
+  const TagSpec shard_or_none{"shard", "shard", std::string("none"), {}};
+  struct Model {
+    MetricSpec spec;
+    bool sum;  // adds `rows`; else counts
+    bool big;  // only events of 2 rows or more
+  };
+  std::vector<Model> models;
+  auto add = [&](MetricType type, const std::string& name, std::vector<TagSpec> tags,
+                 bool big = false) {
+    auto m = Metric(type, name, "db.query", type == MetricType::kSum ? "rows" : "");
+    m.tags = std::move(tags);
+    if (big)
+      m.keep = {FilterSpec{.measurement = "rows", .op = FilterSpec::Op::kGe, .threshold = 2}};
+    models.push_back({m, type == MetricType::kSum, big});
+    c.metrics.push_back(m);
+  };
+  // Groups: {table} (big, rows), {table, shard} (by_shard, rows_by_shard), interleaved.
+  add(MetricType::kCounter, "db.query.big", {table}, true);
+  add(MetricType::kCounter, "db.query.by_shard", {table, shard_tag});
+  add(MetricType::kSum, "db.query.rows", {table});
+  add(MetricType::kCounter, "db.query.mapped",
+      {TagSpec{"table", "table", std::nullopt, {{"true", "T"}, {"t1", "one"}}}});
+  add(MetricType::kSum, "db.query.rows_by_shard", {table, shard_tag});
+  // Metrics of another event, so that the groups below share their memo's place (a metric's id
+  // modulo 64) with the ones above.
+  c.events.push_back(Event("db.other", {}, {}));
+  while (c.metrics.size() < 64) {
+    c.metrics.push_back(Metric(MetricType::kCounter,
+                               "db.other.c" + std::to_string(c.metrics.size()), "db.other", ""));
   }
-  c.metrics = {
-      big, Metric(MetricType::kSum, "db.query.rows", "db.query", "rows", {"table"}),
-      Metric(MetricType::kCounter, "db.query.by_shard", "db.query", "", {"table", "shard"}),
-      Metric(MetricType::kSum, "db.query.rows_by_shard", "db.query", "rows", {"table", "shard"}),
-      wide};
+  add(MetricType::kCounter, "db.query.either", {table, shard_or_none});
+  std::vector<TagSpec> wide;
+  for (const char* key : {"table", "shard", "zone", "rack", "host"}) {
+    wide.push_back(TagSpec{key, key, std::string("none"), {}});
+  }
+  add(MetricType::kCounter, "db.query.wide", wide);
   auto engine = Engine::Create({c}, {});
   REQUIRE(engine.has_value());
   auto shard = (*engine)->NewShard();
   Feeder feed(*shard);
 
-  // What each metric's series must hold: label values joined by '/'.
+  // A metadata value: absent, or a term and the text a label makes of it.
+  struct Value {
+    bool present = false;
+    bool nil = false;
+    Term term;
+    std::string text;
+  };
+  auto value = [](int kind, int n) {
+    const std::string digits = std::to_string(n);
+    const std::string truth = n % 2 == 0 ? "true" : "false";
+    switch (kind) {
+      case 0:
+        return Value{true, false, Term::String("t" + digits), "t" + digits};
+      case 1:
+        return Value{true, false, Term::Atom("t" + digits), "t" + digits};
+      case 2:
+        return Value{true, false, Term::Int(n), digits};
+      case 3:
+        return Value{true, false, Term::String(digits), digits};
+      case 4:
+        return Value{true, true, Term::Nil(), "nil"};
+      case 5:
+        return Value{};
+      case 6:
+        return Value{true, false, Term::Bool(n % 2 == 0), truth};
+      case 7:
+        return Value{true, false, Term::String(truth), truth};
+      default:
+        return Value{true, false, Term::Float(n + 0.5), digits + ".5"};
+    }
+  };
+  // What each metric's series must hold (label values joined by '/'), and the drops.
   std::map<std::string, std::map<std::string, double>> want;
-  std::uint64_t missing_shard = 0;
-  auto query = [&](std::int64_t rows, int table, int table_kind, int shard_id, int shard_kind) {
-    const std::string table_text =
-        table_kind == 2 ? std::to_string(table) : "t" + std::to_string(table);
+  std::uint64_t missing_tags = 0;
+  auto query = [&](std::int64_t rows, const Value& table_value, const Value& shard_value) {
     std::vector<std::pair<std::string, Term>> meta;
-    meta.emplace_back("table", table_kind == 0   ? Term::String(table_text)
-                               : table_kind == 1 ? Term::Atom(table_text)
-                               : table % 2 == 0  ? Term::Int(table)
-                                                 : Term::String(table_text));
-    std::string shard_text = "none";
-    if (shard_kind != 2) {
-      shard_text = std::to_string(shard_id);
-      meta.emplace_back("shard", shard_kind == 0 ? Term::Int(shard_id) : Term::String(shard_text));
+    if (table_value.present) meta.emplace_back("table", table_value.term);
+    if (shard_value.present) meta.emplace_back("shard", shard_value.term);
+    for (const auto& model : models) {
+      if (model.big && rows < 2) continue;
+      std::string key;
+      bool missing = false;
+      for (const auto& tag : model.spec.tags) {
+        const Value none;
+        const Value& v = tag.key == "table" ? table_value : tag.key == "shard" ? shard_value : none;
+        std::string text = v.text;
+        if (!v.present || v.nil) {
+          if (tag.default_value) {
+            text = *tag.default_value;
+          } else if (!v.present) {
+            missing = true;
+          }
+        }
+        if (const auto it = tag.values.find(text); it != tag.values.end()) text = it->second;
+        key += (key.empty() ? "" : "/") + text;
+      }
+      if (missing) {
+        ++missing_tags;
+      } else {
+        want[model.spec.name][key] += model.sum ? static_cast<double>(rows) : 1.0;
+      }
     }
-    if (rows >= 2) want["db.query.big"][table_text] += 1;
-    want["db.query.rows"][table_text] += static_cast<double>(rows);
-    if (shard_kind != 2) {
-      want["db.query.by_shard"][table_text + "/" + shard_text] += 1;
-      want["db.query.rows_by_shard"][table_text + "/" + shard_text] += static_cast<double>(rows);
-    } else {
-      missing_shard += 2;
-    }
-    want["db.query.wide"][table_text + "/" + shard_text + "/none/none/none"] += 1;
     return Ev("db.query", {{"rows", Number::Int(rows)}}, std::move(meta));
   };
 
   // Two frames of one layout: their values lie at the same places in the buffer.
-  feed.SendInPlace({query(2, 11, 0, 1, 0), query(3, 11, 0, 1, 0)});
-  feed.SendInPlace({query(2, 12, 0, 2, 0), query(3, 12, 0, 2, 0)});
-  // Runs of repeats, misses between them, and kinds that share a text.
+  feed.SendInPlace({query(2, value(0, 11), value(2, 1)), query(3, value(0, 11), value(2, 1))});
+  feed.SendInPlace({query(2, value(0, 12), value(2, 2)), query(3, value(0, 12), value(2, 2))});
+  // Runs of repeats, with misses between them. Shards: an integer, its digits, absent, nil, or a
+  // boolean.
+  constexpr std::array<int, 5> kShardKinds = {2, 3, 5, 4, 6};
   std::uint64_t seed = 12345;
   auto next = [&](std::uint64_t n) {
     seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (seed >> 33) % n;
+    return static_cast<int>((seed >> 33) % n);
   };
-  for (int f = 0; f < 400; ++f) {
+  for (int f = 0; f < 600; ++f) {
     std::vector<wire::EventRecord> frame;
-    const auto events = 1 + next(40);
-    int table = static_cast<int>(next(6));
-    int shard_id = static_cast<int>(next(3));
-    for (std::uint64_t e = 0; e < events; ++e) {
-      if (next(4) == 0) table = static_cast<int>(next(6));
-      if (next(5) == 0) shard_id = static_cast<int>(next(3));
-      frame.push_back(query(static_cast<std::int64_t>(1 + next(3)), table,
-                            static_cast<int>(next(3)), shard_id,
-                            next(8) == 0 ? 2 : static_cast<int>(next(2))));
+    const int events = 1 + next(40);
+    int table_kind = next(9);
+    int table_n = next(6);
+    int shard_kind = next(5);
+    int shard_n = next(3);
+    for (int e = 0; e < events; ++e) {
+      if (next(4) == 0) table_kind = next(9);
+      if (next(4) == 0) table_n = next(6);
+      if (next(5) == 0) shard_kind = next(5);
+      if (next(5) == 0) shard_n = next(3);
+      frame.push_back(query(1 + next(3), value(table_kind, table_n),
+                            value(kShardKinds[static_cast<std::size_t>(shard_kind)], shard_n)));
     }
     feed.SendInPlace(frame);
   }
   shard->Flush();
   CHECK(feed.errors() == 0);
-  CHECK(shard->dropped(DropReason::kMissingTag) == missing_shard);
+  CHECK(shard->dropped(DropReason::kMissingTag) == missing_tags);
   const auto all = (*engine)->Collect();
-  for (const auto& [metric, series] : want) {
-    const auto& got = Find(all, metric);
-    CHECK_MESSAGE(got.series.size() == series.size(), metric);
+  for (const auto& model : models) {
+    const auto& series = want[model.spec.name];
+    const auto& got = Find(all, model.spec.name);
+    CHECK_MESSAGE(got.series.size() == series.size(), model.spec.name);
     for (const auto& s : got.series) {
       std::string key;
-      for (const auto& [label, value] : s.labels) key += (key.empty() ? "" : "/") + value;
+      for (const auto& [label, text] : s.labels) key += (key.empty() ? "" : "/") + text;
       const auto it = series.find(key);
-      REQUIRE_MESSAGE(it != series.end(), metric << " " << key);
-      CHECK_MESSAGE(s.value == it->second, metric << " " << key);
+      REQUIRE_MESSAGE(it != series.end(), model.spec.name << " " << key);
+      CHECK_MESSAGE(s.value == it->second, model.spec.name << " " << key);
     }
   }
 }

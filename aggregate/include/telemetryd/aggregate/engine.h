@@ -217,6 +217,9 @@ class Shard {
   Shard(const Shard&) = delete;
   Shard& operator=(const Shard&) = delete;
 
+  // Records a decoded event into this shard's series. Call on the recording thread, with the
+  // FrameInfo the decoder gave: the shard keeps per-frame caches keyed by its `sequence` (unique
+  // per frame decoded on a thread), whose entries point into the frame.
   void Record(const wire::FrameInfo& frame, const wire::Event& event) noexcept;
   // A look at the events of a frame before they are recorded: when this shard's series no longer
   // fit in the caches, each Preview starts loading the probe slot of the event's first series and
