@@ -540,7 +540,6 @@ class Shard::State {
     std::uint32_t metric = 0;  // the metric whose series `series` is
     std::uint32_t series = kNoSeries;
     std::uint8_t backoff = 0;              // events to skip after the next miss
-    std::uint8_t skip = 0;                 // events left to skip
     std::array<ValueId, kMemoTags> ids{};  // the values of the group's tags
   };
   // The id of a tag's field (nullptr: absent); false for a value that has none.
@@ -579,6 +578,8 @@ class Shard::State {
   // LabelsSeries for the group MemoLabels looked up.
   ShardSeries* MemoSeries(const CompiledMetric& m, const wire::Event& event) noexcept;
   std::array<LabelsMemo, 64> memos_{};
+  // Per memo place: how many of its groups' events still skip it (one cache line for all).
+  std::array<std::uint8_t, 64> memo_skips_{};
   std::uint64_t memo_stamp_ = 1;
   LabelsMemo* memo_ = nullptr;  // the current group's, when MemoSeries has a part
   bool memo_hit_ = false;       // whether memo_ held the group's values
@@ -835,7 +836,7 @@ bool Shard::State::MemoLabels(const CompiledMetric& m, const wire::Event& event,
   }
   if (current) {  // the values could have repeated and did not
     memo.backoff = static_cast<std::uint8_t>(std::min(memo.backoff * 2 + 1, kMemoMaxSkip));
-    memo.skip = memo.backoff;
+    memo_skips_[group & (memos_.size() - 1)] = memo.backoff;
   }
   memo.stamp = 0;  // until it has its series
   memo.group = group;
@@ -1001,11 +1002,11 @@ void Shard::State::RecordMetric(const Binding& b, std::size_t position,
   if (labels_group_ != tag_group) {
     labels_group_ = tag_group;
     const std::uint32_t group = b.metrics[tag_group];
-    LabelsMemo& memo = memos_[group & (memos_.size() - 1)];
-    if (memo.skip == 0) {
-      labels_ok_ = MemoLabels(m, event, group, memo, labels_drop_);
+    std::uint8_t& skip = memo_skips_[group & (memos_.size() - 1)];
+    if (skip == 0) {
+      labels_ok_ = MemoLabels(m, event, group, memos_[group & (memos_.size() - 1)], labels_drop_);
     } else {
-      --memo.skip;
+      --skip;
       memo_ = nullptr;
       labels_ok_ = BuildLabels(m, event, labels_drop_);
     }
