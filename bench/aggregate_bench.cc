@@ -141,11 +141,12 @@ BENCHMARK(BM_RecordVsrEventManySeries)
 // each decoded into the shard. The copies push the tables out of the nearest cache as the kernel's
 // do in the daemon, which the one-frame benchmarks do not show; the kernel's own work is not here.
 // Argument: 0, every event of a frame another node's (the load generator's default); 1, each frame
-// one node's (`--node-per-frame`).
+// one node's (`--node-per-frame`); 2, frames of one event (an application that sends each event as
+// it happens).
 void BM_NativeDatagramsToShard(benchmark::State& state) {
   constexpr std::size_t kBatch = 32;  // ListenerOptions::batch
   constexpr std::size_t kSlot = 65536;
-  const auto frames = bench::VsrFrames(1000, 25, state.range(0) != 0);
+  const auto frames = bench::VsrFrames(1000, state.range(0) == 2 ? 1 : 25, state.range(0) == 1);
   auto engine = BuiltinEngine();
   auto shard = engine->NewShard();
   AggregatingSink sink(*shard, false);
@@ -182,7 +183,7 @@ void BM_NativeDatagramsToShard(benchmark::State& state) {
     state.SkipWithError("an event was not decoded, or not recorded into both of its metrics");
   }
 }
-BENCHMARK(BM_NativeDatagramsToShard)->Arg(0)->Arg(1);
+BENCHMARK(BM_NativeDatagramsToShard)->Arg(0)->Arg(1)->Arg(2);
 
 // StatsD counter with two DogStatsD tags into an existing series.
 void BM_RecordStatsdCounter(benchmark::State& state) {

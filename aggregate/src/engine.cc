@@ -585,7 +585,8 @@ class Shard::State {
   bool memo_hit_ = false;       // whether memo_ held the group's values
   bool labels_ok_ = false;
   DropReason labels_drop_ = DropReason::kMissingTag;
-  // Per-frame cache of name reference -> binding.
+  // The sequence of the frame being recorded (FrameInfo::sequence), which the caches below and
+  // the memo's stamp follow.
   std::uint64_t cached_sequence_ = ~0ULL;
   // Per-frame cache of key reference -> Engine::Impl::key_indexes (kNoKey: no metric reads it).
   // Entries of other frames are stale: frame sequences are unique per thread.
@@ -596,7 +597,13 @@ class Shard::State {
     std::uint32_t key = kNoKey;
   };
   std::array<KeySlot, 128> key_cache_{};  // the static strings and 64 frame strings apart
-  std::array<std::pair<std::uint32_t, const Binding*>, 64> name_cache_{};
+  // Per-frame cache of name reference -> binding; entries of other frames are stale, as above.
+  struct BindingSlot {
+    std::uint64_t frame = ~0ULL;
+    std::uint32_t ref = 0;
+    const Binding* binding = nullptr;
+  };
+  std::array<BindingSlot, 64> name_cache_{};
   std::int64_t now_ns_ = 0;
   std::vector<SpanSlot> spans_;
   std::size_t open_spans_ = 0;
@@ -685,14 +692,13 @@ const Binding* Shard::State::Resolve(const wire::FrameInfo& frame,
   if (frame.sequence != cached_sequence_) {
     cached_sequence_ = frame.sequence;
     ++memo_stamp_;
-    for (auto& entry : name_cache_) entry = {~0U, nullptr};
     now_ns_ = NowNs();
   }
-  auto& entry = name_cache_[event.name_ref & 63];
-  if (entry.first == event.name_ref) return entry.second;
+  BindingSlot& slot = name_cache_[event.name_ref & (name_cache_.size() - 1)];
+  if (slot.frame == cached_sequence_ && slot.ref == event.name_ref) return slot.binding;
   const auto it = engine_.bindings.find(event.name);
   const Binding* binding = it == engine_.bindings.end() ? nullptr : &it->second;
-  entry = {event.name_ref, binding};
+  slot = {cached_sequence_, event.name_ref, binding};
   return binding;
 }
 
