@@ -32,8 +32,7 @@ inline wire::EventRecord VsrPrepareSent(std::int64_t i, std::string node_id) {
 inline std::vector<std::vector<std::uint8_t>> VsrFrames(int series, int per_frame,
                                                         bool node_per_frame = false) {
   std::vector<std::vector<std::uint8_t>> out;
-  const int count =
-      node_per_frame ? std::max(1, series) : std::max(1, (series + per_frame - 1) / per_frame);
+  const int count = std::max(1, node_per_frame ? series : (series + per_frame - 1) / per_frame);
   wire::FrameEncoder encoder(wire::EncoderOptions{.max_frame_bytes = 65000});
   int next = 0;
   for (int f = 0; f < count; ++f) {

@@ -572,17 +572,21 @@ class Shard::State {
   }
   // BuildLabels for the tag group whose first metric is `group`, through its memo: labels_series_
   // and memo_ set for MemoSeries when the memo holds these values (labels_ then not made); else
-  // BuildLabels, with memo_ set to keep the series found when the values have ids.
+  // BuildLabels, with memo_ set to keep the series found when the values have ids (its stamp
+  // stale until then).
   bool MemoLabels(const CompiledMetric& m, const wire::Event& event, std::uint32_t group,
                   LabelsMemo& memo, DropReason& why) noexcept;
-  // LabelsSeries for the group MemoLabels looked up.
+  // LabelsSeries for the group MemoLabels looked up: the memo's series when it held the values
+  // (its stamp is current), else the one found, which it then keeps.
   ShardSeries* MemoSeries(const CompiledMetric& m, const wire::Event& event) noexcept;
-  std::array<LabelsMemo, 64> memos_{};
+  // The place of the group whose first metric is `group` in memos_ and memo_skips_.
+  static std::size_t MemoPlace(std::uint32_t group) noexcept { return group & (kMemoPlaces - 1); }
+  static constexpr std::size_t kMemoPlaces = 64;
+  std::array<LabelsMemo, kMemoPlaces> memos_{};
   // Per memo place: how many of its groups' events still skip it (one cache line for all).
-  std::array<std::uint8_t, 64> memo_skips_{};
+  std::array<std::uint8_t, kMemoPlaces> memo_skips_{};
   std::uint64_t memo_stamp_ = 1;
   LabelsMemo* memo_ = nullptr;  // the current group's, when MemoSeries has a part
-  bool memo_hit_ = false;       // whether memo_ held the group's values
   bool labels_ok_ = false;
   DropReason labels_drop_ = DropReason::kMissingTag;
   // The sequence of the frame being recorded (FrameInfo::sequence), which the caches below and
@@ -836,26 +840,22 @@ bool Shard::State::MemoLabels(const CompiledMetric& m, const wire::Event& event,
   if (same && memorable) {
     memo.backoff = 0;
     memo_ = &memo;
-    memo_hit_ = true;
     labels_series_ = kNoSeries;
     return true;
   }
   if (current) {  // the values could have repeated and did not
     memo.backoff = static_cast<std::uint8_t>(std::min(memo.backoff * 2 + 1, kMemoMaxSkip));
-    memo_skips_[group & (memos_.size() - 1)] = memo.backoff;
+    memo_skips_[MemoPlace(group)] = memo.backoff;
   }
   memo.stamp = 0;  // until it has its series
   memo.group = group;
-  if (memorable) {
-    memo_ = &memo;
-    memo_hit_ = false;
-  }
+  if (memorable) memo_ = &memo;
   return BuildLabels(m, event, why);
 }
 
 ShardSeries* Shard::State::MemoSeries(const CompiledMetric& m, const wire::Event& event) noexcept {
   LabelsMemo& memo = *memo_;
-  if (!memo_hit_) {
+  if (memo.stamp != memo_stamp_) {  // a miss: the series found is kept
     ShardSeries* s = LabelsSeries(m.info.id);
     if (s != nullptr) {
       memo.metric = m.info.id;
@@ -1008,9 +1008,9 @@ void Shard::State::RecordMetric(const Binding& b, std::size_t position,
   if (labels_group_ != tag_group) {
     labels_group_ = tag_group;
     const std::uint32_t group = b.metrics[tag_group];
-    std::uint8_t& skip = memo_skips_[group & (memos_.size() - 1)];
+    std::uint8_t& skip = memo_skips_[MemoPlace(group)];
     if (skip == 0) {
-      labels_ok_ = MemoLabels(m, event, group, memos_[group & (memos_.size() - 1)], labels_drop_);
+      labels_ok_ = MemoLabels(m, event, group, memos_[MemoPlace(group)], labels_drop_);
     } else {
       --skip;
       memo_ = nullptr;

@@ -166,9 +166,9 @@ class SeriesTable {
   template <typename Equal>
   [[nodiscard]] std::uint32_t FindIf(std::uint64_t hash, Equal&& equal) const noexcept {
     const std::size_t mask = slots_.size() - 1;
-    const auto index_mask = static_cast<std::uint32_t>(mask);
+    const std::uint32_t index_mask = IndexMask();
     const auto hash32 = static_cast<std::uint32_t>(hash);
-    const std::uint32_t tag = hash32 & ~index_mask;
+    const std::uint32_t tag = Tag(hash32);
     for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
       const std::uint32_t slot = slots_[i];
       if (slot == 0) return kNone;
@@ -221,7 +221,7 @@ class SeriesTable {
     Entry& e = At(index);
     const std::size_t mask = slots_.size() - 1;
     std::size_t i = e.hash & mask;
-    const auto index_mask = static_cast<std::uint32_t>(mask);
+    const std::uint32_t index_mask = IndexMask();
     while ((slots_[i] & index_mask) != index + 1) i = (i + 1) & mask;
     EraseFromProbeRun(
         std::span<std::uint32_t>(slots_), i, [](std::uint32_t slot) { return slot == 0; },

@@ -139,17 +139,12 @@ class Feeder final : public wire::FrameVisitor {
  public:
   explicit Feeder(Shard& shard) : shard_(shard) {}
   void Send(const std::vector<wire::EventRecord>& events, std::uint64_t units = 1'000'000'000) {
-    wire::FrameEncoder encoder(
-        wire::EncoderOptions{.units_per_second = units, .max_frame_bytes = 1 << 20});
-    for (const auto& e : events) REQUIRE(encoder.Add(e) == wire::AddResult::kAdded);
-    decoder_.Decode(encoder.Finish(), *this);
+    decoder_.Decode(Encode(events, units), *this);
   }
   // Send, but the frame is decoded from the start of one buffer, every frame in the same place, as
   // a listener's receive slot holds one datagram after another.
   void SendInPlace(const std::vector<wire::EventRecord>& events) {
-    wire::FrameEncoder encoder(wire::EncoderOptions{.max_frame_bytes = 1 << 20});
-    for (const auto& e : events) REQUIRE(encoder.Add(e) == wire::AddResult::kAdded);
-    const auto frame = encoder.Finish();
+    const auto frame = Encode(events);
     slot_.resize(std::max(slot_.size(), frame.size()));
     std::copy(frame.begin(), frame.end(), slot_.begin());
     decoder_.Decode(std::span<const std::uint8_t>(slot_.data(), frame.size()), *this);
@@ -158,8 +153,6 @@ class Feeder final : public wire::FrameVisitor {
   // Decodes the events' frame into the shard's Preview, then PreviewDone: what the ingest intake
   // does before recording a frame when the shard asks for it.
   void Preview(const std::vector<wire::EventRecord>& events) {
-    wire::FrameEncoder encoder(wire::EncoderOptions{.max_frame_bytes = 1 << 20});
-    for (const auto& e : events) REQUIRE(encoder.Add(e) == wire::AddResult::kAdded);
     struct Previewer final : wire::FrameVisitor {
       explicit Previewer(Shard& to) : shard(to) {}
       void OnEvent(const wire::FrameInfo& frame, const wire::Event& event) noexcept override {
@@ -168,7 +161,7 @@ class Feeder final : public wire::FrameVisitor {
       void OnError(wire::DecodeError, std::uint32_t) noexcept override {}
       Shard& shard;
     } previewer(shard_);
-    decoder_.Decode(encoder.Finish(), previewer);
+    decoder_.Decode(Encode(events), previewer);
     shard_.PreviewDone();
   }
   void OnEvent(const wire::FrameInfo& frame, const wire::Event& event) noexcept override {
@@ -177,6 +170,16 @@ class Feeder final : public wire::FrameVisitor {
   void OnError(wire::DecodeError, std::uint32_t) noexcept override { ++errors_; }
 
  private:
+  // The events as one frame.
+  static std::vector<std::uint8_t> Encode(const std::vector<wire::EventRecord>& events,
+                                          std::uint64_t units = 1'000'000'000) {
+    wire::FrameEncoder encoder(
+        wire::EncoderOptions{.units_per_second = units, .max_frame_bytes = 1 << 20});
+    for (const auto& e : events) REQUIRE(encoder.Add(e) == wire::AddResult::kAdded);
+    const auto frame = encoder.Finish();
+    return {frame.begin(), frame.end()};
+  }
+
   Shard& shard_;
   wire::FrameDecoder decoder_;
   std::vector<std::uint8_t> slot_;

@@ -217,9 +217,11 @@ struct ListenerState {
   }
 };
 
-// Logs, at most every 10 s, that a connection of `options`' listener found no memory for `what`
-// and was closed.
-void LogNoMemory(const ListenerOptions& options, std::string_view what) noexcept {
+// Counts a connection of `options`' listener closed because it found no memory for `what`
+// (closed_error in `stats`), and logs it at most every 10 s.
+void CountNoMemory(ListenerStats& stats, const ListenerOptions& options,
+                   std::string_view what) noexcept {
+  stats.connections_closed_error.Add();
   static log::RateLimitedLog limit{log::Level::kWarn, 10'000};
   limit(
       [&] {
@@ -443,8 +445,7 @@ void TcpSession::Start() noexcept {
 }
 
 void TcpSession::CloseWithoutMemory(std::string_view what) noexcept {
-  stats_.connections_closed_error.Add();
-  LogNoMemory(options_, what);
+  CountNoMemory(stats_, options_, what);
   CloseWithLeftovers();
 }
 
@@ -797,8 +798,7 @@ bool IngestServer::Impl::AcceptOne(ListenerState& state) noexcept {
     // Asio registers the accepted socket with the worker's reactor, which may allocate; failing,
     // it closes the socket. The connection was accepted: counted as accepted and closed.
     acceptor_stats.connections_accepted.Add();
-    acceptor_stats.connections_closed_error.Add();
-    LogNoMemory(state.options, "for a new connection");
+    CountNoMemory(acceptor_stats, state.options, "for a new connection");
     return true;
   }
   if (ec) return false;  // would_block, or an error the next readiness reports again
@@ -818,8 +818,7 @@ bool IngestServer::Impl::AcceptOne(ListenerState& state) noexcept {
   } catch (const std::bad_alloc&) {
     // The handler, and the socket in it, are gone: closed.
     state.CountGone(target.index());
-    acceptor_stats.connections_closed_error.Add();
-    LogNoMemory(state.options, "to hand a new connection to its worker");
+    CountNoMemory(acceptor_stats, state.options, "to hand a new connection to its worker");
   }
   return true;
 }
@@ -833,8 +832,7 @@ void IngestServer::Impl::StartSession(tcp::socket socket, Worker& worker,
     boost::system::error_code ignored;
     socket.close(ignored);
     state.CountGone(worker.index());
-    state.Stats(worker.index()).connections_closed_error.Add();
-    LogNoMemory(state.options, "for a new connection");
+    CountNoMemory(state.Stats(worker.index()), state.options, "for a new connection");
     return;
   }
   session->Start();
