@@ -69,6 +69,27 @@ struct Generation {
   std::vector<std::unique_ptr<aggregate::Shard>> shards;
 };
 
+// A shard's flush, from the periodic flush, a scrape or a push. What memory did not allow to
+// merge stays in the shard for the next one.
+void Flush(aggregate::Shard& shard) noexcept {
+  static log::RateLimitedLog no_memory(log::Level::kWarn);
+  if (!shard.Flush()) {
+    no_memory(
+        "flush: out of memory; an ingest worker keeps what it could not merge for the next "
+        "flush");
+  }
+}
+
+// A shard's last flush, before a reload retires it or the daemon stops. What memory does not
+// allow to merge at a second try is dropped and counted (aggregate dropped, reason no_memory).
+void FlushLast(aggregate::Shard& shard) noexcept {
+  if (shard.Flush() || shard.Flush()) return;
+  shard.DiscardPending();
+  log::Write(log::Level::kError,
+             "flush: out of memory; updates an ingest worker could not merge are dropped "
+             "(telemetryd_aggregate_dropped_total{reason=\"no_memory\"})");
+}
+
 // Counters of replaced generations, so that the self-metrics never go down across a reload.
 struct RetiredCounters {
   std::array<std::uint64_t, aggregate::kDropReasonCount> dropped{};
@@ -247,7 +268,7 @@ Expected<std::unique_ptr<exporters::PrometheusEndpoint>> Daemon::StartEndpoint(
 }
 
 void Daemon::FlushLocked() {
-  server_->RunOnWorkers([g = generation_](std::size_t worker) { g->shards[worker]->Flush(); },
+  server_->RunOnWorkers([g = generation_](std::size_t worker) { Flush(*g->shards[worker]); },
                         std::chrono::seconds(2));
 }
 
@@ -316,7 +337,7 @@ Status Daemon::ApplyReload(config::Config next) {
   const bool print = next.logging.print_events;
   server_->RunOnWorkers(
       [old, fresh, remaining, print, this](std::size_t worker) {
-        old->shards[worker]->Flush();
+        FlushLast(*old->shards[worker]);
         fresh->shards[worker]->AdoptSpans(*old->shards[worker]);
         sinks_[worker]->Use(*fresh->shards[worker], print);
         remaining->fetch_sub(1);
@@ -524,7 +545,7 @@ int Daemon::Run() {
         server_->Stop();
         std::lock_guard lock(mutex_);
         // The workers are gone: safe from here.
-        for (auto& shard : generation_->shards) shard->Flush();
+        for (auto& shard : generation_->shards) FlushLast(*shard);
         // The final push: what came in since the previous one.
         if (pusher_) pusher_->Push(generation_->engine->TakeDeltaSnapshot());
         io_.stop();

@@ -58,7 +58,7 @@ constexpr std::array<std::string_view, kDropReasonCount> kDropNames = {
     "unknown_event",       "missing_measurement", "missing_tag",          "bad_tag_value",
     "non_finite",          "negative_counter",    "series_overflow",      "span_unmatched",
     "span_expired",        "span_table_full",     "statsd_type_conflict", "statsd_metric_overflow",
-    "statsd_set_overflow",
+    "statsd_set_overflow", "no_memory",
 };
 
 struct CompiledFilter {
@@ -420,8 +420,10 @@ class Shard::State {
   void PreviewDone() noexcept;
   void RecordStatsd(const StatsdInput& sample) noexcept;
   void RecordStatsd(std::span<const StatsdInput> samples) noexcept;
-  void Flush();
+  bool Flush() noexcept;
+  void DiscardPending() noexcept;
   void AdoptSpans(State& previous) noexcept;
+  void MergeSeries(std::uint32_t i, std::int64_t now, std::uint64_t& left_out);
 
  private:
   const Binding* Resolve(const wire::FrameInfo& frame, const wire::Event& event) noexcept;
@@ -958,7 +960,7 @@ ShardSeries* Shard::State::NewSeries(std::uint32_t metric, std::uint64_t hash,
   try {
     i = series_.Insert(key_, hash);
   } catch (...) {
-    Drop(DropReason::kSeriesOverflow);
+    Drop(DropReason::kNoMemory);
     return nullptr;
   }
   series_.value(i).metric = metric;
@@ -1630,10 +1632,35 @@ void Engine::Impl::Sweep(std::int64_t now) {
 
 namespace {
 
-// Adds a shard series' updates to its merged series and clears them. Returns the set members
-// left out for want of room (kMaxSetMembers).
-std::uint64_t MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t) {
-  std::uint64_t left_out = 0;
+// The updates a shard series holds, counted when they are lost: a catalog counter's events, a
+// distribution's or summary's values; for a sum, a last value, a set or a StatsD counter (whose
+// pending sum is of the values sent), at least one.
+std::uint64_t PendingUpdates(const CompiledMetric& m, const ShardSeries& s, bool statsd) noexcept {
+  const bool counts_events = m.info.type == MetricType::kCounter && !statsd;
+  return std::max<std::uint64_t>(1, counts_events ? static_cast<std::uint64_t>(s.sums.isum)
+                                    : s.extra     ? s.extra->count
+                                                  : 0);
+}
+
+// Clears a shard series' updates without merging them.
+void DiscardUpdates(const CompiledMetric& m, ShardSeries& s) noexcept {
+  if (s.extra) {
+    ShardExtra& x = *s.extra;
+    x.count = 0;
+    x.sum = 0;
+    std::fill(x.buckets.begin(), x.buckets.end(), 0);
+    if (x.sketch) x.sketch->Clear();
+    if (x.members) x.members->clear();
+  }
+  s.dirty = false;
+  ClearPending(m, s);
+}
+
+// Adds a shard series' updates to its merged series and clears them. What the merged series needs
+// is allocated before anything is added, so that when memory runs out (std::bad_alloc) nothing is
+// added twice or lost: the shard series keeps what was not merged, for the next flush.
+// `left_out`: set members not added for want of room (kMaxSetMembers).
+void MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t, std::uint64_t& left_out) {
   switch (m.info.type) {
     case MetricType::kCounter:
     case MetricType::kSum:
@@ -1646,6 +1673,9 @@ std::uint64_t MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t)
       if (m.info.statsd_set) {
         if (s.extra && s.extra->members) {
           if (!t.extra) t.extra = std::make_unique<StoreExtra>();
+          // When an addition throws, a flush after it adds the same members again: those already
+          // added are found (not counted), and none was left out yet (only a full set leaves one
+          // out, and then nothing allocates).
           for (const auto& member : *s.extra->members) {
             if (!AddSetMember(t.extra->set_members, member)) ++left_out;
           }
@@ -1667,8 +1697,10 @@ std::uint64_t MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t)
       StoreExtra& to = *t.extra;
       if (m.info.type == MetricType::kDistribution) {
         if (to.buckets.size() != from.buckets.size()) {
-          to.buckets.assign(from.buckets.size(), 0);
-          to.delta_buckets.assign(from.buckets.size(), 0);
+          std::vector<std::uint64_t> buckets(from.buckets.size(), 0);
+          std::vector<std::uint64_t> delta_buckets(from.buckets.size(), 0);
+          to.buckets = std::move(buckets);
+          to.delta_buckets = std::move(delta_buckets);
         }
         for (std::size_t b = 0; b < from.buckets.size(); ++b) {
           to.buckets[b] += from.buckets[b];
@@ -1678,7 +1710,9 @@ std::uint64_t MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t)
       } else if (from.sketch) {
         if (!to.summary)
           to.summary = std::make_unique<SummaryWindow>(from.sketch->relative_accuracy());
-        to.summary->current.Merge(*from.sketch);
+        to.summary->current.Cover(*from.sketch);
+        to.summary->delta.Cover(*from.sketch);
+        to.summary->current.Merge(*from.sketch);  // allocates nothing once covered
         to.summary->delta.Merge(*from.sketch);
         from.sketch->Clear();
       }
@@ -1693,12 +1727,54 @@ std::uint64_t MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t)
   }
   s.dirty = false;
   ClearPending(m, s);
-  return left_out;
 }
 
 }  // namespace
 
-void Shard::State::Flush() {
+// Merges dirty series `i` into the store (or drops its updates, counted, when no series is left
+// for it there). Throws std::bad_alloc with the series' updates all still in the shard, or none.
+void Shard::State::MergeSeries(std::uint32_t i, std::int64_t now, std::uint64_t& left_out) {
+  ShardSeries& s = series_.value(i);
+  const CompiledMetric& m = engine_.metrics[s.metric];
+  auto& table = engine_.store[s.metric].series;
+  const std::string_view key = StoreKey(series_.key(i));
+  std::uint32_t t = s.store_index;
+  if (t >= table.end() || !table.live(t) || table.key(t) != key) {
+    const std::uint64_t hash = table.Hash(key);
+    t = table.Find(key, hash);
+    if (t == table.kNone) {
+      // A StatsD name's series count against the limit per metric by name. Its name may have
+      // been forgotten (Sweep) since this shard admitted it: it is admitted again, with this
+      // series' type, unless another type or no room took its place.
+      const bool statsd = engine_.IsStatsd(s.metric);
+      DropReason why = DropReason::kSeriesOverflow;
+      detail::StatsdNames::Entry* name = nullptr;
+      bool room = engine_.total_series < engine_.options.max_series_total;
+      if (room && statsd) {
+        name = engine_.StatsdSeriesName(key, s.metric - engine_.statsd_first, why);
+        room = name != nullptr && name->series < engine_.options.max_series_per_metric;
+      } else if (room) {
+        room = table.size() < engine_.options.max_series_per_metric;
+      }
+      if (!room) {
+        const std::uint64_t lost = PendingUpdates(m, s, statsd);
+        if (why == DropReason::kSeriesOverflow) engine_.store[s.metric].overflow += lost;
+        owner_.drops_[static_cast<std::size_t>(why)].Add(lost);
+        DiscardUpdates(m, s);
+        return;
+      }
+      t = table.Insert(key, hash);
+      ++engine_.total_series;
+      if (name != nullptr) ++name->series;
+    }
+    s.store_index = t;
+  }
+  StoreSeries& merged = table.value(t);
+  Touch(merged, now);
+  MergeInto(m, s, merged, left_out);
+}
+
+bool Shard::State::Flush() noexcept {
   const std::int64_t now = NowNs();
   now_ns_ = now;
   // Spans whose stop never came.
@@ -1720,66 +1796,35 @@ void Shard::State::Flush() {
   if (engine_.window_start_ns == 0) engine_.window_start_ns = now;
   engine_.RollWindows(now);
   bool erased = false;
-  for (std::uint32_t i = 0; i < series_.end(); ++i) {
-    if (!series_.live(i)) continue;
-    ShardSeries& s = series_.value(i);
-    if (!s.dirty) {
-      if (ttl > 0 && s.open_refs == 0 && now - s.touched_ns > ttl) {
+  bool complete = true;
+  std::uint64_t left_out = 0;
+  // Only an allocation throws (a store entry, a merged series' extra or set members): the series
+  // it was for, and those after it, stay dirty for the next flush.
+  try {
+    for (std::uint32_t i = 0; i < series_.end(); ++i) {
+      if (!series_.live(i)) continue;
+      const ShardSeries& s = series_.value(i);
+      if (s.dirty) {
+        MergeSeries(i, now, left_out);
+      } else if (ttl > 0 && s.open_refs == 0 && now - s.touched_ns > ttl) {
         EraseSeries(i);
         erased = true;
       }
-      continue;
     }
-    const CompiledMetric& m = engine_.metrics[s.metric];
-    auto& table = engine_.store[s.metric].series;
-    const std::string_view key = StoreKey(series_.key(i));
-    std::uint32_t t = s.store_index;
-    if (t >= table.end() || !table.live(t) || table.key(t) != key) {
-      const std::uint64_t hash = table.Hash(key);
-      t = table.Find(key, hash);
-      if (t == table.kNone) {
-        // A StatsD name's series count against the limit per metric by name. Its name may have
-        // been forgotten (Sweep) since this shard admitted it: it is admitted again, with this
-        // series' type, unless another type or no room took its place.
-        const bool statsd = engine_.IsStatsd(s.metric);
-        DropReason why = DropReason::kSeriesOverflow;
-        detail::StatsdNames::Entry* name = nullptr;
-        bool room = engine_.total_series < engine_.options.max_series_total;
-        if (room && statsd) {
-          name = engine_.StatsdSeriesName(key, s.metric - engine_.statsd_first, why);
-          room = name != nullptr && name->series < engine_.options.max_series_per_metric;
-        } else if (room) {
-          room = table.size() < engine_.options.max_series_per_metric;
-        }
-        if (!room) {
-          // Updates lost: a catalog counter counts them (one per event), a distribution or
-          // summary too; for a sum, a last value or a StatsD counter (whose pending sum is of
-          // the values sent) at least one was lost.
-          const bool counts_events = m.info.type == MetricType::kCounter && !statsd;
-          const std::uint64_t lost =
-              std::max<std::uint64_t>(1, counts_events ? static_cast<std::uint64_t>(s.sums.isum)
-                                         : s.extra     ? s.extra->count
-                                                       : 0);
-          if (why == DropReason::kSeriesOverflow) engine_.store[s.metric].overflow += lost;
-          owner_.drops_[static_cast<std::size_t>(why)].Add(lost);
-          StoreSeries scratch;
-          MergeInto(m, s, scratch);  // clears the shard series
-          continue;
-        }
-        t = table.Insert(key, hash);
-        ++engine_.total_series;
-        if (name != nullptr) ++name->series;
-      }
-      s.store_index = t;
-    }
-    StoreSeries& merged = table.value(t);
-    Touch(merged, now);
-    if (const std::uint64_t left_out = MergeInto(m, s, merged); left_out > 0) {
-      owner_.drops_[static_cast<std::size_t>(DropReason::kStatsdSetOverflow)].Add(left_out);
-    }
+  } catch (const std::bad_alloc&) {
+    complete = false;
+  }
+  if (left_out > 0) {
+    owner_.drops_[static_cast<std::size_t>(DropReason::kStatsdSetOverflow)].Add(left_out);
   }
   if (erased) std::fill(sample_cache_.begin(), sample_cache_.end(), SampleSet{});
-  for (auto& [name, count] : unknown_) engine_.unknown_names[name] += count;
+  for (auto& [name, count] : unknown_) {
+    try {
+      engine_.unknown_names[name] += count;
+    } catch (const std::bad_alloc&) {  // counted without its name
+      engine_.unknown_other += count;
+    }
+  }
   unknown_.clear();
   engine_.unknown_other += unknown_other_;
   unknown_other_ = 0;
@@ -1789,6 +1834,18 @@ void Shard::State::Flush() {
   if (statsd_forget_epoch_ != engine_.statsd_forget_epoch) {
     statsd_forget_epoch_ = engine_.statsd_forget_epoch;
     std::fill(statsd_names_.begin(), statsd_names_.end(), NameSlot{});
+  }
+  return complete;
+}
+
+void Shard::State::DiscardPending() noexcept {
+  for (std::uint32_t i = 0; i < series_.end(); ++i) {
+    if (!series_.live(i) || !series_.value(i).dirty) continue;
+    ShardSeries& s = series_.value(i);
+    const CompiledMetric& m = engine_.metrics[s.metric];
+    owner_.drops_[static_cast<std::size_t>(DropReason::kNoMemory)].Add(
+        PendingUpdates(m, s, engine_.IsStatsd(s.metric)));
+    DiscardUpdates(m, s);
   }
 }
 
@@ -1937,7 +1994,8 @@ void Shard::RecordStatsd(const StatsdInput& sample) noexcept { state_->RecordSta
 void Shard::RecordStatsd(std::span<const StatsdInput> samples) noexcept {
   state_->RecordStatsd(samples);
 }
-void Shard::Flush() { state_->Flush(); }
+bool Shard::Flush() noexcept { return state_->Flush(); }
+void Shard::DiscardPending() noexcept { state_->DiscardPending(); }
 void Shard::AdoptSpans(Shard& previous) noexcept { state_->AdoptSpans(*previous.state_); }
 
 std::string_view DropReasonName(DropReason reason) noexcept {

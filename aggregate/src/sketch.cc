@@ -26,33 +26,49 @@ double QuantileSketch::Value(std::int32_t index) const {
   return 2 * std::pow(gamma_, index) / (gamma_ + 1);
 }
 
-void QuantileSketch::Store::Add(std::int32_t index, std::uint64_t n) {
+std::int32_t QuantileSketch::Store::Reach(std::int32_t index) {
   if (counts.empty()) {
     offset = index;
     counts.assign(1, 0);
   } else if (index < offset) {
     const auto grow = static_cast<std::size_t>(offset - index);
     if (counts.size() + grow > static_cast<std::size_t>(kMaxBuckets)) {
-      index = offset;  // collapse the lowest values into the lowest bucket kept
-    } else {
-      counts.insert(counts.begin(), grow, 0);
-      offset = index;
+      return offset;  // collapse the lowest values into the lowest bucket kept
     }
+    counts.insert(counts.begin(), grow, 0);
+    offset = index;
   } else if (index >= offset + static_cast<std::int32_t>(counts.size())) {
     const auto needed = static_cast<std::size_t>(index - offset) + 1;
     if (needed > static_cast<std::size_t>(kMaxBuckets)) {
-      index = offset + kMaxBuckets - 1;  // collapse the highest values
       counts.resize(static_cast<std::size_t>(kMaxBuckets), 0);
-    } else {
-      counts.resize(needed, 0);
+      return offset + kMaxBuckets - 1;  // collapse the highest values
     }
+    counts.resize(needed, 0);
   }
-  counts[static_cast<std::size_t>(index - offset)] += n;
+  return index;
 }
 
-void QuantileSketch::Store::Merge(const Store& other) {
+void QuantileSketch::Store::Add(std::int32_t index, std::uint64_t n) {
+  counts[static_cast<std::size_t>(Reach(index) - offset)] += n;
+}
+
+void QuantileSketch::Store::Cover(const Store& other) {
+  std::size_t lo = 0;
+  std::size_t hi = other.counts.size();
+  while (lo < hi && other.counts[lo] == 0) ++lo;
+  while (hi > lo && other.counts[hi - 1] == 0) --hi;
+  if (lo == hi) return;
+  Reach(other.offset + static_cast<std::int32_t>(lo));
+  Reach(other.offset + static_cast<std::int32_t>(hi - 1));
+}
+
+void QuantileSketch::Store::AddCovered(const Store& other) noexcept {
+  if (counts.empty()) return;  // other has no values: Cover would have made room
+  const std::int32_t top = offset + static_cast<std::int32_t>(counts.size()) - 1;
   for (std::size_t i = 0; i < other.counts.size(); ++i) {
-    if (other.counts[i] != 0) Add(other.offset + static_cast<std::int32_t>(i), other.counts[i]);
+    if (other.counts[i] == 0) continue;
+    const std::int32_t index = std::clamp(other.offset + static_cast<std::int32_t>(i), offset, top);
+    counts[static_cast<std::size_t>(index - offset)] += other.counts[i];
   }
 }
 
@@ -69,9 +85,15 @@ void QuantileSketch::Add(double value, std::uint64_t count) {
   count_ += count;
 }
 
+void QuantileSketch::Cover(const QuantileSketch& other) {
+  positive_.Cover(other.positive_);
+  negative_.Cover(other.negative_);
+}
+
 void QuantileSketch::Merge(const QuantileSketch& other) {
-  positive_.Merge(other.positive_);
-  negative_.Merge(other.negative_);
+  Cover(other);
+  positive_.AddCovered(other.positive_);
+  negative_.AddCovered(other.negative_);
   zeros_ += other.zeros_;
   count_ += other.count_;
 }

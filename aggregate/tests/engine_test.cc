@@ -9,6 +9,7 @@
 #include <limits>
 #include <map>
 #include <new>
+#include <sstream>
 #include <thread>
 #include <tuple>
 #include <unordered_map>
@@ -1674,6 +1675,149 @@ TEST_CASE("reload: an Adopt that runs out of memory leaves exact counts and one 
     CHECK(one_type_per_name);
     CHECK(names_expire);
   }
+}
+
+// Everything an engine exports, and every count a shard keeps, as one text: series sorted, so
+// that two engines fed the same compare equal whatever order their tables hold the series in.
+std::string Dump(Engine& engine, const Shard& shard) {
+  std::ostringstream out;
+  out.precision(17);
+  auto points = [&](std::vector<MetricPoints> all) {
+    std::vector<std::string> lines;
+    for (const auto& m : all) {
+      for (const auto& s : m.series) {
+        std::ostringstream line;
+        line.precision(17);
+        line << m.info.name;
+        for (const auto& [k, v] : s.labels) line << ' ' << k << '=' << v;
+        line << " value=" << s.value << " count=" << s.count << " sum=" << s.sum << " buckets";
+        for (const auto b : s.bucket_counts) line << ' ' << b;
+        line << " quantiles";
+        for (const auto q : s.quantile_values) line << ' ' << q;
+        lines.push_back(line.str());
+      }
+    }
+    std::sort(lines.begin(), lines.end());
+    for (const auto& l : lines) out << l << '\n';
+  };
+  points(engine.Collect());
+  out << "-- deltas\n";
+  points(engine.TakeDeltas());
+  for (std::size_t r = 0; r < kDropReasonCount; ++r) {
+    const auto reason = static_cast<DropReason>(r);
+    out << DropReasonName(reason) << ' ' << shard.dropped(reason) << '\n';
+  }
+  std::uint64_t unknown = 0;  // by name, or without one when there was no memory for it
+  for (const auto& [name, n] : engine.counters().unknown_events) unknown += n;
+  out << "unknown " << unknown << " series " << engine.counters().series << '\n';
+  return out.str();
+}
+
+TEST_CASE("a flush that runs out of memory anywhere merges every update once, at the next flush") {
+  EngineOptions options;
+  options.statsd_buckets = {10, 100};
+  // Round 0 fills a set nearly to kMaxSetMembers: round 1's members fit, round 2's overflow it.
+  const int max = static_cast<int>(kMaxSetMembers);
+  auto members = [](Shard& shard, int first, int last) {
+    for (int i = first; i < last; ++i) {
+      const std::string member = "u" + std::to_string(i);
+      shard.RecordStatsd(StatsdInput{"users", StatsdKind::kSet, 0, member, false, 1, {}});
+    }
+  };
+  auto round = [&](Shard& shard, Feeder& feed, int r) {
+    if (r == 0) return members(shard, 0, max - 40);
+    const double scale = r == 1 ? 1 : 1e6;  // round 2 widens the summary's and timers' range
+    feed.Send(
+        {Ev("vsr.protocol.prepare.sent", {{"count", Number::Int(3)}},
+            {{"node_id", Term::String("n" + std::to_string(r))}, {"status", Term::Atom("normal")}}),
+         Ev("vsr.protocol.prepare.sent", {{"count", Number::Float(0.5)}},
+            {{"node_id", Term::String("n0")}, {"status", Term::Atom("normal")}}),
+         Ev("vsr.leadership.stop",
+            {{"monotonic_time", Number::Int(5)}, {"duration", Number::Int(2'000'000 * r)}},
+            {{"node_id", Term::String("n" + std::to_string(r))}}),
+         Ev("op.stop", {{"duration", Number::Int(30'000 * r)}}, {{"node_id", Term::String("x")}}),
+         Ev("policy.load",
+            {{"duration_us", Number::Float(7 * scale)}, {"queue_len", Number::Int(r)}},
+            {{"reason", Term::Atom(r == 1 ? "ttl_expired" : "full")}}),
+         Ev("policy.load", {{"duration_us", Number::Float(0.01 * scale)}}, {}),
+         Ev("unknown.event." + std::to_string(r), {}), Ev("unknown.event.0", {})});
+    SendStatsd(shard, "hits", StatsdKind::kCounter, 2 * r);
+    SendStatsd(shard, "hits." + std::to_string(r), StatsdKind::kCounter);
+    SendStatsd(shard, "depth", StatsdKind::kGauge, 10 * r);
+    shard.RecordStatsd(StatsdInput{"depth.delta", StatsdKind::kGauge, -3, {}, true, 1, {}});
+    SendStatsd(shard, "latency", StatsdKind::kTimer, 5 * scale);
+    SendStatsd(shard, "size", StatsdKind::kHistogram, 50 * r);
+    SendStatsd(shard, "spread", StatsdKind::kDistribution, 0.001 * scale);
+    // Round 1: 30 new members; round 2: 30 new ones, of which 20 find no room.
+    if (r == 1) members(shard, max - 45, max - 10);
+    if (r == 2) members(shard, max - 20, max + 20);
+  };
+  auto run = [&](int failing_round, long fail_after, bool& failed) {
+    auto engine = MakeEngine(options);
+    auto shard = engine->NewShard();
+    Feeder feed(*shard);
+    failed = false;
+    for (int r = 0; r <= 2; ++r) {
+      round(*shard, feed, r);
+      if (r == failing_round) allocations_left = fail_after;
+      const bool complete = shard->Flush();
+      allocations_left = -1;
+      if (!complete) {
+        failed = true;
+        CHECK(shard->Flush());  // with memory again, the rest goes
+      }
+    }
+    return Dump(*engine, *shard);
+  };
+  bool failed = false;
+  const std::string expected = run(0, -1, failed);
+  REQUIRE_FALSE(failed);
+  REQUIRE(expected.find("statsd_set_overflow 20\n") != std::string::npos);
+  REQUIRE(expected.find("no_memory 0\n") != std::string::npos);
+  for (const int failing_round : {1, 2}) {
+    CAPTURE(failing_round);
+    int failures = 0;
+    int mismatches = 0;
+    for (long fail_after = 0; fail_after < 10'000; ++fail_after) {
+      const std::string got = run(failing_round, fail_after, failed);
+      if (!failed) break;
+      ++failures;
+      if (got != expected && ++mismatches == 1) {
+        CAPTURE(fail_after);
+        CHECK(got == expected);
+      }
+    }
+    CHECK(failures > 10);
+    CHECK(mismatches == 0);
+  }
+}
+
+TEST_CASE("a shard that cannot flush drops what it holds as no_memory, counted per update") {
+  auto engine = MakeEngine();
+  auto shard = engine->NewShard();
+  Feeder feed(*shard);
+  feed.Send({Ev("vsr.protocol.prepare.sent", {{"count", Number::Int(3)}},
+                {{"node_id", Term::String("n1")}, {"status", Term::Atom("normal")}}),
+             Ev("vsr.protocol.prepare.sent", {{"count", Number::Int(4)}},
+                {{"node_id", Term::String("n1")}, {"status", Term::Atom("normal")}})});
+  SendStatsd(*shard, "latency", StatsdKind::kTimer, 5);
+  SendStatsd(*shard, "latency", StatsdKind::kTimer, 6);
+  allocations_left = 0;
+  const bool complete = shard->Flush();
+  allocations_left = -1;
+  CHECK_FALSE(complete);
+  shard->DiscardPending();
+  // The two counters' 2 events each, the sum's one update, the timer's 2 values.
+  CHECK(shard->dropped(DropReason::kNoMemory) == 7);
+  CHECK(shard->Flush());
+  CHECK(engine->counters().series == 0);
+  CHECK(shard->dropped(DropReason::kNoMemory) == 7);
+  // A new series without memory: its update is dropped as no_memory too.
+  allocations_left = 0;
+  SendStatsd(*shard, "other", StatsdKind::kGauge, 1);
+  allocations_left = -1;
+  CHECK(shard->dropped(DropReason::kNoMemory) == 8);
+  CHECK(shard->dropped(DropReason::kSeriesOverflow) == 0);
 }
 
 TEST_CASE("reload: a lower statsd.max_metrics keeps as many StatsD names as it allows") {

@@ -70,6 +70,7 @@ enum class DropReason : std::uint8_t {
   kStatsdTypeConflict,    // a StatsD name seen with two types
   kStatsdMetricOverflow,  // more StatsD metric names than statsd_max_metrics
   kStatsdSetOverflow,     // a StatsD set member beyond kMaxSetMembers in one window
+  kNoMemory,              // a new series without memory, or updates a last flush could not merge
   kCount
 };
 inline constexpr std::size_t kDropReasonCount = static_cast<std::size_t>(DropReason::kCount);
@@ -234,8 +235,12 @@ class Shard {
   // each: the samples' cache misses overlap.
   void RecordStatsd(std::span<const StatsdInput> samples) noexcept;
   // Moves what this shard recorded into the engine's store; expires idle series and old spans.
-  // Call on the thread that records.
-  void Flush();
+  // Call on the thread that records. False when memory ran out: the series not moved keep their
+  // updates for the next Flush (or DiscardPending), and none was moved in part.
+  bool Flush() noexcept;
+  // Drops the updates a Flush that returned false left in this shard, counted as
+  // DropReason::kNoMemory: for a shard that will not flush again (a reload's old one, a stop).
+  void DiscardPending() noexcept;
   // Takes over the open spans of `previous` (a shard of the engine this one's engine adopted, see
   // Engine::Adopt), so that stops arriving after a reload still pair and span gauges come down.
   // Call on the recording thread, after `previous` flushed for the last time.

@@ -15,7 +15,12 @@ class QuantileSketch {
   explicit QuantileSketch(double relative_accuracy = 0.01);
 
   void Add(double value, std::uint64_t count = 1);
+  // Adds other's values. Allocates only to widen the bucket range, before anything is added: when
+  // that throws, the values this sketch holds are unchanged.
   void Merge(const QuantileSketch& other);
+  // Widens the bucket range so that Merge(other) allocates nothing: for merging one sketch into
+  // several, all or none.
+  void Cover(const QuantileSketch& other);
   void Clear() noexcept;
 
   // q in [0, 1]; 0 when empty.
@@ -31,8 +36,13 @@ class QuantileSketch {
   struct Store {
     std::int32_t offset = 0;
     std::vector<std::uint64_t> counts;
+    // Widens the range to take `index` (within kMaxBuckets); returns where its values go.
+    std::int32_t Reach(std::int32_t index);
     void Add(std::int32_t index, std::uint64_t n);
-    void Merge(const Store& other);
+    // Widens the range to take other's counts.
+    void Cover(const Store& other);
+    // Adds other's counts, each within the range (values beyond it go to its edge buckets).
+    void AddCovered(const Store& other) noexcept;
   };
 
   [[nodiscard]] std::int32_t Index(double magnitude) const;
