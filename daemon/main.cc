@@ -14,6 +14,7 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <string>
 #include <thread>
@@ -221,6 +222,8 @@ class Daemon {
   // Moves every shard's updates into the engine's store, each on its own worker thread. Under
   // mutex_.
   void FlushLocked();
+  // Sends the changes since the previous push to the StatsD destinations. Under mutex_.
+  void PushLocked();
   void Reload();
   Status ApplyReload(config::Config next);
   void SchedulePush();
@@ -272,6 +275,18 @@ void Daemon::FlushLocked() {
                         std::chrono::seconds(2));
 }
 
+void Daemon::PushLocked() {
+  static log::RateLimitedLog no_memory(log::Level::kWarn);
+  std::optional<aggregate::Snapshot> deltas;
+  try {
+    deltas = generation_->engine->TakeDeltaSnapshot();
+  } catch (const std::bad_alloc&) {
+    no_memory("statsd push: out of memory for the changes; they go with the next push");
+    return;
+  }
+  pusher_->Push(*deltas);
+}
+
 void Daemon::SchedulePush() {
   push_timer_.expires_after(cfg_.statsd_push.interval);
   push_timer_.async_wait([this](const boost::system::error_code& ec) {
@@ -280,7 +295,7 @@ void Daemon::SchedulePush() {
       std::lock_guard lock(mutex_);
       if (!pusher_) return;
       FlushLocked();
-      pusher_->Push(generation_->engine->TakeDeltaSnapshot());
+      PushLocked();
     }
     SchedulePush();
   });
@@ -547,7 +562,7 @@ int Daemon::Run() {
         // The workers are gone: safe from here.
         for (auto& shard : generation_->shards) FlushLast(*shard);
         // The final push: what came in since the previous one.
-        if (pusher_) pusher_->Push(generation_->engine->TakeDeltaSnapshot());
+        if (pusher_) PushLocked();
         io_.stop();
       };
   signals.async_wait(on_signal);

@@ -2454,58 +2454,63 @@ std::vector<MetricPoints> Snapshot::Points() const {
 
 std::vector<MetricPoints> Engine::Collect() const { return CollectSnapshot().Points(); }
 
+namespace {
+
+// Starts a store series' next push interval: clears what changed since the previous one.
+void ClearDeltas(const CompiledMetric& m, StoreSeries& s) noexcept {
+  s.delta_isum = 0;
+  s.delta_fsum = 0;
+  s.delta_has_last = 0;
+  StoreExtra* x = s.extra.get();
+  if (x == nullptr) return;
+  if (m.info.statsd_set) x->set_members.clear();
+  x->delta_count = 0;
+  x->delta_sum = 0;
+  std::fill(x->delta_buckets.begin(), x->delta_buckets.end(), 0);
+  if (x->summary) x->summary->delta.Clear();
+}
+
+}  // namespace
+
+// The snapshot is made before any delta is cleared, so that when it runs out of memory the
+// changes stay for the next call.
 Snapshot Engine::TakeDeltaSnapshot() {
   Snapshot out;
   std::lock_guard lock(impl_->mutex);
   out.metrics_.reserve(impl_->store.size());
   for (std::size_t i = 0; i < impl_->store.size(); ++i) {
     const CompiledMetric& m = impl_->metrics[i];
-    auto& table = impl_->store[i].series;
+    const auto& table = impl_->store[i].series;
     out.BeginMetric(m.info, TagLabels(m), impl_->IsStatsd(i));
     for (std::uint32_t t = 0; t < table.end(); ++t) {
       if (!table.live(t)) continue;
-      StoreSeries& s = table.value(t);
-      StoreExtra* x = s.extra.get();
-      SeriesPoint p;
-      bool changed = false;
-      switch (m.info.type) {
-        case MetricType::kCounter:
-        case MetricType::kSum:
-          p.value = static_cast<double>(s.delta_isum) + s.delta_fsum;
-          changed = s.delta_isum != 0 || s.delta_fsum != 0;
-          s.delta_isum = 0;
-          s.delta_fsum = 0;
-          break;
-        case MetricType::kLastValue:
-          p.value = CumulativeValue(m, s);
-          changed = s.delta_has_last != 0;
-          s.delta_has_last = 0;
-          if (m.info.statsd_set && x) x->set_members.clear();
-          break;
-        case MetricType::kDistribution:
-        case MetricType::kSummary:
-          if (x == nullptr) break;
-          p.count = x->delta_count;
-          p.sum = x->delta_sum;
-          changed = x->delta_count != 0;
-          if (m.info.type == MetricType::kDistribution) {
-            p.bucket_counts = x->delta_buckets;
-            std::fill(x->delta_buckets.begin(), x->delta_buckets.end(), 0);
-          } else if (x->summary) {
-            for (const double q : m.info.quantiles)
-              p.quantile_values.push_back(x->summary->delta.Quantile(q));
-            x->summary->delta.Clear();
-          }
-          x->delta_count = 0;
-          x->delta_sum = 0;
-          break;
-      }
-      if (!changed) continue;
+      const StoreSeries& s = table.value(t);
+      const StoreExtra* x = s.extra.get();
       if (IsScalar(m.info.type)) {
-        out.Add(table.key(t), p.value);
-      } else {
-        out.Add(table.key(t), std::move(p));
+        if (m.info.type == MetricType::kLastValue) {
+          if (s.delta_has_last != 0) out.Add(table.key(t), CumulativeValue(m, s));
+        } else if (s.delta_isum != 0 || s.delta_fsum != 0) {
+          out.Add(table.key(t), static_cast<double>(s.delta_isum) + s.delta_fsum);
+        }
+        continue;
       }
+      if (x == nullptr || x->delta_count == 0) continue;
+      SeriesPoint p;
+      p.count = x->delta_count;
+      p.sum = x->delta_sum;
+      if (m.info.type == MetricType::kDistribution) {
+        p.bucket_counts = x->delta_buckets;
+      } else if (x->summary) {
+        for (const double q : m.info.quantiles)
+          p.quantile_values.push_back(x->summary->delta.Quantile(q));
+      }
+      out.Add(table.key(t), std::move(p));
+    }
+  }
+  for (std::size_t i = 0; i < impl_->store.size(); ++i) {
+    auto& table = impl_->store[i].series;
+    for (std::uint32_t t = 0; t < table.end(); ++t) {
+      if (table.live(t)) ClearDeltas(impl_->metrics[i], table.value(t));
     }
   }
   return out;

@@ -1713,52 +1713,73 @@ std::string Dump(Engine& engine, const Shard& shard) {
   return out.str();
 }
 
+// Runs `run(fail_after, failed)` with its n-th allocation failing, for n = 0, 1, ... until a run
+// needs none to fail, and checks that every run's result (what `run` returns) is `expected`.
+template <typename Run>
+void CheckEveryFailure(const std::string& expected, Run run) {
+  int failures = 0;
+  int mismatches = 0;
+  for (long fail_after = 0; fail_after < 10'000; ++fail_after) {
+    bool failed = false;
+    const std::string got = run(fail_after, failed);
+    if (!failed) break;
+    ++failures;
+    if (got != expected && ++mismatches == 1) {
+      CAPTURE(fail_after);
+      CHECK(got == expected);
+    }
+  }
+  CHECK(failures > 10);
+  CHECK(mismatches == 0);
+}
+
+// Every kind of metric and StatsD type, in three rounds.
+// Round 0 fills a set nearly to kMaxSetMembers: round 1's members fit, round 2's overflow it.
+void RecordMembers(Shard& shard, int first, int last) {
+  for (int i = first; i < last; ++i) {
+    const std::string member = "u" + std::to_string(i);
+    shard.RecordStatsd(StatsdInput{"users", StatsdKind::kSet, 0, member, false, 1, {}});
+  }
+}
+void RecordRound(Shard& shard, Feeder& feed, int r) {
+  const int max = static_cast<int>(kMaxSetMembers);
+  if (r == 0) return RecordMembers(shard, 0, max - 40);
+  const double scale = r == 1 ? 1 : 1e6;  // round 2 widens the summary's and timers' range
+  feed.Send(
+      {Ev("vsr.protocol.prepare.sent", {{"count", Number::Int(3)}},
+          {{"node_id", Term::String("n" + std::to_string(r))}, {"status", Term::Atom("normal")}}),
+       Ev("vsr.protocol.prepare.sent", {{"count", Number::Float(0.5)}},
+          {{"node_id", Term::String("n0")}, {"status", Term::Atom("normal")}}),
+       Ev("vsr.leadership.stop",
+          {{"monotonic_time", Number::Int(5)}, {"duration", Number::Int(2'000'000 * r)}},
+          {{"node_id", Term::String("n" + std::to_string(r))}}),
+       Ev("op.stop", {{"duration", Number::Int(30'000 * r)}}, {{"node_id", Term::String("x")}}),
+       Ev("policy.load", {{"duration_us", Number::Float(7 * scale)}, {"queue_len", Number::Int(r)}},
+          {{"reason", Term::Atom(r == 1 ? "ttl_expired" : "full")}}),
+       Ev("policy.load", {{"duration_us", Number::Float(0.01 * scale)}}, {}),
+       Ev("unknown.event." + std::to_string(r), {}), Ev("unknown.event.0", {})});
+  SendStatsd(shard, "hits", StatsdKind::kCounter, 2 * r);
+  SendStatsd(shard, "hits." + std::to_string(r), StatsdKind::kCounter);
+  SendStatsd(shard, "depth", StatsdKind::kGauge, 10 * r);
+  shard.RecordStatsd(StatsdInput{"depth.delta", StatsdKind::kGauge, -3, {}, true, 1, {}});
+  SendStatsd(shard, "latency", StatsdKind::kTimer, 5 * scale);
+  SendStatsd(shard, "size", StatsdKind::kHistogram, 50 * r);
+  SendStatsd(shard, "spread", StatsdKind::kDistribution, 0.001 * scale);
+  // Round 1: 30 new members; round 2: 30 new ones, of which 20 find no room.
+  if (r == 1) RecordMembers(shard, max - 45, max - 10);
+  if (r == 2) RecordMembers(shard, max - 20, max + 20);
+}
+
 TEST_CASE("a flush that runs out of memory anywhere merges every update once, at the next flush") {
   EngineOptions options;
   options.statsd_buckets = {10, 100};
-  // Round 0 fills a set nearly to kMaxSetMembers: round 1's members fit, round 2's overflow it.
-  const int max = static_cast<int>(kMaxSetMembers);
-  auto members = [](Shard& shard, int first, int last) {
-    for (int i = first; i < last; ++i) {
-      const std::string member = "u" + std::to_string(i);
-      shard.RecordStatsd(StatsdInput{"users", StatsdKind::kSet, 0, member, false, 1, {}});
-    }
-  };
-  auto round = [&](Shard& shard, Feeder& feed, int r) {
-    if (r == 0) return members(shard, 0, max - 40);
-    const double scale = r == 1 ? 1 : 1e6;  // round 2 widens the summary's and timers' range
-    feed.Send(
-        {Ev("vsr.protocol.prepare.sent", {{"count", Number::Int(3)}},
-            {{"node_id", Term::String("n" + std::to_string(r))}, {"status", Term::Atom("normal")}}),
-         Ev("vsr.protocol.prepare.sent", {{"count", Number::Float(0.5)}},
-            {{"node_id", Term::String("n0")}, {"status", Term::Atom("normal")}}),
-         Ev("vsr.leadership.stop",
-            {{"monotonic_time", Number::Int(5)}, {"duration", Number::Int(2'000'000 * r)}},
-            {{"node_id", Term::String("n" + std::to_string(r))}}),
-         Ev("op.stop", {{"duration", Number::Int(30'000 * r)}}, {{"node_id", Term::String("x")}}),
-         Ev("policy.load",
-            {{"duration_us", Number::Float(7 * scale)}, {"queue_len", Number::Int(r)}},
-            {{"reason", Term::Atom(r == 1 ? "ttl_expired" : "full")}}),
-         Ev("policy.load", {{"duration_us", Number::Float(0.01 * scale)}}, {}),
-         Ev("unknown.event." + std::to_string(r), {}), Ev("unknown.event.0", {})});
-    SendStatsd(shard, "hits", StatsdKind::kCounter, 2 * r);
-    SendStatsd(shard, "hits." + std::to_string(r), StatsdKind::kCounter);
-    SendStatsd(shard, "depth", StatsdKind::kGauge, 10 * r);
-    shard.RecordStatsd(StatsdInput{"depth.delta", StatsdKind::kGauge, -3, {}, true, 1, {}});
-    SendStatsd(shard, "latency", StatsdKind::kTimer, 5 * scale);
-    SendStatsd(shard, "size", StatsdKind::kHistogram, 50 * r);
-    SendStatsd(shard, "spread", StatsdKind::kDistribution, 0.001 * scale);
-    // Round 1: 30 new members; round 2: 30 new ones, of which 20 find no room.
-    if (r == 1) members(shard, max - 45, max - 10);
-    if (r == 2) members(shard, max - 20, max + 20);
-  };
   auto run = [&](int failing_round, long fail_after, bool& failed) {
     auto engine = MakeEngine(options);
     auto shard = engine->NewShard();
     Feeder feed(*shard);
     failed = false;
     for (int r = 0; r <= 2; ++r) {
-      round(*shard, feed, r);
+      RecordRound(*shard, feed, r);
       if (r == failing_round) allocations_left = fail_after;
       const bool complete = shard->Flush();
       allocations_left = -1;
@@ -1776,20 +1797,45 @@ TEST_CASE("a flush that runs out of memory anywhere merges every update once, at
   REQUIRE(expected.find("no_memory 0\n") != std::string::npos);
   for (const int failing_round : {1, 2}) {
     CAPTURE(failing_round);
-    int failures = 0;
-    int mismatches = 0;
-    for (long fail_after = 0; fail_after < 10'000; ++fail_after) {
-      const std::string got = run(failing_round, fail_after, failed);
-      if (!failed) break;
-      ++failures;
-      if (got != expected && ++mismatches == 1) {
-        CAPTURE(fail_after);
-        CHECK(got == expected);
-      }
-    }
-    CHECK(failures > 10);
-    CHECK(mismatches == 0);
+    CheckEveryFailure(expected, [&](long fail_after, bool& failed_here) {
+      return run(failing_round, fail_after, failed_here);
+    });
   }
+}
+
+TEST_CASE("deltas taken without memory stay, all of them, for the next take") {
+  EngineOptions options;
+  options.statsd_buckets = {10, 100};
+  // Round 2's changes are the deltas; `take` takes them, with `fail_after` allocations left.
+  auto run = [&](bool take, long fail_after, bool& failed) {
+    auto engine = MakeEngine(options);
+    auto shard = engine->NewShard();
+    Feeder feed(*shard);
+    for (int r = 0; r <= 2; ++r) {
+      RecordRound(*shard, feed, r);
+      REQUIRE(shard->Flush());
+      if (r == 1) (void)engine->TakeDeltaSnapshot();
+    }
+    failed = false;
+    if (take) {
+      allocations_left = fail_after;
+      try {
+        (void)engine->TakeDeltaSnapshot();
+      } catch (const std::bad_alloc&) {
+        failed = true;
+      }
+      allocations_left = -1;
+    }
+    return Dump(*engine, *shard);
+  };
+  bool failed = false;
+  const std::string expected = run(false, -1, failed);
+  const std::string taken = run(true, -1, failed);
+  REQUIRE_FALSE(failed);
+  REQUIRE(expected != taken);
+  CheckEveryFailure(expected, [&](long fail_after, bool& failed_here) {
+    return run(true, fail_after, failed_here);
+  });
 }
 
 TEST_CASE("a shard that cannot flush drops what it holds as no_memory, counted per update") {
