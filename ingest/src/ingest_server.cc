@@ -18,6 +18,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <string>
 #include <thread>
@@ -705,7 +706,7 @@ class IngestServer::Impl {
   // Asks the workers to drain and close a listener (asynchronously).
   void Close(ListenerState& state);
   bool RunOnWorkers(const std::function<void(std::size_t)>& task,
-                    std::chrono::milliseconds timeout);
+                    std::chrono::milliseconds timeout) noexcept;
   void Stop();
 };
 
@@ -865,8 +866,27 @@ void IngestServer::Impl::Close(ListenerState& state) {
   }
 }
 
+namespace {
+
+// Calls `make` until it returns without std::bad_alloc, 10 ms apart: for what must not be left
+// half done for want of a few bytes, such as a task queued on some workers and not others.
+template <typename Make>
+auto Retrying(Make make) noexcept -> decltype(make()) {
+  static log::RateLimitedLog no_memory(log::Level::kError);
+  for (;;) {
+    try {
+      return make();
+    } catch (const std::bad_alloc&) {
+      no_memory("out of memory to queue a task on the ingest workers; trying again");
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+}
+
+}  // namespace
+
 bool IngestServer::Impl::RunOnWorkers(const std::function<void(std::size_t)>& task,
-                                      std::chrono::milliseconds timeout) {
+                                      std::chrono::milliseconds timeout) noexcept {
   if (stopped) return false;
   // Shared with the posted handlers, which may outlive this call after a timeout.
   struct Pending {
@@ -874,13 +894,15 @@ bool IngestServer::Impl::RunOnWorkers(const std::function<void(std::size_t)>& ta
     std::condition_variable done;
     std::size_t remaining;
   };
-  auto pending = std::make_shared<Pending>();
+  auto pending = Retrying([] { return std::make_shared<Pending>(); });
   pending->remaining = workers.size();
   for (auto& worker : workers) {
-    asio::post(worker->io(), [pending, task, index = worker->index()] {
-      task(index);
-      std::lock_guard lock(pending->mutex);
-      if (--pending->remaining == 0) pending->done.notify_all();
+    Retrying([&] {
+      asio::post(worker->io(), [pending, task, index = worker->index()] {
+        task(index);
+        std::lock_guard lock(pending->mutex);
+        if (--pending->remaining == 0) pending->done.notify_all();
+      });
     });
   }
   std::unique_lock lock(pending->mutex);
@@ -1010,7 +1032,7 @@ Expected<IngestServer::ReconfigureResult> IngestServer::Reconfigure(const Ingest
 }
 
 bool IngestServer::RunOnWorkers(const std::function<void(std::size_t)>& task,
-                                std::chrono::milliseconds timeout) {
+                                std::chrono::milliseconds timeout) noexcept {
   return impl_->RunOnWorkers(task, timeout);
 }
 

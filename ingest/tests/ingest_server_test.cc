@@ -40,6 +40,8 @@ std::atomic<std::size_t> fail_allocations_from{std::numeric_limits<std::size_t>:
 // fails, whatever its size. How many so failed.
 std::atomic<int> fail_nth_on_worker{0};
 std::atomic<int> failed_on_worker{0};
+// When above 0: the allocation on this thread that brings it to 0 fails, whatever its size.
+thread_local int fail_nth_here = 0;
 
 namespace {
 bool OnIngestWorker() {
@@ -55,6 +57,7 @@ bool OnIngestWorker() {
 #endif
 void* operator new(std::size_t size) {
   if (size >= fail_allocations_from.load(std::memory_order_relaxed)) throw std::bad_alloc();
+  if (fail_nth_here > 0 && --fail_nth_here == 0) throw std::bad_alloc();
   if (fail_nth_on_worker.load(std::memory_order_relaxed) > 0 && OnIngestWorker() &&
       fail_nth_on_worker.fetch_sub(1) == 1) {
     failed_on_worker.fetch_add(1);
@@ -425,6 +428,32 @@ class StallingSink final : public EventSink {
 };
 
 }  // namespace
+
+TEST_CASE("a task whose queuing finds no memory still runs once on every worker") {
+  IngestOptions options;
+  options.workers = 3;
+  options.listeners = {Tcp(Protocol::kStatsd)};
+  CountingSink sinks[3];
+  EventSink* sink_ptrs[] = {&sinks[0], &sinks[1], &sinks[2]};
+  auto server = IngestServer::Start(options, sink_ptrs);
+  REQUIRE(server);
+  // The n-th allocation of the calling thread fails: before anything is queued, or after the
+  // task is queued on some workers and not yet on the others.
+  int n = 1;
+  for (; n <= 32; ++n) {
+    CAPTURE(n);
+    std::array<std::atomic<int>, 3> ran{};
+    fail_nth_here = n;
+    const bool done = (*server)->RunOnWorkers([&](std::size_t worker) { ++ran[worker]; }, 5s);
+    const bool failed = fail_nth_here == 0;
+    fail_nth_here = 0;
+    CHECK(done);
+    for (const auto& r : ran) CHECK(r.load() == 1);
+    if (!failed) break;
+  }
+  CHECK(n > 3);  // at least the shared state and two workers' tasks found no memory once
+  CHECK(n <= 32);
+}
 
 TEST_CASE("datagrams the kernel drops are counted, also when no datagram follows them") {
   // A datagram carries the socket's drop count as it was when the datagram was queued: drops

@@ -36,9 +36,10 @@ class IngestServer {
 
   // Runs `task(worker_index)` on every worker thread, between packets, and waits until all have
   // run or `timeout` passes (then returns false; the tasks still run later). This is how a sink's
-  // per-worker state is read without a lock on the packet path.
+  // per-worker state is read without a lock on the packet path. The task is queued on every worker
+  // or on none (after Stop): queuing that finds no memory is tried again every 10 ms.
   bool RunOnWorkers(const std::function<void(std::size_t)>& task,
-                    std::chrono::milliseconds timeout);
+                    std::chrono::milliseconds timeout) noexcept;
 
   struct ReconfigureResult {
     std::size_t kept = 0;    // unchanged: same sockets, same connections
