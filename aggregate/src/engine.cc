@@ -289,9 +289,9 @@ class Engine::Impl {
   }
   // The entry of the name of a new store series of carrier type `type`: admitted again if it was
   // forgotten since a shard admitted it. nullptr, with the reason, when the name now has another
-  // type or no room is left. Under mutex.
+  // type or no room is left. May throw std::bad_alloc (a new entry). Under mutex.
   detail::StatsdNames::Entry* StatsdSeriesName(std::string_view store_key, unsigned type,
-                                               DropReason& why) noexcept;
+                                               DropReason& why);
   void RollWindows(std::int64_t now);
   void Sweep(std::int64_t now);
   // Moves another engine's series into metric `id`'s table (under both mutexes); returns how
@@ -309,13 +309,9 @@ detail::StatsdNames::Entry* Engine::Impl::AdmitStatsdName(std::uint64_t hash, un
 }
 
 detail::StatsdNames::Entry* Engine::Impl::StatsdSeriesName(std::string_view store_key,
-                                                           unsigned type,
-                                                           DropReason& why) noexcept {
-  detail::StatsdNames::Entry* name = nullptr;
-  try {
-    name = AdmitStatsdName(detail::HashKey(StatsdNameOf(store_key)), type);
-  } catch (...) {  // no room for the name's entry
-  }
+                                                           unsigned type, DropReason& why) {
+  detail::StatsdNames::Entry* name =
+      AdmitStatsdName(detail::HashKey(StatsdNameOf(store_key)), type);
   if (name != nullptr && name->type() == type) return name;
   why = name == nullptr ? DropReason::kStatsdMetricOverflow : DropReason::kStatsdTypeConflict;
   return nullptr;
@@ -356,6 +352,9 @@ struct ShardSeries {
   // The series one index below has the same labels (the key's part after the metric id). Set when
   // both were looked up with one event's labels; cleared when that series is erased (EraseSeries).
   bool follows = false;
+  // Updates were dropped (DiscardPending): the store lacks what this series counted. A span
+  // gauge's open spans then leave it alone (AdoptSpans).
+  bool lost = false;
   // Where Flush last merged this series in the store (checked against the key before use: the
   // store may have expired and reused the entry).
   std::uint32_t store_index = detail::SeriesTable<ShardSeries>::kNone;
@@ -477,7 +476,7 @@ class Shard::State {
   // LabelsSeries past its first check: a lookup in the table, or a new series.
   ShardSeries* FindLabelsSeries(std::uint32_t metric, std::uint32_t* index) noexcept;
   // Erases series `index` and unlinks the series one index above from it.
-  void EraseSeries(std::uint32_t index);
+  void EraseSeries(std::uint32_t index) noexcept;
   // The shard series for key_, created if new; nullptr (counted) over the limit.
   ShardSeries* Series(std::uint32_t metric, std::uint32_t* index = nullptr) noexcept;
   // Creates the series for key_ with `hash` (not in the table yet).
@@ -492,6 +491,20 @@ class Shard::State {
   }
   bool Passes(const CompiledMetric& m, const wire::Event& event) const noexcept;
   void Drop(DropReason reason) noexcept { owner_.drops_[static_cast<std::size_t>(reason)].Add(); }
+  // A distribution series' extra with its buckets, made on first use; nullptr, counted as
+  // no_memory, when there is no memory for them.
+  ShardExtra* Buckets(ShardSeries& s, const CompiledMetric& m) noexcept {
+    try {
+      ShardExtra& x = s.Extra();
+      if (x.buckets.size() != m.info.buckets.size() + 1) {
+        x.buckets.assign(m.info.buckets.size() + 1, 0);
+      }
+      return &x;
+    } catch (...) {
+      Drop(DropReason::kNoMemory);
+      return nullptr;
+    }
+  }
   // Span table (open addressing, linear probing, backward-shift deletion).
   SpanSlot* FindSpan(std::uint64_t key) noexcept;
   SpanSlot* InsertSpan(std::uint64_t key) noexcept;
@@ -927,8 +940,8 @@ ShardSeries* Shard::State::FindLabelsSeries(std::uint32_t metric, std::uint32_t*
       key_.push_back(kLabelSeparator);
       key_.append(labels_[t]);
     }
-  } catch (...) {
-    Drop(DropReason::kSeriesOverflow);
+  } catch (...) {  // no memory for the key
+    Drop(DropReason::kNoMemory);
     return nullptr;
   }
   std::uint32_t created = kNoSeries;
@@ -936,7 +949,7 @@ ShardSeries* Shard::State::FindLabelsSeries(std::uint32_t metric, std::uint32_t*
   return take(created);
 }
 
-void Shard::State::EraseSeries(std::uint32_t index) {
+void Shard::State::EraseSeries(std::uint32_t index) noexcept {
   series_.Erase(index);
   ++memo_stamp_;
   if (index + 1 < series_.end()) series_.value(index + 1).follows = false;
@@ -1044,24 +1057,29 @@ void Shard::State::RecordMetric(const Binding& b, std::size_t position,
       s->level.gauge_delta = 0;
       break;
     case MetricType::kDistribution: {
-      ShardExtra& x = s->Extra();
-      if (x.buckets.size() != m.info.buckets.size() + 1) {
-        x.buckets.assign(m.info.buckets.size() + 1, 0);
-      }
+      ShardExtra* x = Buckets(*s, m);
+      if (x == nullptr) return;
       const auto bucket = static_cast<std::size_t>(
           std::lower_bound(m.info.buckets.begin(), m.info.buckets.end(), value) -
           m.info.buckets.begin());
-      ++x.buckets[bucket];
-      ++x.count;
-      x.sum += value;
+      ++x->buckets[bucket];
+      ++x->count;
+      x->sum += value;
       break;
     }
     case MetricType::kSummary: {
-      ShardExtra& x = s->Extra();
-      if (!x.sketch) x.sketch = std::make_unique<QuantileSketch>(engine_.options.summary_accuracy);
-      x.sketch->Add(value);
-      ++x.count;
-      x.sum += value;
+      try {
+        ShardExtra& x = s->Extra();
+        if (!x.sketch) {
+          x.sketch = std::make_unique<QuantileSketch>(engine_.options.summary_accuracy);
+        }
+        x.sketch->Add(value);  // unchanged when it throws
+        ++x.count;
+        x.sum += value;
+      } catch (...) {  // no memory for the sketch or its wider range
+        Drop(DropReason::kNoMemory);
+        return;
+      }
       break;
     }
   }
@@ -1397,8 +1415,8 @@ void Shard::State::RecordSample(const StatsdInput& sample, const SampleIdentity&
   std::span<const std::pair<std::string, std::string>> mapped;
   if (!engine_.options.statsd_mappings.empty()) {
     const MappedName* m = Map(sample.name);
-    if (m == nullptr) {
-      Drop(DropReason::kStatsdMetricOverflow);
+    if (m == nullptr) {  // no memory for the mapped name
+      Drop(DropReason::kNoMemory);
       return;
     }
     name = m->name;
@@ -1436,8 +1454,8 @@ void Shard::State::RecordSample(const StatsdInput& sample, const SampleIdentity&
       key_.push_back('=');
       key_.append(tag_scratch_[i].value.empty() ? std::string_view("true") : tag_scratch_[i].value);
     }
-  } catch (...) {
-    Drop(DropReason::kSeriesOverflow);
+  } catch (...) {  // no memory for the key
+    Drop(DropReason::kNoMemory);
     return;
   }
   const std::uint64_t hash = KeyHash(metric);
@@ -1476,8 +1494,8 @@ bool Shard::State::AdmitStatsdName(std::string_view name, unsigned type, DropRea
       std::lock_guard lock(engine_.mutex);
       const auto* entry = engine_.AdmitStatsdName(key, type);
       slot.type = entry != nullptr ? entry->type() : kStatsdNoRoom;
-    } catch (...) {
-      why = DropReason::kStatsdMetricOverflow;
+    } catch (...) {  // no memory for the name's entry
+      why = DropReason::kNoMemory;
       return false;
     }
     slot.key = key;
@@ -1562,24 +1580,22 @@ void Shard::State::Apply(ShardSeries* series, const CompiledMetric& m,
           Drop(DropReason::kStatsdSetOverflow);
           return;  // dropped, not an update
         }
-      } catch (...) {
-        Drop(DropReason::kStatsdSetOverflow);
+      } catch (...) {  // no memory for the member
+        Drop(DropReason::kNoMemory);
         return;
       }
       break;
     default: {
-      ShardExtra& x = s->Extra();
-      if (x.buckets.size() != m.info.buckets.size() + 1) {
-        x.buckets.assign(m.info.buckets.size() + 1, 0);
-      }
+      ShardExtra* x = Buckets(*s, m);
+      if (x == nullptr) return;
       const auto bucket = static_cast<std::size_t>(
           std::lower_bound(m.info.buckets.begin(), m.info.buckets.end(), sample.value) -
           m.info.buckets.begin());
       // A sampled observation stands for 1/rate observations: counts scale, rounded.
       const auto times = static_cast<std::uint64_t>(std::llround(weight));
-      x.buckets[bucket] += times;
-      x.count += times;
-      x.sum += sample.value * static_cast<double>(times);
+      x->buckets[bucket] += times;
+      x->count += times;
+      x->sum += sample.value * static_cast<double>(times);
       break;
     }
   }
@@ -1633,13 +1649,15 @@ void Engine::Impl::Sweep(std::int64_t now) {
 namespace {
 
 // The updates a shard series holds, counted when they are lost: a catalog counter's events, a
-// distribution's or summary's values; for a sum, a last value, a set or a StatsD counter (whose
-// pending sum is of the values sent), at least one.
+// distribution's or summary's values, a set's members; for a sum, a last value or a StatsD
+// counter (whose pending sum is of the values sent), at least one.
 std::uint64_t PendingUpdates(const CompiledMetric& m, const ShardSeries& s, bool statsd) noexcept {
   const bool counts_events = m.info.type == MetricType::kCounter && !statsd;
-  return std::max<std::uint64_t>(1, counts_events ? static_cast<std::uint64_t>(s.sums.isum)
-                                    : s.extra     ? s.extra->count
-                                                  : 0);
+  const ShardExtra* x = s.extra.get();
+  return std::max<std::uint64_t>(1, counts_events  ? static_cast<std::uint64_t>(s.sums.isum)
+                                    : x == nullptr ? 0
+                                    : x->members   ? x->members->size()
+                                                   : x->count);
 }
 
 // Clears a shard series' updates without merging them.
@@ -1673,13 +1691,12 @@ void MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t, std::uin
       if (m.info.statsd_set) {
         if (s.extra && s.extra->members) {
           if (!t.extra) t.extra = std::make_unique<StoreExtra>();
-          // When an addition throws, a flush after it adds the same members again: those already
-          // added are found (not counted), and none was left out yet (only a full set leaves one
-          // out, and then nothing allocates).
-          for (const auto& member : *s.extra->members) {
-            if (!AddSetMember(t.extra->set_members, member)) ++left_out;
+          // Each member leaves the shard once added or left out: when an addition throws, the next
+          // flush adds only the rest, in whichever window it then is.
+          SetMembers& from = *s.extra->members;
+          for (auto it = from.begin(); it != from.end(); it = from.erase(it)) {
+            if (!AddSetMember(t.extra->set_members, *it)) ++left_out;
           }
-          s.extra->members->clear();
         }
       } else if (s.has_last) {
         t.value = s.level.last;
@@ -1798,21 +1815,22 @@ bool Shard::State::Flush() noexcept {
   bool erased = false;
   bool complete = true;
   std::uint64_t left_out = 0;
-  // Only an allocation throws (a store entry, a merged series' extra or set members): the series
-  // it was for, and those after it, stay dirty for the next flush.
-  try {
-    for (std::uint32_t i = 0; i < series_.end(); ++i) {
-      if (!series_.live(i)) continue;
-      const ShardSeries& s = series_.value(i);
-      if (s.dirty) {
+  for (std::uint32_t i = 0; i < series_.end(); ++i) {
+    if (!series_.live(i)) continue;
+    const ShardSeries& s = series_.value(i);
+    if (s.dirty) {
+      // Only an allocation throws (a store entry, a StatsD name, a merged series' extra or set
+      // members): that series stays dirty for the next flush. The others go on: a series whose
+      // store entry exists needs no memory, unless it is a new distribution, summary or set's.
+      try {
         MergeSeries(i, now, left_out);
-      } else if (ttl > 0 && s.open_refs == 0 && now - s.touched_ns > ttl) {
-        EraseSeries(i);
-        erased = true;
+      } catch (const std::exception&) {
+        complete = false;
       }
+    } else if (ttl > 0 && s.open_refs == 0 && now - s.touched_ns > ttl) {
+      erased = true;
+      EraseSeries(i);
     }
-  } catch (const std::bad_alloc&) {
-    complete = false;
   }
   if (left_out > 0) {
     owner_.drops_[static_cast<std::size_t>(DropReason::kStatsdSetOverflow)].Add(left_out);
@@ -1846,6 +1864,7 @@ void Shard::State::DiscardPending() noexcept {
     owner_.drops_[static_cast<std::size_t>(DropReason::kNoMemory)].Add(
         PendingUpdates(m, s, engine_.IsStatsd(s.metric)));
     DiscardUpdates(m, s);
+    s.lost = true;
   }
 }
 
@@ -1869,7 +1888,9 @@ void Shard::State::AdoptSpans(State& previous) noexcept {
     // stop must bring them down here. Changed gauges started again from 0 and are left alone.
     std::size_t n = 0;
     for (const std::uint32_t index : from.gauges) {
-      if (index == kNoSeries) continue;
+      // A gauge whose +1 never reached the store (its merge found no memory, and needed some
+      // only when the store had no entry for it yet) is not brought down either.
+      if (index == kNoSeries || previous.series_.value(index).lost) continue;
       const std::string_view old_key = previous.series_.key(index);
       const CompiledMetric& gm = old.metrics[previous.series_.value(index).metric];
       const auto found = engine_.catalog_metrics.find(gm.info.name);

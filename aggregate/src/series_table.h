@@ -200,11 +200,11 @@ class SeriesTable {
   std::uint32_t Insert(std::string_view key, std::uint64_t hash) {
     if (key.size() > kMaxKey) throw std::length_error("series key too long");
     if ((live_ + 1) * 2 > slots_.size()) Rehash(slots_.size() * 2);
-    const std::uint32_t position = AppendKey(key);
+    const std::uint32_t position = AppendKey(blocks_, arena_bytes_, key);
     std::uint32_t index;
-    if (!free_.empty()) {
-      index = free_.back();
-      free_.pop_back();
+    if (free_ != kNone) {
+      index = free_;
+      free_ = At(index).hash;
     } else {
       index = AddEntry();
     }
@@ -217,7 +217,8 @@ class SeriesTable {
     return index;
   }
 
-  void Erase(std::uint32_t index) {
+  // Allocates nothing (the arena's compaction, which may, is given up when it finds no memory).
+  void Erase(std::uint32_t index) noexcept {
     Entry& e = At(index);
     const std::size_t mask = slots_.size() - 1;
     std::size_t i = e.hash & mask;
@@ -229,9 +230,15 @@ class SeriesTable {
     garbage_ += Stored(e);
     e.key_position = kDead;
     e.value = V{};
-    free_.push_back(index);
+    e.hash = free_;
+    free_ = index;
     --live_;
-    if (garbage_ > (1U << 20) && garbage_ * 2 > arena_bytes_) CompactArena();
+    if (garbage_ > (1U << 20) && garbage_ * 2 > arena_bytes_) {
+      try {
+        CompactArena();
+      } catch (const std::exception&) {  // no memory for the new blocks: tried at a later erase
+      }
+    }
   }
 
   [[nodiscard]] bool live(std::uint32_t index) const noexcept {
@@ -248,7 +255,8 @@ class SeriesTable {
   static constexpr std::uint32_t kDead = 0xFFFFFFFFu;
 
   struct Entry {
-    std::uint32_t hash = 0;              // the low 32 bits: enough for any table this size
+    // The low 32 bits: enough for any table this size. A dead entry's: the next free index.
+    std::uint32_t hash = 0;
     std::uint32_t key_position = kDead;  // block << kBlockBits | offset in the block
     V value{};
   };
@@ -280,8 +288,9 @@ class SeriesTable {
     return index;
   }
 
-  // Stores the key after its length and returns its position.
-  std::uint32_t AppendKey(std::string_view key) {
+  // Stores the key after its length in `blocks`, which hold `bytes`, and returns its position.
+  static std::uint32_t AppendKey(std::vector<Block>& blocks, std::size_t& bytes,
+                                 std::string_view key) {
     char length[8];
     std::size_t n = 0;
     for (std::size_t v = key.size();; v >>= 7) {
@@ -289,23 +298,23 @@ class SeriesTable {
       if (v < 0x80) break;
     }
     const std::size_t need = n + key.size();
-    if (blocks_.empty() || blocks_.back().capacity - blocks_.back().used < need) {
-      if (blocks_.size() >= (std::size_t{1} << (32 - kBlockBits)) - 1) {
+    if (blocks.empty() || blocks.back().capacity - blocks.back().used < need) {
+      if (blocks.size() >= (std::size_t{1} << (32 - kBlockBits)) - 1) {
         throw std::length_error("series key arena full");
       }
-      const std::size_t previous = blocks_.empty() ? kFirstBlock / 2 : blocks_.back().capacity;
+      const std::size_t previous = blocks.empty() ? kFirstBlock / 2 : blocks.back().capacity;
       Block block;
       block.capacity = std::max(need, std::min(previous * 2, std::size_t{1} << kBlockBits));
       block.data = std::make_unique_for_overwrite<char[]>(block.capacity);
-      blocks_.push_back(std::move(block));
+      blocks.push_back(std::move(block));
     }
-    Block& block = blocks_.back();
+    Block& block = blocks.back();
     const auto position =
-        static_cast<std::uint32_t>(((blocks_.size() - 1) << kBlockBits) | block.used);
+        static_cast<std::uint32_t>(((blocks.size() - 1) << kBlockBits) | block.used);
     std::memcpy(block.data.get() + block.used, length, n);
     if (!key.empty()) std::memcpy(block.data.get() + block.used + n, key.data(), key.size());
     block.used += need;
-    arena_bytes_ += need;
+    bytes += need;
     return position;
   }
 
@@ -375,23 +384,27 @@ class SeriesTable {
     }
   }
 
+  // Copies the live keys into new blocks. All or nothing: the entries and blocks change only once
+  // every key has its new place.
   void CompactArena() {
-    std::vector<Block> old = std::move(blocks_);
-    blocks_.clear();
-    arena_bytes_ = 0;
-    garbage_ = 0;
+    std::vector<Block> blocks;
+    std::size_t bytes = 0;
+    std::vector<std::uint32_t> positions(entries_, kDead);
     for (std::uint32_t i = 0; i < entries_; ++i) {
-      Entry& e = At(i);
-      if (e.key_position == kDead) continue;
-      e.key_position = AppendKey(DecodeKey(KeyStart(old, e.key_position)));
+      const Entry& e = At(i);
+      if (e.key_position != kDead) positions[i] = AppendKey(blocks, bytes, Key(e));
     }
+    for (std::uint32_t i = 0; i < entries_; ++i) At(i).key_position = positions[i];
+    blocks_.swap(blocks);
+    arena_bytes_ = bytes;
+    garbage_ = 0;
   }
 
   std::vector<Entry> first_;                    // entries [0, kChunk)
   std::vector<std::unique_ptr<Entry[]>> more_;  // then kChunk at a time
   std::uint32_t entries_ = 0;                   // entries handed out, live or free
-  std::vector<std::uint32_t> free_;
-  std::vector<std::uint32_t> slots_;  // the hash's tag | entry index + 1; 0 is empty
+  std::uint32_t free_ = kNone;                  // the last erased entry, first of the free list
+  std::vector<std::uint32_t> slots_;            // the hash's tag | entry index + 1; 0 is empty
   std::vector<Block> blocks_;
   std::size_t live_ = 0;
   std::size_t arena_bytes_ = 0;

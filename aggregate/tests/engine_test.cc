@@ -15,6 +15,7 @@
 #include <unordered_map>
 
 #include "../src/series_table.h"
+#include "failing_allocations.h"
 #include "telemetryd/aggregate/engine.h"
 #include "telemetryd/wire/decoder.h"
 #include "telemetryd/wire/encoder.h"
@@ -24,11 +25,10 @@ using namespace telemetryd::aggregate;
 using wire::Number;
 using wire::Term;
 
-// Allocations that fail on demand (after `allocations_left` more), for code that must stay
-// consistent when memory runs out. -1: never.
-namespace {
+namespace telemetryd::aggregate::testing {
 thread_local long allocations_left = -1;
-}  // namespace
+}  // namespace telemetryd::aggregate::testing
+using telemetryd::aggregate::testing::allocations_left;
 
 void* operator new(std::size_t size) {
   if (allocations_left == 0) throw std::bad_alloc();
@@ -150,6 +150,11 @@ class Feeder final : public wire::FrameVisitor {
     std::copy(frame.begin(), frame.end(), slot_.begin());
     decoder_.Decode(std::span<const std::uint8_t>(slot_.data(), frame.size()), *this);
   }
+  // A frame decoded into the shard as it is, and the events as one frame.
+  void SendFrame(std::span<const std::uint8_t> frame) { decoder_.Decode(frame, *this); }
+  static std::vector<std::uint8_t> Frame(const std::vector<wire::EventRecord>& events) {
+    return Encode(events);
+  }
   [[nodiscard]] int errors() const { return errors_; }
   // Decodes the events' frame into the shard's Preview, then PreviewDone: what the ingest intake
   // does before recording a frame when the shard asks for it.
@@ -221,6 +226,21 @@ std::unique_ptr<Engine> MakeEngine(EngineOptions options = {}) {
 // One StatsD sample without tags.
 void SendStatsd(Shard& shard, std::string_view name, StatsdKind kind, double value = 1) {
   shard.RecordStatsd(StatsdInput{name, kind, value, {}, false, 1, {}});
+}
+
+// An engine whose idle series expire after 20 ms, and two of its shards.
+struct ShortLived {
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<Shard> first;
+  std::unique_ptr<Shard> second;
+};
+ShortLived ShortLivedEngine() {
+  EngineOptions options;
+  options.series_ttl = std::chrono::milliseconds(20);
+  ShortLived out{MakeEngine(options), nullptr, nullptr};
+  out.first = out.engine->NewShard();
+  out.second = out.engine->NewShard();
+  return out;
 }
 
 // Waits out a series TTL of 20 ms twice, flushing `shards` after each wait: the first flush
@@ -1511,11 +1531,7 @@ TEST_CASE("StatsD: a name whose series never reached the store is forgotten too"
 }
 
 TEST_CASE("StatsD: a shard that kept a forgotten name's old type cannot bring it back as that") {
-  EngineOptions options;
-  options.series_ttl = std::chrono::milliseconds(20);
-  auto engine = MakeEngine(options);
-  auto first = engine->NewShard();
-  auto second = engine->NewShard();
+  auto [engine, first, second] = ShortLivedEngine();
   SendStatsd(*first, "a", StatsdKind::kCounter, 1);
   SendStatsd(*second, "a", StatsdKind::kCounter, 1);
   first->Flush();
@@ -1836,6 +1852,172 @@ TEST_CASE("deltas taken without memory stay, all of them, for the next take") {
   CheckEveryFailure(expected, [&](long fail_after, bool& failed_here) {
     return run(true, fail_after, failed_here);
   });
+}
+
+TEST_CASE("a flush without memory still expires idle series, and their samples go to new ones") {
+  auto [engine, a, b] = ShortLivedEngine();
+  SendStatsd(*a, "x", StatsdKind::kCounter, 2);
+  SendStatsd(*b, "x", StatsdKind::kCounter, 2);
+  CHECK(a->Flush());
+  CHECK(b->Flush());
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  // b keeps the store's series alive; a's own has been idle past the TTL and goes at this flush.
+  SendStatsd(*b, "x", StatsdKind::kCounter, 3);
+  CHECK(b->Flush());
+  allocations_left = 0;
+  const bool complete = a->Flush();
+  allocations_left = -1;
+  CHECK(complete);
+  // Its sample cache forgot the erased series: these reach a new one, and the store.
+  SendStatsd(*a, "x", StatsdKind::kCounter, 5);
+  CHECK(a->Flush());
+  CHECK(Find(engine->Collect(), "x").series.at(0).value == 12);
+  CHECK(a->dropped(DropReason::kNoMemory) == 0);
+}
+
+TEST_CASE("a StatsD name forgotten before its flush, admitted again without memory, waits") {
+  EngineOptions options;
+  options.series_ttl = std::chrono::hours(1);  // the store sweeps at the first flush
+  auto engine = MakeEngine(options);
+  auto a = engine->NewShard();
+  auto b = engine->NewShard();
+  SendStatsd(*a, "x", StatsdKind::kCounter, 7);
+  // b's flush sweeps the store: x, admitted by a, has no series there yet, so its name is
+  // forgotten. Then the names fill the table up to where one more grows it.
+  for (int i = 0; i < 50; ++i) SendStatsd(*b, "n" + std::to_string(i), StatsdKind::kCounter);
+  CHECK(b->Flush());
+  SendStatsd(*b, "n50", StatsdKind::kCounter);
+  CHECK(b->Flush());
+  CHECK(engine->counters().statsd_metrics == 51);
+  // a's flush admits x again, which needs a larger table, and finds no memory for it.
+  allocations_left = 0;
+  const bool complete = a->Flush();
+  allocations_left = -1;
+  CHECK_FALSE(complete);
+  CHECK(a->Flush());
+  CHECK(Find(engine->Collect(), "x").series.at(0).value == 7);
+  CHECK(a->dropped(DropReason::kStatsdMetricOverflow) == 0);
+  CHECK(engine->counters().statsd_metrics == 52);
+}
+
+TEST_CASE(
+    "a set's members merged in part before a new window count once, in one window or the other") {
+  EngineOptions options;
+  options.summary_window = std::chrono::milliseconds(30);
+  constexpr int kMembers = 20;
+  int runs = 0;
+  for (long fail_after = 0; fail_after < 10'000; ++fail_after, ++runs) {
+    CAPTURE(fail_after);
+    auto engine = MakeEngine(options);
+    auto shard = engine->NewShard();
+    RecordMembers(*shard, 0, kMembers);
+    allocations_left = fail_after;
+    const bool complete = shard->Flush();
+    allocations_left = -1;
+    if (complete) break;
+    auto members = [&] {
+      const auto all = engine->Collect();
+      for (const auto& m : all) {
+        if (m.info.name == "users") return static_cast<int>(m.series.at(0).value);
+      }
+      return 0;
+    };
+    const int before = members();
+    std::this_thread::sleep_for(std::chrono::milliseconds(40));
+    REQUIRE(shard->Flush());  // a new window: the members not merged yet go to it
+    CHECK(before + members() == kMembers);
+  }
+  CHECK(runs > 10);
+}
+
+TEST_CASE("a span gauge whose start a last flush dropped is not brought down after a reload") {
+  auto before = MakeEngine();
+  auto old_shard = before->NewShard();
+  Feeder old_feed(*old_shard);
+  const Term ref = Term::Bytes(std::string("\x83r\x00\x03\x01\x02", 6));
+  old_feed.Send({Ev("vsr.leadership.start", {{"monotonic_time", Number::Int(1'000'000'000)}},
+                    {{"node_id", Term::String("n1")}, {"telemetry_span_context", ref}})});
+  allocations_left = 0;
+  const bool complete = old_shard->Flush();
+  allocations_left = -1;
+  REQUIRE_FALSE(complete);
+  old_shard->DiscardPending();
+  CHECK(old_shard->dropped(DropReason::kNoMemory) == 1);
+  auto after = MakeEngine();
+  auto new_shard = after->NewShard();
+  new_shard->AdoptSpans(*old_shard);
+  (void)after->Adopt(*before);
+  Feeder new_feed(*new_shard);
+  new_feed.Send({Ev("vsr.leadership.stop",
+                    {{"monotonic_time", Number::Int(2'000'000'000)}, {"duration", Number::Int(0)}},
+                    {{"node_id", Term::String("n1")}, {"telemetry_span_context", ref}})});
+  CHECK(new_shard->Flush());
+  const auto all = after->Collect();
+  const auto& active = Find(all, "vsr.leadership.active");
+  for (const auto& series : active.series) CHECK(series.value == 0);
+  CHECK(Find(all, "vsr.leadership.stop.duration").series.at(0).count == 1);
+}
+
+TEST_CASE("an update without memory is dropped as no_memory; the worker and the rest go on") {
+  EngineOptions options;
+  options.statsd_buckets = {10, 100};
+  options.statsd_mappings = {StatsdMapping{"app.*.requests", "app.requests", {{"service", "$1"}}}};
+  // policy.load feeds a last value, a summary and a tagged counter; op.stop a distribution.
+  const auto frame = Feeder::Frame(
+      {Ev("policy.load", {{"duration_us", Number::Float(7)}, {"queue_len", Number::Int(2)}},
+          {{"reason", Term::Atom("full")}}),
+       Ev("op.stop", {{"duration", Number::Int(30'000)}}, {{"node_id", Term::String("x")}})});
+  const StatsdTagView prod[] = {{"env", "prod"}};
+  const StatsdInput samples[] = {
+      {"lat", StatsdKind::kTimer, 5, {}, false, 1, prod},
+      {"size", StatsdKind::kHistogram, 50, {}, false, 1, {}},
+      {"spread", StatsdKind::kDistribution, 0.5, {}, false, 1, {}},
+      {"users", StatsdKind::kSet, 0, "alice", false, 1, {}},
+      {"hits", StatsdKind::kCounter, 1, {}, false, 1, {}},
+      {"depth", StatsdKind::kGauge, 3, {}, false, 1, {}},
+      {"app.web.requests", StatsdKind::kCounter, 1, {}, false, 1, {}},
+  };
+  constexpr std::uint64_t kUpdates = 4 + 7;
+  // How many of the updates the engine shows.
+  auto shown = [](const std::vector<MetricPoints>& all) {
+    double n = 0;
+    for (const auto& m : all) {
+      for (const auto& s : m.series) {
+        if (m.info.type == MetricType::kDistribution || m.info.type == MetricType::kSummary) {
+          n += static_cast<double>(s.count);
+        } else if (m.info.name == "policy.load.queue_len" || m.info.name == "depth") {
+          n += 1;
+        } else {
+          n += s.value;
+        }
+      }
+    }
+    return n;
+  };
+  int runs = 0;
+  for (long fail_after = 0; fail_after < 10'000; ++fail_after, ++runs) {
+    CAPTURE(fail_after);
+    auto engine = MakeEngine(options);
+    auto shard = engine->NewShard();
+    Feeder feed(*shard);
+    allocations_left = fail_after;
+    feed.SendFrame(frame);
+    for (const auto& sample : samples) shard->RecordStatsd(sample);
+    const bool failed = allocations_left == 0;
+    allocations_left = -1;
+    CHECK(shard->recorded() + shard->dropped(DropReason::kNoMemory) == kUpdates);
+    for (std::size_t r = 0; r < kDropReasonCount; ++r) {
+      const auto reason = static_cast<DropReason>(r);
+      if (reason != DropReason::kNoMemory) CHECK(shard->dropped(reason) == 0);
+    }
+    REQUIRE(shard->Flush());
+    CHECK(shown(engine->Collect()) == static_cast<double>(shard->recorded()));
+    if (!failed) {
+      CHECK(shard->recorded() == kUpdates);
+      break;
+    }
+  }
+  CHECK(runs > 10);
 }
 
 TEST_CASE("a shard that cannot flush drops what it holds as no_memory, counted per update") {

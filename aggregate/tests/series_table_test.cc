@@ -6,8 +6,10 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "../src/series_table.h"
+#include "failing_allocations.h"
 
 using telemetryd::aggregate::detail::HashKey;
 using telemetryd::aggregate::detail::KeyHasher;
@@ -206,4 +208,48 @@ TEST_CASE("a series table takes an empty key and refuses one longer than its lim
   CHECK(table.value(Find(table, longest)) == 2);
   CHECK_THROWS_AS(Insert(table, longest + "x", 3), std::length_error);
   CHECK(table.size() == 2);
+}
+
+TEST_CASE("erasing without memory for the arena's compaction keeps every key and value") {
+  using telemetryd::aggregate::testing::allocations_left;
+  SeriesTable<int> table;
+  // 2.4 MB of keys; three in four are erased, which leaves more garbage than live keys.
+  constexpr int kKeys = 4000;
+  constexpr int kWithoutMemory = 3600;  // the erases below this key find no memory
+  std::vector<std::string> keys;
+  for (int i = 0; i < kKeys; ++i) keys.push_back(std::to_string(i) + Text(600));
+  auto find = [&](int i) {
+    const std::string& k = keys[static_cast<std::size_t>(i)];
+    return table.Find(k, SeriesTable<int>::Hash(k));
+  };
+  auto insert = [&](int i) {
+    const std::string& k = keys[static_cast<std::size_t>(i)];
+    table.value(table.Insert(k, SeriesTable<int>::Hash(k))) = i;
+  };
+  auto erased = [](int i) { return i % 4 != 0; };
+  auto check = [&](int erased_below) {
+    for (int i = 0; i < kKeys; ++i) {
+      const bool gone = erased(i) && i < erased_below;
+      REQUIRE_MESSAGE((find(i) == SeriesTable<int>::kNone) == gone, i);
+      if (!gone) REQUIRE(table.value(find(i)) == i);
+    }
+  };
+  for (int i = 0; i < kKeys; ++i) insert(i);
+  allocations_left = 0;
+  for (int i = 0; i < kWithoutMemory; ++i) {
+    if (erased(i)) table.Erase(find(i));
+  }
+  allocations_left = -1;
+  check(kWithoutMemory);
+  // With memory again, the next erase compacts; the free entries are taken again by new keys.
+  for (int i = kWithoutMemory; i < kKeys; ++i) {
+    if (erased(i)) table.Erase(find(i));
+  }
+  check(kKeys);
+  const std::uint32_t end = table.end();
+  for (int i = 0; i < kKeys; ++i) {
+    if (erased(i)) insert(i);
+  }
+  CHECK(table.end() == end);
+  check(0);
 }

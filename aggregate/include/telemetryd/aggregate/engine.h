@@ -70,7 +70,7 @@ enum class DropReason : std::uint8_t {
   kStatsdTypeConflict,    // a StatsD name seen with two types
   kStatsdMetricOverflow,  // more StatsD metric names than statsd_max_metrics
   kStatsdSetOverflow,     // a StatsD set member beyond kMaxSetMembers in one window
-  kNoMemory,              // a new series without memory, or updates a last flush could not merge
+  kNoMemory,              // an update that found no memory, or one a last flush could not merge
   kCount
 };
 inline constexpr std::size_t kDropReasonCount = static_cast<std::size_t>(DropReason::kCount);
