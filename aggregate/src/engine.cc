@@ -1038,8 +1038,6 @@ void Shard::State::RecordMetric(const Binding& b, std::size_t position,
   }
   ShardSeries* s = memo_ == nullptr ? LabelsSeries(m.info.id) : MemoSeries(m, event);
   if (s == nullptr) return;
-  s->dirty = true;
-  s->touched_ns = now_ns_;
   switch (m.info.type) {
     case MetricType::kCounter:
       ++s->sums.isum;
@@ -1083,6 +1081,10 @@ void Shard::State::RecordMetric(const Binding& b, std::size_t position,
       break;
     }
   }
+  // Only an update that took place marks the series: one dropped for want of memory leaves it as
+  // it was, without a store series made for nothing at the next flush.
+  s->dirty = true;
+  s->touched_ns = now_ns_;
   owner_.recorded_.Add();
 }
 
@@ -1548,8 +1550,6 @@ Shard::State::SampleIdentity Shard::State::Identify(const StatsdInput& sample) n
 void Shard::State::Apply(ShardSeries* series, const CompiledMetric& m,
                          const StatsdInput& sample) noexcept {
   ShardSeries* s = series;
-  s->dirty = true;
-  s->touched_ns = now_ns_;
   const double weight = 1.0 / sample.sample_rate;
   switch (sample.kind) {
     case StatsdKind::kCounter: {
@@ -1599,6 +1599,8 @@ void Shard::State::Apply(ShardSeries* series, const CompiledMetric& m,
       break;
     }
   }
+  s->dirty = true;  // as in RecordMetric: only once the update took place
+  s->touched_ns = now_ns_;
   owner_.recorded_.Add();
 }
 
@@ -1691,6 +1693,7 @@ void MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t, std::uin
       if (m.info.statsd_set) {
         if (s.extra && s.extra->members) {
           if (!t.extra) t.extra = std::make_unique<StoreExtra>();
+          t.delta_has_last = 1;  // before a member is added: one added before a throw is pushed
           // Each member leaves the shard once added or left out: when an addition throws, the next
           // flush adds only the rest, in whichever window it then is.
           SetMembers& from = *s.extra->members;
@@ -1756,6 +1759,8 @@ void Shard::State::MergeSeries(std::uint32_t i, std::int64_t now, std::uint64_t&
   auto& table = engine_.store[s.metric].series;
   const std::string_view key = StoreKey(series_.key(i));
   std::uint32_t t = s.store_index;
+  detail::StatsdNames::Entry* name = nullptr;
+  bool inserted = false;
   if (t >= table.end() || !table.live(t) || table.key(t) != key) {
     const std::uint64_t hash = table.Hash(key);
     t = table.Find(key, hash);
@@ -1765,7 +1770,6 @@ void Shard::State::MergeSeries(std::uint32_t i, std::int64_t now, std::uint64_t&
       // series' type, unless another type or no room took its place.
       const bool statsd = engine_.IsStatsd(s.metric);
       DropReason why = DropReason::kSeriesOverflow;
-      detail::StatsdNames::Entry* name = nullptr;
       bool room = engine_.total_series < engine_.options.max_series_total;
       if (room && statsd) {
         name = engine_.StatsdSeriesName(key, s.metric - engine_.statsd_first, why);
@@ -1783,12 +1787,26 @@ void Shard::State::MergeSeries(std::uint32_t i, std::int64_t now, std::uint64_t&
       t = table.Insert(key, hash);
       ++engine_.total_series;
       if (name != nullptr) ++name->series;
+      inserted = true;
     }
     s.store_index = t;
   }
   StoreSeries& merged = table.value(t);
   Touch(merged, now);
-  MergeInto(m, s, merged, left_out);
+  try {
+    MergeInto(m, s, merged, left_out);
+  } catch (...) {
+    // A new entry that got nothing goes again, so that a shard that never flushes again leaves
+    // no empty series behind. (One that got some of a set's members keeps them.)
+    const bool empty = !merged.extra || merged.extra->set_members.empty();
+    if (inserted && empty) {
+      table.Erase(t);
+      --engine_.total_series;
+      if (name != nullptr) --name->series;
+      s.store_index = detail::SeriesTable<ShardSeries>::kNone;
+    }
+    throw;
+  }
 }
 
 bool Shard::State::Flush() noexcept {
@@ -1973,7 +1991,7 @@ std::size_t Engine::Impl::AdoptSeries(StoreMetric& from, std::uint32_t id,
   std::size_t absorbed = 0;
   if (to.size() == 0 && statsd_type < 0) {  // the usual case: take the whole table
     moved = from.series.size();
-    to = std::exchange(from.series, {});
+    std::swap(to, from.series);  // allocates nothing: the span gauges' +1 always come along
     total_series += moved;
   } else {
     for (std::uint32_t i = 0; i < from.series.end(); ++i) {

@@ -200,13 +200,19 @@ class SeriesTable {
   std::uint32_t Insert(std::string_view key, std::uint64_t hash) {
     if (key.size() > kMaxKey) throw std::length_error("series key too long");
     if ((live_ + 1) * 2 > slots_.size()) Rehash(slots_.size() * 2);
+    const std::size_t arena_before = arena_bytes_;
     const std::uint32_t position = AppendKey(blocks_, arena_bytes_, key);
     std::uint32_t index;
     if (free_ != kNone) {
       index = free_;
       free_ = At(index).hash;
     } else {
-      index = AddEntry();
+      try {
+        index = AddEntry();
+      } catch (...) {  // the key just stored is garbage, for the compaction to take back
+        garbage_ += arena_bytes_ - arena_before;
+        throw;
+      }
     }
     Entry& e = At(index);
     e.hash = static_cast<std::uint32_t>(hash);
@@ -233,10 +239,14 @@ class SeriesTable {
     e.hash = free_;
     free_ = index;
     --live_;
-    if (garbage_ > (1U << 20) && garbage_ * 2 > arena_bytes_) {
+    if (garbage_ > (1U << 20) && garbage_ * 2 > arena_bytes_ && garbage_ >= compact_after_) {
       try {
         CompactArena();
-      } catch (const std::exception&) {  // no memory for the new blocks: tried at a later erase
+        compact_after_ = 0;
+      } catch (const std::exception&) {
+        // No memory for the new blocks: tried again once the garbage has grown by a quarter, not
+        // at every erase.
+        compact_after_ = garbage_ + garbage_ / 4;
       }
     }
   }
@@ -409,6 +419,7 @@ class SeriesTable {
   std::size_t live_ = 0;
   std::size_t arena_bytes_ = 0;
   std::size_t garbage_ = 0;
+  std::size_t compact_after_ = 0;  // garbage at which a compaction that failed is tried again
 };
 
 }  // namespace telemetryd::aggregate::detail
