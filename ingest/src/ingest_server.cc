@@ -10,6 +10,7 @@
 #include <utility>
 
 #include <array>
+#include <atomic>
 #include <boost/asio.hpp>
 #include <cerrno>
 #include <chrono>
@@ -686,7 +687,8 @@ class IngestServer::Impl {
   mutable std::mutex mutex;            // guards `active`: self-metrics read it from other threads
   std::vector<ListenerState*> active;  // the open listeners, in configuration order
   std::size_t next_worker = 0;         // round-robin for accepted connections (worker 0's thread)
-  bool stopped = false;
+  // Read by RunOnWorkers, which a scrape's thread may call while the controlling thread stops.
+  std::atomic<bool> stopped{false};
 
   // Opens the listener's sockets (every worker's, for UDP) without reading from them yet.
   Expected<std::unique_ptr<ListenerState>> Bind(const ListenerOptions& options,
@@ -910,8 +912,7 @@ bool IngestServer::Impl::RunOnWorkers(const std::function<void(std::size_t)>& ta
 }
 
 void IngestServer::Impl::Stop() {
-  if (stopped) return;
-  stopped = true;
+  if (stopped.exchange(true)) return;
   std::vector<ListenerState*> open;
   {
     std::lock_guard lock(mutex);

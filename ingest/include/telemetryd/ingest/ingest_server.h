@@ -3,8 +3,9 @@
 // share of the TCP connections, decodes what it receives and hands it to its own EventSink. A
 // worker never waits for another thread: no lock on the packet path.
 // Listeners can be added, re-bound and closed while the server runs (Reconfigure); the worker
-// threads stay. Thread-safety: Start, Stop, Reconfigure and RunOnWorkers are called from one
-// controlling thread; listeners() from any thread.
+// threads stay. Thread-safety: Start, Stop and Reconfigure are called from one controlling
+// thread; RunOnWorkers and listeners() from any thread (a task queued while the workers stop may
+// never run: RunOnWorkers then returns false after its timeout).
 #pragma once
 
 #include <chrono>
