@@ -1956,6 +1956,14 @@ std::uint64_t AbsorbSeries(const CompiledMetric& m, StoreSeries& from, StoreSeri
   }
   StoreExtra& x = *from.extra;
   StoreExtra& y = *to.extra;
+  // What allocates comes first: a summary's sketches are widened before anything is added, so
+  // that running out of memory leaves `to` as it was (a set's members added so far are there
+  // once each, as sent).
+  if (x.summary && y.summary) {
+    y.summary->current.Cover(x.summary->current);
+    y.summary->previous.Cover(x.summary->previous);
+    y.summary->delta.Cover(x.summary->delta);
+  }
   std::uint64_t left_out = 0;
   for (const auto& member : x.set_members) {
     if (!AddSetMember(y.set_members, member)) ++left_out;

@@ -1757,6 +1757,19 @@ void CheckEveryFailure(const std::string& expected, Run run) {
   CHECK(mismatches == 0);
 }
 
+// after.Adopt(before) with the allocation after `fail_after` more failing; whether it completed.
+bool AdoptFailing(Engine& after, Engine& before, long fail_after) {
+  bool completed = true;
+  allocations_left = fail_after;
+  try {
+    (void)after.Adopt(before);
+  } catch (const std::bad_alloc&) {
+    completed = false;
+  }
+  allocations_left = -1;
+  return completed;
+}
+
 // Every kind of metric and StatsD type, in three rounds.
 // Round 0 fills a set nearly to kMaxSetMembers: round 1's members fit, round 2's overflow it.
 void RecordMembers(Shard& shard, int first, int last) {
@@ -2093,14 +2106,7 @@ TEST_CASE("an Adopt that runs out of memory still leaves span gauges that come d
     auto after = MakeEngine();
     auto new_shard = after->NewShard();
     new_shard->AdoptSpans(*old_shard);
-    bool completed = true;
-    allocations_left = fail_after;
-    try {
-      (void)after->Adopt(*before);
-    } catch (const std::bad_alloc&) {
-      completed = false;
-    }
-    allocations_left = -1;
+    const bool completed = AdoptFailing(*after, *before, fail_after);
     Feeder new_feed(*new_shard);
     new_feed.Send(
         {Ev("vsr.leadership.stop",
@@ -2112,6 +2118,39 @@ TEST_CASE("an Adopt that runs out of memory still leaves span gauges that come d
     return !completed;
   });
   CHECK(failures >= 1);  // the unknown events' names
+}
+
+TEST_CASE("an Adopt that runs out of memory takes a summary's series whole or not at all") {
+  // The old engine's 10 values of 1 s and the new engine's own 1 µs, in one series: merged, the
+  // median is 1 s and the count 11; left behind, 1 µs and 1. Never a count without its values.
+  auto load = [](Shard& shard, double us, int times) {
+    Feeder feed(shard);
+    for (int i = 0; i < times; ++i) {
+      feed.Send({Ev("policy.load", {{"duration_us", Number::Float(us)}},
+                    {{"reason", Term::Atom("full")}})});
+    }
+    REQUIRE(shard.Flush());
+  };
+  const int failures = ForEachFailure([&](long fail_after) {
+    auto before = MakeEngine();
+    auto old_shard = before->NewShard();
+    load(*old_shard, 1e6, 10);
+    auto after = MakeEngine();
+    auto new_shard = after->NewShard();
+    load(*new_shard, 1, 1);  // the new store holds the series already: they are merged one by one
+    const bool completed = AdoptFailing(*after, *before, fail_after);
+    const auto all = after->Collect();
+    const auto& latency = Find(all, "policy.load.latency").series.at(0);
+    const double median = latency.quantile_values.at(0);
+    if (latency.count == 11) {
+      CHECK(median == doctest::Approx(1).epsilon(0.02));
+    } else {
+      CHECK(latency.count == 1);
+      CHECK(median == doctest::Approx(1e-6).epsilon(0.02));
+    }
+    return !completed;
+  });
+  CHECK(failures >= 1);
 }
 
 TEST_CASE("a shard that cannot flush drops what it holds as no_memory, counted per update") {
