@@ -277,14 +277,11 @@ void Daemon::FlushLocked() {
 
 void Daemon::PushLocked() {
   static log::RateLimitedLog no_memory(log::Level::kWarn);
-  std::optional<aggregate::Snapshot> deltas;
   try {
-    deltas = generation_->engine->TakeDeltaSnapshot();
-  } catch (const std::bad_alloc&) {
+    pusher_->Push(generation_->engine->TakeDeltaSnapshot());  // Push itself throws nothing
+  } catch (const std::bad_alloc&) {  // the snapshot: its changes stay for the next push
     no_memory("statsd push: out of memory for the changes; they go with the next push");
-    return;
   }
-  pusher_->Push(*deltas);
 }
 
 void Daemon::SchedulePush() {

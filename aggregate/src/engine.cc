@@ -422,9 +422,10 @@ class Shard::State {
   bool Flush() noexcept;
   void DiscardPending() noexcept;
   void AdoptSpans(State& previous) noexcept;
-  void MergeSeries(std::uint32_t i, std::int64_t now, std::uint64_t& left_out);
 
  private:
+  // Flush's part for dirty series `i`: see its definition.
+  void MergeSeries(std::uint32_t i, std::int64_t now, std::uint64_t& left_out);
   const Binding* Resolve(const wire::FrameInfo& frame, const wire::Event& event) noexcept;
   void RecordMetric(const Binding& b, std::size_t position, const wire::FrameInfo& frame,
                     const wire::Event& event, const double* paired_duration) noexcept;
@@ -1726,7 +1727,6 @@ void MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t, std::uin
           to.buckets[b] += from.buckets[b];
           to.delta_buckets[b] += from.buckets[b];
         }
-        std::fill(from.buckets.begin(), from.buckets.end(), 0);
       } else if (from.sketch) {
         if (!to.summary)
           to.summary = std::make_unique<SummaryWindow>(from.sketch->relative_accuracy());
@@ -1734,19 +1734,15 @@ void MergeInto(const CompiledMetric& m, ShardSeries& s, StoreSeries& t, std::uin
         to.summary->delta.Cover(*from.sketch);
         to.summary->current.Merge(*from.sketch);  // allocates nothing once covered
         to.summary->delta.Merge(*from.sketch);
-        from.sketch->Clear();
       }
       to.count += from.count;
       to.sum += from.sum;
       to.delta_count += from.count;
       to.delta_sum += from.sum;
-      from.count = 0;
-      from.sum = 0;
       break;
     }
   }
-  s.dirty = false;
-  ClearPending(m, s);
+  DiscardUpdates(m, s);  // all merged: the shard series starts again from nothing
 }
 
 }  // namespace
