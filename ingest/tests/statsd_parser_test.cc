@@ -340,6 +340,31 @@ TEST_CASE("DogStatsD tags") {
   CHECK(Reject("a|c|#k:v") == StatsdError::kMissingValue);
 }
 
+TEST_CASE("tags are checked wherever a separator falls in the 8-byte scan steps") {
+  // Two tags of every length up to 20 and 11 bytes, with the line at the packet's end, with more
+  // lines after it whose ',' and '|' the scan may read past the line, and with a section after
+  // the tags.
+  for (std::size_t first = 1; first <= 20; ++first) {
+    for (std::size_t second = 1; second <= 11; ++second) {
+      CAPTURE(first);
+      CAPTURE(second);
+      const std::string a(first, 'a');
+      const std::string b = "k:" + std::string(second, 'v');
+      const std::string line = "m:1|c|#" + a + "," + b;
+      for (const std::string& packet : {line, line + "\nn,x:1|c|#p,q\n", line + "|@0.5"}) {
+        Recorder rec = Parse(packet);
+        REQUIRE(rec.errors.empty());
+        REQUIRE(!rec.samples.empty());
+        CHECK(rec.samples[0].tag_text == a + "," + b);
+        CHECK(rec.samples[0].tags == Tags{{a, ""}, {"k", std::string(second, 'v')}});
+      }
+      CHECK(Reject("m:1|c|#" + a + ",," + b) == StatsdError::kBadTags);
+      CHECK(Reject("m:1|c|#" + a + "," + b + ",") == StatsdError::kBadTags);
+      CHECK(Reject("m:1|c|#" + a + ",:" + b) == StatsdError::kBadTags);
+    }
+  }
+}
+
 TEST_CASE("multi-value lines give one sample per value") {
   Recorder rec = Parse("lat:1:2.5:-3|h|@0.5|#env:prod");
   REQUIRE(rec.errors.empty());
