@@ -594,6 +594,29 @@ TEST_CASE("StatsD: counters with sample rates, gauges with deltas, timers, sets,
   CHECK(mapped.series.at(0).value == 4);
 }
 
+TEST_CASE("StatsD: a counter keeps fractions, and counts scaled by a sample rate, as sent") {
+  auto engine = MakeEngine();
+  auto shard = engine->NewShard();
+  auto counter = [&](std::string_view name, double value, double rate = 1) {
+    shard->RecordStatsd(StatsdInput{name, StatsdKind::kCounter, value, {}, false, rate, {}});
+  };
+  counter("fraction", 0.25);
+  counter("fraction", 0.5);
+  counter("scaled", 1, 0.3);
+  counter("whole_once_scaled", 3, 0.5);
+  counter("huge", 1e16);
+  counter("huge", 1e16);
+  counter("mixed", 2);
+  counter("mixed", 0.5);
+  shard->Flush();
+  const auto all = engine->Collect();
+  CHECK(Find(all, "fraction").series.at(0).value == 0.75);
+  CHECK(Find(all, "scaled").series.at(0).value == 1 * (1 / 0.3));
+  CHECK(Find(all, "whole_once_scaled").series.at(0).value == 6);
+  CHECK(Find(all, "huge").series.at(0).value == 2e16);
+  CHECK(Find(all, "mixed").series.at(0).value == 2.5);
+}
+
 TEST_CASE("StatsD: a set counts at most kMaxSetMembers members a window, and the rest as drops") {
   auto engine = MakeEngine();
   auto a = engine->NewShard();
