@@ -5,6 +5,10 @@
 #include <cstring>
 #include <system_error>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "telemetryd/common/bytes.h"
 #include "telemetryd/ingest/statsd.h"
 #include "telemetryd/wire/format.h"
@@ -32,6 +36,20 @@ const char* Find(const char* begin, const char* end, char c) noexcept {
   if (begin == end) return end;
   const void* hit = std::memchr(begin, c, static_cast<std::size_t>(end - begin));
   return hit != nullptr ? static_cast<const char*>(hit) : end;
+}
+
+// The first '\n' in [begin, end), or `end`. Lines are short: sixteen bytes per step inline (SSE2)
+// rather than a call to memchr per line, which costs more than the search.
+const char* FindNewline(const char* begin, const char* end) noexcept {
+#if defined(__SSE2__)
+  const __m128i newline = _mm_set1_epi8('\n');
+  for (; end - begin >= 16; begin += 16) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(begin));
+    const int hits = _mm_movemask_epi8(_mm_cmpeq_epi8(bytes, newline));
+    if (hits != 0) return begin + std::countr_zero(static_cast<unsigned>(hits));
+  }
+#endif
+  return Find(begin, end, '\n');
 }
 
 std::string_view View(const char* begin, const char* end) noexcept {
@@ -370,7 +388,7 @@ std::size_t StatsdLineParser::Parse(std::string_view packet, StatsdVisitor& visi
   const char* const end = p + packet.size();
   std::size_t samples = 0;
   while (p != end) {
-    const char* const newline = Find(p, end, '\n');
+    const char* const newline = FindNewline(p, end);
     const char* line_end = newline;
     if (line_end != p && line_end[-1] == '\r') --line_end;
     if (line_end != p) {

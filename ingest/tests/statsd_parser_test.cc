@@ -399,6 +399,27 @@ TEST_CASE("multi-value lines give one sample per value") {
   CHECK(set.set_member == "a:b:c");
 }
 
+TEST_CASE("a line ends at its newline wherever that falls in the 16-byte search steps") {
+  // Lines of 5 to 44 bytes one after the other, so that the newlines fall at every place of the
+  // search's steps, with and without a last newline, "\n" and "\r\n".
+  for (const std::string_view eol : {"\n", "\r\n"}) {
+    for (const bool last_newline : {true, false}) {
+      std::string packet;
+      std::vector<std::string> names;
+      for (std::size_t length = 5; length <= 44; ++length) {
+        names.push_back(std::string(length - 4, static_cast<char>('a' + length % 26)));
+        if (!packet.empty()) packet += eol;
+        packet += names.back() + ":1|c";
+      }
+      if (last_newline) packet += eol;
+      Recorder rec = Parse(packet);
+      CHECK(rec.errors.empty());
+      REQUIRE(rec.samples.size() == names.size());
+      for (std::size_t i = 0; i < names.size(); ++i) CHECK(rec.samples[i].name == names[i]);
+    }
+  }
+}
+
 TEST_CASE("many lines per packet") {
   Recorder rec = Parse("a:1|c\r\nb:2|g\n\n\r\nc:3|ms\r\n\nd:4|h");
   CHECK(rec.errors.empty());
