@@ -1300,35 +1300,45 @@ std::string Expand(std::string_view templ, const std::vector<std::string_view>& 
 // that ignores where pieces split, which costs this path a third of its time.
 class IdentityHash {
  public:
-  explicit IdentityHash(std::uint64_t seed) noexcept : h_(seed ^ kSeed) {}
-  // Returns the piece's length.
-  std::size_t Add(std::string_view piece) noexcept {
+  explicit IdentityHash(std::uint64_t seed) noexcept : a_(seed ^ kSeedA), b_(kSeedB) {}
+  // Returns the piece's length. Two lanes take 16 bytes a step, each through its own multiply,
+  // so that a piece's chain of multiplications is half as long.
+  [[gnu::always_inline]] std::size_t Add(std::string_view piece) noexcept {
     const char* p = piece.data();
     std::size_t n = piece.size();
-    for (; n >= 8; p += 8, n -= 8) Step(Load<std::uint64_t>(p));
-    std::uint64_t tail = 0;
-    if (n >= 4) {
-      tail = (std::uint64_t{Load<std::uint32_t>(p)} << 32) | Load<std::uint32_t>(p + n - 4);
-    } else if (n > 0) {
-      tail =
-          (std::uint64_t{Byte(p[0])} << 16) | (std::uint64_t{Byte(p[n / 2])} << 8) | Byte(p[n - 1]);
+    for (; n > 16; p += 16, n -= 16) {
+      a_ = Mix(a_ ^ Load<std::uint64_t>(p));
+      b_ = Mix(b_ ^ Load<std::uint64_t>(p + 8));
     }
-    h_ += piece.size();
-    Step(tail);
+    // The last 1 to 16 bytes: two words that may overlap, or what a shorter tail holds.
+    std::uint64_t x = 0;
+    std::uint64_t y = 0;
+    if (n >= 8) {
+      x = Load<std::uint64_t>(p);
+      y = Load<std::uint64_t>(p + n - 8);
+    } else if (n >= 4) {
+      x = (std::uint64_t{Load<std::uint32_t>(p)} << 32) | Load<std::uint32_t>(p + n - 4);
+    } else if (n > 0) {
+      x = (std::uint64_t{Byte(p[0])} << 16) | (std::uint64_t{Byte(p[n / 2])} << 8) | Byte(p[n - 1]);
+    }
+    a_ = Mix(a_ ^ x ^ piece.size());
+    b_ = Mix(b_ ^ y);
     return piece.size();
   }
-  [[nodiscard]] std::uint64_t Get() const noexcept { return h_; }
+  [[nodiscard]] std::uint64_t Get() const noexcept { return a_ ^ b_; }
 
  private:
-  static constexpr std::uint64_t kSeed = 0x243f6a8885a308d3ULL;
+  static constexpr std::uint64_t kSeedA = 0x243f6a8885a308d3ULL;
+  static constexpr std::uint64_t kSeedB = 0x13198a2e03707344ULL;
   static constexpr std::uint64_t kMultiplier = 0x9e3779b97f4a7c15ULL;
   static std::uint64_t Byte(char c) noexcept { return static_cast<unsigned char>(c); }
   __extension__ using Wide = unsigned __int128;
-  void Step(std::uint64_t word) noexcept {
-    const Wide product = static_cast<Wide>(h_ ^ word) * kMultiplier;
-    h_ = static_cast<std::uint64_t>(product) ^ static_cast<std::uint64_t>(product >> 64);
+  static std::uint64_t Mix(std::uint64_t word) noexcept {
+    const Wide product = static_cast<Wide>(word) * kMultiplier;
+    return static_cast<std::uint64_t>(product) ^ static_cast<std::uint64_t>(product >> 64);
   }
-  std::uint64_t h_;
+  std::uint64_t a_;
+  std::uint64_t b_;
 };
 
 }  // namespace

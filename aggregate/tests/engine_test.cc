@@ -1262,6 +1262,50 @@ TEST_CASE("StatsD: more identities than the sample cache holds each reach their 
   CHECK(right == kIds);
 }
 
+TEST_CASE("StatsD: identities that differ in one byte anywhere reach their own series") {
+  EngineOptions options;
+  options.max_series_per_metric = 10'000;
+  auto engine = MakeEngine(options);
+  auto shard = engine->NewShard();
+  // Tag texts and names of 1 to 40 bytes, one byte changed at each place in turn, so that the
+  // change falls everywhere in the identity hash's steps and in the last bytes it reads.
+  std::vector<std::string> texts;
+  std::vector<std::string> values;
+  for (std::size_t length = 1; length <= 40; ++length) {
+    for (std::size_t at = 0; at <= length; ++at) {  // at == length: none changed
+      std::string value(length, 'a');
+      if (at < length) value[at] = 'b';
+      values.push_back(value);
+      texts.push_back("v:" + value);
+    }
+  }
+  for (const double n : {1.0, 2.0}) {
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      const StatsdTagView tag{"v", values[i]};
+      shard->RecordStatsd(
+          StatsdInput{"tagged", StatsdKind::kCounter, n, {}, false, 1, {&tag, 1}, texts[i]});
+      shard->RecordStatsd(StatsdInput{"n" + values[i], StatsdKind::kCounter, n, {}, false, 1, {}});
+    }
+    // The same bytes split otherwise between the name and the tag text.
+    const StatsdTagView ab{"ab", ""};
+    const StatsdTagView b{"b", ""};
+    shard->RecordStatsd(StatsdInput{"x", StatsdKind::kCounter, n, {}, false, 1, {&ab, 1}, "ab"});
+    shard->RecordStatsd(StatsdInput{"xa", StatsdKind::kCounter, n, {}, false, 1, {&b, 1}, "b"});
+  }
+  shard->Flush();
+  const auto all = engine->Collect();
+  const auto& tagged = Find(all, "tagged");
+  CHECK(tagged.series.size() == values.size());
+  std::size_t right = 0;
+  for (const auto& series : tagged.series) right += series.value == 3 ? 1 : 0;
+  CHECK(right == values.size());
+  std::size_t names_right = 0;
+  for (const auto& value : values) names_right += Find(all, "n" + value).series.at(0).value == 3;
+  CHECK(names_right == values.size());
+  CHECK(Find(all, "x").series.at(0).value == 3);
+  CHECK(Find(all, "xa").series.at(0).value == 3);
+}
+
 TEST_CASE("StatsD: the sample cache keys on the tag text as sent") {
   EngineOptions options;
   options.series_ttl = std::chrono::milliseconds(20);
