@@ -16,6 +16,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -51,9 +52,16 @@ namespace {
 constexpr std::size_t kDatagramBytes = 65536;
 // Batches read per readiness notification before yielding to the worker's other sockets.
 constexpr int kBatchesPerWakeup = 16;
+// How long a receiver that has emptied its socket lets datagrams gather before it reads again,
+// while they keep coming. Waiting for readiness costs two system calls and a wakeup (Asio
+// re-arms the descriptor with epoll_ctl at every wait): a sender of one line per datagram would
+// otherwise wake the worker for every datagram or two.
+constexpr std::chrono::microseconds kGatherPause{200};
 // Connections accepted per readiness notification of a TCP listener, likewise.
 constexpr int kAcceptsPerWakeup = 64;
 constexpr std::size_t kTcpReadChunk = 64 * 1024;
+
+class Worker;
 
 // Reads datagrams in batches with recvmmsg and hands each to the intake.
 class UdpReceiver {
@@ -73,14 +81,17 @@ class UdpReceiver {
     }
   }
 
-  // Waits for the socket to be readable. Throws std::bad_alloc when the wait cannot be queued:
-  // armed() stays false, and the worker's sweep arms it again.
+  // Waits for the socket to be readable, then reads it while datagrams keep coming: after a read
+  // that emptied the socket having found several, again after kGatherPause; after one that
+  // stopped at kBatchesPerWakeup batches, once the worker's other handlers had their turn; after
+  // one that found one datagram or none, it waits for readiness again (see Continue). Throws
+  // std::bad_alloc when the wait cannot be queued: armed() stays false, and the worker's sweep
+  // arms it again.
   void Arm() {
     socket_.async_wait(udp::socket::wait_read, [this](const boost::system::error_code& ec) {
       armed_ = false;
-      if (ec) return;  // closed
-      Drain(kBatchesPerWakeup);
-      Arm();
+      if (ec || closed_) return;
+      Continue(Drain(kBatchesPerWakeup));
     });
     armed_ = true;
   }
@@ -88,10 +99,19 @@ class UdpReceiver {
   // The worker's list of open receivers links through its members, so that adding one to it
   // allocates nothing (Worker::AddUdp).
   UdpReceiver* next_open = nullptr;
+  // The worker that reads this socket (Worker::AddUdp).
+  const Worker* worker = nullptr;
+
+  // What a Drain read: datagrams, and whether it stopped at its limit with more to come.
+  struct Drained {
+    std::size_t datagrams = 0;
+    bool more = false;
+  };
 
   // Reads until the socket is empty or `max_batches` batches were read.
-  void Drain(int max_batches) noexcept {
+  Drained Drain(int max_batches) noexcept {
     const int fd = socket_.native_handle();
+    Drained drained;
     for (int round = 0; round < max_batches; ++round) {
       for (std::size_t i = 0; i < batch_; ++i) {
         msghdr& h = headers_[i].msg_hdr;
@@ -105,11 +125,14 @@ class UdpReceiver {
           ::recvmmsg(fd, headers_.data(), static_cast<unsigned>(batch_), MSG_DONTWAIT, nullptr);
       if (n < 0) {
         if (errno == EINTR) continue;
-        return;  // EAGAIN: empty; anything else: the next readiness event retries
+        return drained;  // EAGAIN: empty; anything else: the next readiness event retries
       }
+      drained.datagrams += static_cast<std::size_t>(n);
       for (int i = 0; i < n; ++i) Deliver(headers_[static_cast<std::size_t>(i)]);
-      if (static_cast<std::size_t>(n) < batch_) return;
+      if (static_cast<std::size_t>(n) < batch_) return drained;
     }
+    drained.more = true;
+    return drained;
   }
 
   // Reads what the socket holds, counts the kernel's last drops, closes the socket and frees the
@@ -117,6 +140,7 @@ class UdpReceiver {
   void DrainAndClose() noexcept {
     Drain(1 << 20);
     PollKernelDrops();
+    closed_ = true;  // a continuation's handler may already be queued
     boost::system::error_code ignored;
     socket_.close(ignored);
     storage_ = {};
@@ -140,6 +164,9 @@ class UdpReceiver {
   }
 
  private:
+  // What follows a Drain (see Arm). Throws std::bad_alloc as Arm does.
+  void Continue(Drained drained);
+
   void Deliver(mmsghdr& m) noexcept {
     msghdr& h = m.msg_hdr;
     for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c)) {
@@ -183,11 +210,10 @@ class UdpReceiver {
   std::vector<mmsghdr> headers_;
   std::vector<std::uint8_t> control_;
   std::uint32_t kernel_drops_seen_ = 0;
-  bool armed_ = false;  // a readiness wait is queued
+  bool armed_ = false;   // a readiness wait, a pause or a continuation is queued
+  bool closed_ = false;  // DrainAndClose ran
   log::RateLimitedLog drops_log_{log::Level::kWarn, 10'000};
 };
-
-class Worker;
 
 // A listener: its options, its sockets on every worker, and its counters. Never destroyed while
 // the server runs (a closed one may still have handlers queued), so workers and self-metrics can
@@ -306,6 +332,8 @@ class Worker {
   // Whether Stop's work ran on this worker: a session started since must drain itself.
   [[nodiscard]] bool stopping() const noexcept { return stopping_; }
   void Unregister(TcpSession* session) { sessions_.erase(session); }
+  // Whether connections are open on this worker.
+  [[nodiscard]] bool HasSessions() const noexcept { return !sessions_.empty(); }
 
   // `rearm_accepts`: worker 0's sweep calls it to queue again the accepts that could not be queued
   // (the other workers get none).
@@ -323,6 +351,7 @@ class Worker {
   // On the worker's thread: start reading a listener's socket. Should the wait not be queued
   // (no memory), the receiver is in the list all the same and the sweep queues it.
   void AddUdp(UdpReceiver& receiver) {
+    receiver.worker = this;
     receiver.next_open = udp_;
     udp_ = &receiver;
     receiver.Arm();
@@ -424,6 +453,32 @@ class Worker {
   std::thread thread_;
   bool stopping_ = false;
 };
+
+void UdpReceiver::Continue(Drained drained) {
+  // Gathering pays where a wakeup found more than one datagram: below that, a sleep and a read
+  // that finds nothing would cost more than the wait they save. A worker that serves connections
+  // does not sleep: their reads would come only once a pause.
+  if (!drained.more) {
+    if (drained.datagrams < 2 || (worker != nullptr && worker->HasSessions())) {
+      Arm();
+      return;
+    }
+    // A sleep, not a timer: a worker waiting in epoll would be woken by every datagram that
+    // arrives meanwhile (Asio keeps the socket registered, edge-triggered), which costs more than
+    // the wakeups the pause saves. The worker's other handlers wait that long.
+    timespec pause{0,
+                   static_cast<long>(
+                       std::chrono::duration_cast<std::chrono::nanoseconds>(kGatherPause).count())};
+    while (::nanosleep(&pause, &pause) != 0 && errno == EINTR) {
+    }
+  }
+  asio::post(socket_.get_executor(), [this] {
+    armed_ = false;
+    if (closed_) return;
+    Continue(Drain(kBatchesPerWakeup));
+  });
+  armed_ = true;
+}
 
 TcpSession::TcpSession(tcp::socket socket, Worker& worker, ListenerState& listener)
     : socket_(std::move(socket)),

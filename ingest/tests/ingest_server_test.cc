@@ -511,3 +511,61 @@ TEST_CASE("datagrams the kernel drops are counted, also when no datagram follows
   CHECK(log.find("warn statsd_udp: the kernel dropped ") != std::string::npos);
   CHECK(log.find(" datagrams: the socket's receive buffer was full") != std::string::npos);
 }
+
+TEST_CASE("datagrams that keep coming one by one are all read, also those a stop finds queued") {
+  // Sent one per call with short breaks, so that the worker keeps finding the socket emptied and
+  // gathering the next ones (kGatherPause); each round is read while more keep coming. Then a
+  // connection opens and stays, so that the worker reads on without pauses, and the stop comes
+  // while datagrams are still queued.
+  CountingSink sink;
+  IngestOptions options;
+  options.workers = 1;
+  ListenerOptions udp;
+  udp.protocol = Protocol::kStatsd;
+  udp.transport = Transport::kUdp;
+  options.listeners = {udp, Tcp(Protocol::kStatsd)};
+  EventSink* sinks[] = {&sink};
+  auto started = IngestServer::Start(options, sinks);
+  REQUIRE(started);
+  auto& server = *started;
+  const auto listeners = server->listeners();
+  const auto& datagrams = listeners.at(0);
+  REQUIRE(datagrams.options.transport == Transport::kUdp);
+
+  const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(datagrams.port);
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  auto send = [&](int count) {
+    for (int i = 0; i < count; ++i) {
+      const std::string line = "one.by.one:" + std::to_string(i % 7 + 1) + "|c";
+      REQUIRE(::sendto(fd, line.data(), line.size(), 0, reinterpret_cast<const sockaddr*>(&to),
+                       sizeof to) == static_cast<ssize_t>(line.size()));
+      if (i % 50 == 49) std::this_thread::sleep_for(100us);
+    }
+  };
+  // Each round is read within half a second, well before the worker's once-a-second sweep would
+  // start a receiver again that had stopped reading (it takes a few milliseconds): a receiver
+  // that forgot to go on after a pause would miss the deadline in most rounds.
+  constexpr int kRounds = 10;
+  constexpr int kDatagrams = 200;
+  for (std::uint64_t round = 1; round <= kRounds; ++round) {
+    send(kDatagrams);
+    const auto deadline = std::chrono::steady_clock::now() + 500ms;
+    while (sink.statsd_samples() < std::uint64_t{kDatagrams} * round &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(1ms);
+    }
+    CHECK(sink.statsd_samples() == std::uint64_t{kDatagrams} * round);
+  }
+  Connection connection(listeners.at(1).port);
+  REQUIRE(connection.Send("tcp.line:1|c\n"));
+  CHECK(Eventually([&] { return sink.statsd_samples() == kRounds * kDatagrams + 1; }));
+  send(kDatagrams);
+  ::close(fd);
+  server->Stop();
+  CHECK(datagrams.stats[0].kernel_drops.Get() == 0);
+  CHECK(sink.statsd_samples() == (kRounds + 1) * kDatagrams + 1);
+}
