@@ -139,6 +139,37 @@ ListenerOptions Tcp(Protocol protocol) {
   return options;
 }
 
+ListenerOptions StatsdUdp() {
+  ListenerOptions options;
+  options.protocol = Protocol::kStatsd;
+  options.transport = Transport::kUdp;
+  return options;
+}
+
+// A loopback UDP client socket that sends to `port`.
+class DatagramSender {
+ public:
+  explicit DatagramSender(std::uint16_t port) : fd_(::socket(AF_INET, SOCK_DGRAM, 0)) {
+    REQUIRE(fd_ >= 0);
+    to_.sin_family = AF_INET;
+    to_.sin_port = htons(port);
+    to_.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  }
+  ~DatagramSender() { ::close(fd_); }
+  DatagramSender(const DatagramSender&) = delete;
+  DatagramSender& operator=(const DatagramSender&) = delete;
+
+  // Whether `payload` went out as one datagram.
+  bool Send(std::string_view payload) {
+    return ::sendto(fd_, payload.data(), payload.size(), 0, reinterpret_cast<const sockaddr*>(&to_),
+                    sizeof to_) == static_cast<ssize_t>(payload.size());
+  }
+
+ private:
+  int fd_;
+  sockaddr_in to_{};
+};
+
 // One worker, a native and a StatsD TCP listener, counting sinks.
 struct Server {
   explicit Server(std::chrono::milliseconds idle_timeout = 60s,
@@ -461,9 +492,7 @@ TEST_CASE("datagrams the kernel drops are counted, also when no datagram follows
   StallingSink sink;
   IngestOptions options;
   options.workers = 1;
-  ListenerOptions udp;
-  udp.protocol = Protocol::kStatsd;
-  udp.transport = Transport::kUdp;
+  ListenerOptions udp = StatsdUdp();
   udp.receive_buffer_bytes = 4096;  // a few datagrams
   options.listeners = {udp};
   EventSink* sinks[] = {&sink};
@@ -472,16 +501,8 @@ TEST_CASE("datagrams the kernel drops are counted, also when no datagram follows
   auto& server = *started;
   const auto listener = server->listeners().at(0);
 
-  const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in to{};
-  to.sin_family = AF_INET;
-  to.sin_port = htons(listener.port);
-  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  auto send = [&](std::string_view line) {
-    return ::sendto(fd, line.data(), line.size(), 0, reinterpret_cast<const sockaddr*>(&to),
-                    sizeof to) == static_cast<ssize_t>(line.size());
-  };
+  auto sender = std::make_unique<DatagramSender>(listener.port);
+  auto send = [&](std::string_view line) { return sender->Send(line); };
   // The warning goes to stderr: kept in a file for the test to read.
   std::FILE* captured = std::tmpfile();
   REQUIRE(captured != nullptr);
@@ -491,7 +512,7 @@ TEST_CASE("datagrams the kernel drops are counted, also when no datagram follows
   REQUIRE(Eventually([&] { return sink.stalled(); }));
   constexpr int kBurst = 300;
   for (int i = 0; i < kBurst; ++i) REQUIRE(send("burst:1|c"));
-  ::close(fd);
+  sender.reset();
   sink.Release();
 
   const ListenerStats& stats = listener.stats[0];
@@ -520,10 +541,7 @@ TEST_CASE("datagrams that keep coming one by one are all read, also those a stop
   CountingSink sink;
   IngestOptions options;
   options.workers = 1;
-  ListenerOptions udp;
-  udp.protocol = Protocol::kStatsd;
-  udp.transport = Transport::kUdp;
-  options.listeners = {udp, Tcp(Protocol::kStatsd)};
+  options.listeners = {StatsdUdp(), Tcp(Protocol::kStatsd)};
   EventSink* sinks[] = {&sink};
   auto started = IngestServer::Start(options, sinks);
   REQUIRE(started);
@@ -532,17 +550,10 @@ TEST_CASE("datagrams that keep coming one by one are all read, also those a stop
   const auto& datagrams = listeners.at(0);
   REQUIRE(datagrams.options.transport == Transport::kUdp);
 
-  const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in to{};
-  to.sin_family = AF_INET;
-  to.sin_port = htons(datagrams.port);
-  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  auto sender = std::make_unique<DatagramSender>(datagrams.port);
   auto send = [&](int count) {
     for (int i = 0; i < count; ++i) {
-      const std::string line = "one.by.one:" + std::to_string(i % 7 + 1) + "|c";
-      REQUIRE(::sendto(fd, line.data(), line.size(), 0, reinterpret_cast<const sockaddr*>(&to),
-                       sizeof to) == static_cast<ssize_t>(line.size()));
+      REQUIRE(sender->Send("one.by.one:" + std::to_string(i % 7 + 1) + "|c"));
       if (i % 50 == 49) std::this_thread::sleep_for(100us);
     }
   };
@@ -564,7 +575,7 @@ TEST_CASE("datagrams that keep coming one by one are all read, also those a stop
   REQUIRE(connection.Send("tcp.line:1|c\n"));
   CHECK(Eventually([&] { return sink.statsd_samples() == kRounds * kDatagrams + 1; }));
   send(kDatagrams);
-  ::close(fd);
+  sender.reset();
   server->Stop();
   CHECK(datagrams.stats[0].kernel_drops.Get() == 0);
   CHECK(sink.statsd_samples() == (kRounds + 1) * kDatagrams + 1);
