@@ -492,6 +492,13 @@ class Shard::State {
   }
   bool Passes(const CompiledMetric& m, const wire::Event& event) const noexcept;
   void Drop(DropReason reason) noexcept { owner_.drops_[static_cast<std::size_t>(reason)].Add(); }
+  // Marks series `s` for the flush and counts the update, once it took place: one dropped for
+  // want of memory leaves the series as it was, without a store series made for nothing.
+  void Recorded(ShardSeries& s) noexcept {
+    s.dirty = true;
+    s.touched_ns = now_ns_;
+    owner_.recorded_.Add();
+  }
   // A distribution series' extra with its buckets, made on first use; nullptr, counted as
   // no_memory, when there is no memory for them.
   ShardExtra* Buckets(ShardSeries& s, const CompiledMetric& m) noexcept {
@@ -1084,11 +1091,7 @@ void Shard::State::RecordMetric(const Binding& b, std::size_t position,
       break;
     }
   }
-  // Only an update that took place marks the series: one dropped for want of memory leaves it as
-  // it was, without a store series made for nothing at the next flush.
-  s->dirty = true;
-  s->touched_ns = now_ns_;
-  owner_.recorded_.Add();
+  Recorded(*s);
 }
 
 std::uint64_t Shard::State::SpanKey(const Binding& b, const wire::Event& event) const noexcept {
@@ -1617,9 +1620,7 @@ void Shard::State::Apply(ShardSeries* series, const CompiledMetric& m,
       break;
     }
   }
-  s->dirty = true;  // as in RecordMetric: only once the update took place
-  s->touched_ns = now_ns_;
-  owner_.recorded_.Add();
+  Recorded(*s);
 }
 
 void Engine::Impl::RollWindows(std::int64_t now) {

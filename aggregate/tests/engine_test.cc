@@ -201,6 +201,18 @@ wire::EventRecord Ev(std::string name, std::vector<std::pair<std::string, Number
   return e;
 }
 
+// Node n1's VSR leadership span `ref`: its start, and its stop with the duration left to the
+// pairing, at `monotonic_ns`.
+wire::EventRecord LeadershipStart(const Term& ref, std::int64_t monotonic_ns = 1'000'000'000) {
+  return Ev("vsr.leadership.start", {{"monotonic_time", Number::Int(monotonic_ns)}},
+            {{"node_id", Term::String("n1")}, {"telemetry_span_context", ref}});
+}
+wire::EventRecord LeadershipStop(const Term& ref, std::int64_t monotonic_ns = 2'000'000'000) {
+  return Ev("vsr.leadership.stop",
+            {{"monotonic_time", Number::Int(monotonic_ns)}, {"duration", Number::Int(0)}},
+            {{"node_id", Term::String("n1")}, {"telemetry_span_context", ref}});
+}
+
 const MetricPoints& Find(const std::vector<MetricPoints>& all, const std::string& name) {
   for (const auto& m : all) {
     if (m.info.name == name) return m;
@@ -342,15 +354,12 @@ TEST_CASE("span pairing: a stop with duration 0 gets the time since its start; t
   auto shard = engine->NewShard();
   Feeder feed(*shard);
   const Term ref = Term::Bytes(std::string("\x83r\x00\x03\x01\x02", 6));
-  feed.Send({Ev("vsr.leadership.start", {{"monotonic_time", Number::Int(1'000'000'000)}},
-                {{"node_id", Term::String("n1")}, {"telemetry_span_context", ref}})});
+  feed.Send({LeadershipStart(ref)});
   shard->Flush();
   auto all = engine->Collect();
   CHECK(Find(all, "vsr.leadership.active").series.at(0).value == 1);
   CHECK(shard->open_spans() == 1);
-  feed.Send({Ev("vsr.leadership.stop",
-                {{"monotonic_time", Number::Int(4'500'000'000)}, {"duration", Number::Int(0)}},
-                {{"node_id", Term::String("n1")}, {"telemetry_span_context", ref}})});
+  feed.Send({LeadershipStop(ref, 4'500'000'000)});
   shard->Flush();
   all = engine->Collect();
   CHECK(Find(all, "vsr.leadership.active").series.at(0).value == 0);
@@ -683,9 +692,7 @@ TEST_CASE("reload: unchanged metrics keep their series, changed ones restart, op
   feed_old.Send({Ev("vsr.protocol.prepare.sent", {{"count", Number::Int(3)}}, n1),
                  Ev("vsr.protocol.prepare.sent", {{"count", Number::Int(4)}}, n1),
                  Ev("op.stop", {{"duration", Number::Int(2'000'000)}}, n1),
-                 Ev("policy.load", {{"queue_len", Number::Int(9)}}),
-                 Ev("vsr.leadership.start", {{"monotonic_time", Number::Int(1'000'000'000)}},
-                    {{"node_id", Term::String("n1")}, {"telemetry_span_context", ref}}),
+                 Ev("policy.load", {{"queue_len", Number::Int(9)}}), LeadershipStart(ref),
                  Ev("no.such.event", {{"x", Number::Int(1)}})});
   old_shard->RecordStatsd(StatsdInput{"hits", StatsdKind::kCounter, 5, {}, false, 1, {}});
   old_shard->Flush();
@@ -729,9 +736,7 @@ TEST_CASE("reload: unchanged metrics keep their series, changed ones restart, op
   Feeder feed_new(*new_shard);
   CHECK(new_shard->open_spans() == 1);
   feed_new.Send({Ev("vsr.protocol.prepare.sent", {{"count", Number::Int(1)}}, n1),
-                 Ev("vsr.leadership.stop",
-                    {{"monotonic_time", Number::Int(4'500'000'000)}, {"duration", Number::Int(0)}},
-                    {{"node_id", Term::String("n1")}, {"telemetry_span_context", ref}})});
+                 LeadershipStop(ref, 4'500'000'000)});
   new_shard->RecordStatsd(StatsdInput{"hits", StatsdKind::kCounter, 1, {}, false, 1, {}});
   new_shard->Flush();
   all = after->Collect();
@@ -2063,8 +2068,7 @@ TEST_CASE("a span gauge whose start a last flush dropped is not brought down aft
   auto old_shard = before->NewShard();
   Feeder old_feed(*old_shard);
   const Term ref = Term::Bytes(std::string("\x83r\x00\x03\x01\x02", 6));
-  old_feed.Send({Ev("vsr.leadership.start", {{"monotonic_time", Number::Int(1'000'000'000)}},
-                    {{"node_id", Term::String("n1")}, {"telemetry_span_context", ref}})});
+  old_feed.Send({LeadershipStart(ref)});
   allocations_left = 0;
   const bool complete = old_shard->Flush();
   allocations_left = -1;
@@ -2076,9 +2080,7 @@ TEST_CASE("a span gauge whose start a last flush dropped is not brought down aft
   new_shard->AdoptSpans(*old_shard);
   (void)after->Adopt(*before);
   Feeder new_feed(*new_shard);
-  new_feed.Send({Ev("vsr.leadership.stop",
-                    {{"monotonic_time", Number::Int(2'000'000'000)}, {"duration", Number::Int(0)}},
-                    {{"node_id", Term::String("n1")}, {"telemetry_span_context", ref}})});
+  new_feed.Send({LeadershipStop(ref)});
   CHECK(new_shard->Flush());
   const auto all = after->Collect();
   const auto& active = Find(all, "vsr.leadership.active");
@@ -2201,8 +2203,7 @@ TEST_CASE("an Adopt that runs out of memory still leaves span gauges that come d
     auto before = MakeEngine();
     auto old_shard = before->NewShard();
     Feeder old_feed(*old_shard);
-    old_feed.Send({Ev("vsr.leadership.start", {{"monotonic_time", Number::Int(1'000'000'000)}},
-                      {{"node_id", Term::String("n1")}, {"telemetry_span_context", ref}})});
+    old_feed.Send({LeadershipStart(ref)});
     old_feed.Send({Ev("unknown.event", {})});  // something for Adopt to allocate for
     REQUIRE(old_shard->Flush());
     auto after = MakeEngine();
@@ -2210,10 +2211,7 @@ TEST_CASE("an Adopt that runs out of memory still leaves span gauges that come d
     new_shard->AdoptSpans(*old_shard);
     const bool completed = AdoptFailing(*after, *before, fail_after);
     Feeder new_feed(*new_shard);
-    new_feed.Send(
-        {Ev("vsr.leadership.stop",
-            {{"monotonic_time", Number::Int(2'000'000'000)}, {"duration", Number::Int(0)}},
-            {{"node_id", Term::String("n1")}, {"telemetry_span_context", ref}})});
+    new_feed.Send({LeadershipStop(ref)});
     CHECK(new_shard->Flush());
     const auto all = after->Collect();
     for (const auto& series : Find(all, "vsr.leadership.active").series) CHECK(series.value == 0);
