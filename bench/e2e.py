@@ -10,7 +10,7 @@ server to core 1 unless --server-cpu says otherwise, e.g. 0-1 to let it use both
   bench/e2e.py all        (the three in turn)
   bench/e2e.py paired     --baseline OTHER_BUILD_DIR [--baseline-without-unit-env]
                           [--workloads native-udp-25] [--rate 4000000] [--rounds 8]
-                          [--series 1000]
+                          [--series 1000] [--open-connection]
   add --quick to any of them for a smoke run (short runs, one repeat, small series counts).
 
 Each run starts a fresh server (taskset -c SERVER_CPU), offers a load with telemetryd-loadgen
@@ -23,6 +23,8 @@ Tables of medians (markdown, ready for bench/README.md) go to stdout, every run 
 once on SERVER_CPU, and the load goes to one, then the other, in alternating bursts of DURATION
 seconds (the order swapped each round), so that each pair of bursts sees the same machine. It
 reports each build's CPU per accepted event and the median of the paired differences.
+`--open-connection` keeps a native TCP connection open and quiet to each daemon meanwhile (the idle
+timeout closes it after 60 s), as an application that sends over TCP would.
 
 Python 3 standard library only; run from anywhere after a build (BUILD_DIR, default build/).
 """
@@ -33,6 +35,7 @@ import json
 import math
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
@@ -373,9 +376,15 @@ def paired(args):
             "this": sv.Telemetryd(args.server_cpu, args.receive_buffer, args.workers),
         }
         ports = {}
+        connections = []
         try:
             for name, server in builds.items():
                 ports[name] = server.start(workload)
+                if args.open_connection:
+                    # An application's connection, open and quiet beside the load: its worker
+                    # serves a connection as well as the load's socket.
+                    connections.append(socket.create_connection(
+                        ("127.0.0.1", server.ports["native_tcp"])))
             for name, server in builds.items():  # the series exist before the first burst
                 sv.run_loadgen(workload, ports[name], 500_000,
                                max(1.0, 2 * args.series / 500_000), args.series,
@@ -400,6 +409,8 @@ def paired(args):
                     log(f"{workload} round {round_} {name}: {cpu[name][-1]:.0f} ns per event, "
                         f"loss {fmt_pct(1 - accepted / n) if n else '-'}")
         finally:
+            for connection in connections:
+                connection.close()
             for server in builds.values():
                 server.close()
         diffs = [b - a for a, b in zip(cpu["baseline"], cpu["this"])]
@@ -482,6 +493,8 @@ def main():
             p.add_argument("--workloads", type=csv_list(str), default=["native-udp-25"])
             p.add_argument("--rate", type=float, default=4_000_000, help="0: full rate")
             p.add_argument("--rounds", type=int, default=8)
+            p.add_argument("--open-connection", action="store_true",
+                           help="keep a native TCP connection open to each daemon meanwhile")
         if name in ("throughput", "all"):
             p.add_argument("--workloads", type=csv_list(str), default=sv.DEFAULT_WORKLOADS)
             p.add_argument("--modes", type=csv_list(str), default=["full", "fixed", "search"])

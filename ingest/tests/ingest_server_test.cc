@@ -533,22 +533,48 @@ TEST_CASE("datagrams the kernel drops are counted, also when no datagram follows
   CHECK(log.find(" datagrams: the socket's receive buffer was full") != std::string::npos);
 }
 
+namespace {
+
+// One worker reading a StatsD UDP listener (listeners[0]) and a StatsD TCP one into `sink`.
+struct StatsdUdpAndTcp {
+  explicit StatsdUdpAndTcp(EventSink& sink) {
+    options.workers = 1;
+    options.listeners = {StatsdUdp(), Tcp(Protocol::kStatsd)};
+    EventSink* sinks[] = {&sink};
+    auto started = IngestServer::Start(options, sinks);
+    REQUIRE(started);
+    server = std::move(*started);
+    listeners = server->listeners();
+    REQUIRE(listeners.at(0).options.transport == Transport::kUdp);
+  }
+  IngestOptions options;
+  std::unique_ptr<IngestServer> server;
+  std::vector<IngestServer::ListenerView> listeners;
+};
+
+// Whether `sink` has `expected` StatsD samples within half a second: well before the worker's
+// once-a-second sweep would start a receiver again that had stopped reading (it takes a few
+// milliseconds), so that a receiver that forgot to go on after a pause misses it.
+bool ReadSoon(const CountingSink& sink, std::uint64_t expected) {
+  const auto deadline = std::chrono::steady_clock::now() + 500ms;
+  while (sink.statsd_samples() < expected && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  return sink.statsd_samples() == expected;
+}
+
+}  // namespace
+
 TEST_CASE("datagrams that keep coming one by one are all read, also those a stop finds queued") {
   // Sent one per call with short breaks, so that the worker keeps finding the socket emptied and
   // gathering the next ones (kGatherPause); each round is read while more keep coming. Then a
-  // connection opens and stays, so that the worker reads on without pauses, and the stop comes
+  // connection opens and stays, which the worker serves beside the socket, and the stop comes
   // while datagrams are still queued.
   CountingSink sink;
-  IngestOptions options;
-  options.workers = 1;
-  options.listeners = {StatsdUdp(), Tcp(Protocol::kStatsd)};
-  EventSink* sinks[] = {&sink};
-  auto started = IngestServer::Start(options, sinks);
-  REQUIRE(started);
-  auto& server = *started;
-  const auto listeners = server->listeners();
+  StatsdUdpAndTcp ingest(sink);
+  auto& server = ingest.server;
+  const auto& listeners = ingest.listeners;
   const auto& datagrams = listeners.at(0);
-  REQUIRE(datagrams.options.transport == Transport::kUdp);
 
   auto sender = std::make_unique<DatagramSender>(datagrams.port);
   auto send = [&](int count) {
@@ -557,19 +583,11 @@ TEST_CASE("datagrams that keep coming one by one are all read, also those a stop
       if (i % 50 == 49) std::this_thread::sleep_for(100us);
     }
   };
-  // Each round is read within half a second, well before the worker's once-a-second sweep would
-  // start a receiver again that had stopped reading (it takes a few milliseconds): a receiver
-  // that forgot to go on after a pause would miss the deadline in most rounds.
   constexpr int kRounds = 10;
   constexpr int kDatagrams = 200;
   for (std::uint64_t round = 1; round <= kRounds; ++round) {
     send(kDatagrams);
-    const auto deadline = std::chrono::steady_clock::now() + 500ms;
-    while (sink.statsd_samples() < std::uint64_t{kDatagrams} * round &&
-           std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(1ms);
-    }
-    CHECK(sink.statsd_samples() == std::uint64_t{kDatagrams} * round);
+    CHECK(ReadSoon(sink, std::uint64_t{kDatagrams} * round));
   }
   Connection connection(listeners.at(1).port);
   REQUIRE(connection.Send("tcp.line:1|c\n"));
@@ -579,4 +597,59 @@ TEST_CASE("datagrams that keep coming one by one are all read, also those a stop
   server->Stop();
   CHECK(datagrams.stats[0].kernel_drops.Get() == 0);
   CHECK(sink.statsd_samples() == (kRounds + 1) * kDatagrams + 1);
+}
+
+TEST_CASE(
+    "a worker gathers datagrams while it serves a connection; a socket closed in a pause "
+    "is read to the end and lets its port go") {
+  // While a receiver pauses, its socket is out of the worker's reactor (so that arrivals do not
+  // wake the worker): the connection's lines are served meanwhile, the socket is taken back when
+  // the datagrams stop, and a listener closed in a pause still reads what was queued and closes.
+  CountingSink sink;
+  StatsdUdpAndTcp ingest(sink);
+  auto& server = ingest.server;
+  const auto& listeners = ingest.listeners;
+  const std::uint16_t udp_port = listeners.at(0).port;
+
+  Connection connection(listeners.at(1).port);
+  DatagramSender sender(udp_port);
+  std::uint64_t expected = 0;
+  auto send_datagrams = [&](int count) {
+    for (int i = 0; i < count; ++i) {
+      REQUIRE(sender.Send("gathered:1|c"));
+      ++expected;
+      if (i % 20 == 19) std::this_thread::sleep_for(50us);
+    }
+  };
+  for (int round = 0; round < 10; ++round) {
+    send_datagrams(100);
+    REQUIRE(connection.Send("served:1|c\n"));
+    ++expected;
+    CHECK(ReadSoon(sink, expected));
+    // A quiet moment: the receiver goes back to waiting for readiness.
+    std::this_thread::sleep_for(round % 2 == 0 ? 5ms : 0ms);
+  }
+
+  // The UDP listener goes while its datagrams keep coming: most likely in a pause.
+  send_datagrams(60);
+  IngestOptions next = ingest.options;
+  next.listeners = {Tcp(Protocol::kStatsd)};
+  auto result = server->Reconfigure(next);
+  REQUIRE(result);
+  CHECK(result->closed == 1);
+  CHECK(result->kept == 1);
+  CHECK(sink.statsd_samples() == expected);
+  CHECK(listeners.at(0).stats[0].kernel_drops.Get() == 0);
+  // Its socket is closed: the port binds again without SO_REUSEPORT.
+  const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_port = htons(udp_port);
+  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK(::bind(fd, reinterpret_cast<const sockaddr*>(&at), sizeof at) == 0);
+  ::close(fd);
+  REQUIRE(connection.Send("served:1|c\n"));
+  CHECK(Eventually([&] { return sink.statsd_samples() == expected + 1; }));
+  server->Stop();
 }
