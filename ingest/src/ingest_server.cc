@@ -97,11 +97,13 @@ class UdpReceiver {
       boost::system::error_code ec;
       socket_.assign(protocol_, fd_, ec);
       if (ec) {
-        // Not taken back (epoll_ctl failed): the socket is read after every pause instead.
+        // Not taken back: epoll_ctl failed (no kernel memory, or fs.epoll.max_user_watches
+        // reached). armed() stays false and the sweep tries again every second; what overflows
+        // the receive buffer meanwhile is counted as the kernel's drops. (Asio keeps the failed
+        // registration's state until the worker ends: about 160 bytes per attempt.)
         reregister_log_(
             [&] { return intake_.name() + ": cannot wait for datagrams: " + ec.message(); },
-            "a UDP socket could not wait for datagrams; it is read every pause instead");
-        Pause();
+            "a UDP socket could not wait for datagrams; tried again every second");
         return;
       }
       released_ = false;

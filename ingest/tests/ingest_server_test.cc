@@ -11,11 +11,14 @@
 
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -555,12 +558,12 @@ struct StatsdUdpAndTcp {
 // Whether `sink` has `expected` StatsD samples within half a second: well before the worker's
 // once-a-second sweep would start a receiver again that had stopped reading (it takes a few
 // milliseconds), so that a receiver that forgot to go on after a pause misses it.
-bool ReadSoon(const CountingSink& sink, std::uint64_t expected) {
+bool ReadSoon(const std::function<std::uint64_t()>& samples, std::uint64_t expected) {
   const auto deadline = std::chrono::steady_clock::now() + 500ms;
-  while (sink.statsd_samples() < expected && std::chrono::steady_clock::now() < deadline) {
+  while (samples() < expected && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(1ms);
   }
-  return sink.statsd_samples() == expected;
+  return samples() == expected;
 }
 
 }  // namespace
@@ -587,7 +590,7 @@ TEST_CASE("datagrams that keep coming one by one are all read, also those a stop
   constexpr int kDatagrams = 200;
   for (std::uint64_t round = 1; round <= kRounds; ++round) {
     send(kDatagrams);
-    CHECK(ReadSoon(sink, std::uint64_t{kDatagrams} * round));
+    CHECK(ReadSoon([&] { return sink.statsd_samples(); }, std::uint64_t{kDatagrams} * round));
   }
   Connection connection(listeners.at(1).port);
   REQUIRE(connection.Send("tcp.line:1|c\n"));
@@ -599,17 +602,62 @@ TEST_CASE("datagrams that keep coming one by one are all read, also those a stop
   CHECK(sink.statsd_samples() == (kRounds + 1) * kDatagrams + 1);
 }
 
+namespace {
+
+// This process's UDP socket bound to `port` (a server's, with one worker), or -1.
+int UdpSocketOn(std::uint16_t port) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    const std::string name = entry.path().filename().string();
+    int fd = -1;
+    std::from_chars(name.data(), name.data() + name.size(), fd);
+    int type = 0;
+    socklen_t type_length = sizeof type;
+    sockaddr_in at{};
+    socklen_t length = sizeof at;
+    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_length) == 0 && type == SOCK_DGRAM &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&at), &length) == 0 &&
+        at.sin_family == AF_INET && ntohs(at.sin_port) == port) {
+      return fd;
+    }
+  }
+  return -1;
+}
+
+// Whether descriptor `fd` is in the interest list of one of this process's epoll instances: the
+// fdinfo of an epoll descriptor lists each as "tfd: FD events: ...".
+bool Watched(int fd) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    if (std::filesystem::read_symlink(entry.path(), ec).string() != "anon_inode:[eventpoll]") {
+      continue;
+    }
+    std::ifstream info("/proc/self/fdinfo/" + entry.path().filename().string());
+    std::string word;
+    while (info >> word) {
+      int watched = -1;
+      if (word == "tfd:" && info >> watched && watched == fd) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 TEST_CASE(
-    "a worker gathers datagrams while it serves a connection; a socket closed in a pause "
-    "is read to the end and lets its port go") {
-  // While a receiver pauses, its socket is out of the worker's reactor (so that arrivals do not
-  // wake the worker): the connection's lines are served meanwhile, the socket is taken back when
+    "a worker serving a connection gathers datagrams too, out of its reactor; a socket closed "
+    "in a pause is read to the end and lets its port go") {
+  // While a receiver pauses, its socket is out of the worker's epoll set, so that arrivals do not
+  // wake the worker: the connection's lines are served meanwhile, the socket is taken back when
   // the datagrams stop, and a listener closed in a pause still reads what was queued and closes.
-  CountingSink sink;
+  StallingSink sink;  // its first sample stalls the worker until Release
   StatsdUdpAndTcp ingest(sink);
   auto& server = ingest.server;
   const auto& listeners = ingest.listeners;
   const std::uint16_t udp_port = listeners.at(0).port;
+  const int udp_fd = UdpSocketOn(udp_port);
+  REQUIRE(udp_fd >= 0);
+  REQUIRE(Eventually([&] { return Watched(udp_fd); }));
+  auto samples = [&] { return sink.samples(); };
 
   Connection connection(listeners.at(1).port);
   DatagramSender sender(udp_port);
@@ -618,27 +666,46 @@ TEST_CASE(
     for (int i = 0; i < count; ++i) {
       REQUIRE(sender.Send("gathered:1|c"));
       ++expected;
-      if (i % 20 == 19) std::this_thread::sleep_for(50us);
     }
   };
+  // Sent more often than a pause lasts, a few datagrams at a time, until the socket is seen out
+  // of the epoll set (or 2,000 times).
+  auto keep_sending_until_out = [&] {
+    for (int i = 0; i < 2000; ++i) {
+      send_datagrams(5);
+      if (!Watched(udp_fd)) return true;
+    }
+    return false;
+  };
+
+  // The connection's line stalls the worker while datagrams queue: its next read finds several
+  // and empties the socket, which then pauses, and keeps pausing while datagrams keep coming.
+  REQUIRE(connection.Send("served:1|c\n"));
+  ++expected;
+  REQUIRE(Eventually([&] { return sink.stalled(); }));
+  send_datagrams(20);
+  sink.Release();
+  CHECK(keep_sending_until_out());
+  CHECK(ReadSoon(samples, expected));
   for (int round = 0; round < 10; ++round) {
     send_datagrams(100);
     REQUIRE(connection.Send("served:1|c\n"));
     ++expected;
-    CHECK(ReadSoon(sink, expected));
-    // A quiet moment: the receiver goes back to waiting for readiness.
-    std::this_thread::sleep_for(round % 2 == 0 ? 5ms : 0ms);
+    CHECK(ReadSoon(samples, expected));
+    // The datagrams stopped: the socket waits in the epoll set again.
+    CHECK(Eventually([&] { return Watched(udp_fd); }));
   }
 
-  // The UDP listener goes while its datagrams keep coming: most likely in a pause.
-  send_datagrams(60);
+  // The UDP listener goes in a pause, which the datagrams sent just before keep going.
+  send_datagrams(20);
+  CHECK(keep_sending_until_out());
   IngestOptions next = ingest.options;
   next.listeners = {Tcp(Protocol::kStatsd)};
   auto result = server->Reconfigure(next);
   REQUIRE(result);
   CHECK(result->closed == 1);
   CHECK(result->kept == 1);
-  CHECK(sink.statsd_samples() == expected);
+  CHECK(samples() == expected);
   CHECK(listeners.at(0).stats[0].kernel_drops.Get() == 0);
   // Its socket is closed: the port binds again without SO_REUSEPORT.
   const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
@@ -650,6 +717,6 @@ TEST_CASE(
   CHECK(::bind(fd, reinterpret_cast<const sockaddr*>(&at), sizeof at) == 0);
   ::close(fd);
   REQUIRE(connection.Send("served:1|c\n"));
-  CHECK(Eventually([&] { return sink.statsd_samples() == expected + 1; }));
+  CHECK(Eventually([&] { return samples() == expected + 1; }));
   server->Stop();
 }
