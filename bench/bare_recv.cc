@@ -8,15 +8,19 @@
 // queued at that moment are read and counted first. Kernel drops come from SO_RXQ_OVFL.
 //
 // Like telemetryd's receivers, it lets datagrams gather while they keep coming: after a read that
-// emptied the socket having found more than one, it sleeps `--gather-us` (default 200, 0: never)
-// before the next read, rather than being woken for every datagram or two.
+// emptied the socket having found more than one, it sleeps before the next read, rather than being
+// woken for every datagram or two. By default as long as telemetryd's receivers pause (their
+// GatherPause, from the socket's memory figures at the end of each sleep); `--gather-us N` sleeps
+// N µs every time, 0 never.
 //
 //   telemetryd-bare-recv --port 0 --receive-buffer 67108864 --protocol statsd --parse --cpu 1
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
+#include <array>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
@@ -30,6 +34,7 @@
 #include <string_view>
 #include <vector>
 
+#include "../ingest/src/gather_pause.h"
 #include "pin_cpu.h"
 
 namespace {
@@ -46,7 +51,7 @@ struct Options {
   bool parse = false;
   double duration = 0;
   int cpu = -1;
-  int gather_us = 200;
+  int gather_us = -1;  // -1: telemetryd's GatherPause
 };
 
 struct Counts {
@@ -153,7 +158,7 @@ bool ParseOptions(int argc, char** argv, Options& o) {
     }
   }
   return o.port >= 0 && o.port < 65536 && o.batch >= 1 && o.batch <= 1024 && o.receive_buffer > 0 &&
-         o.duration >= 0 && o.duration <= 86400 && o.gather_us >= 0 && o.gather_us <= 1'000'000;
+         o.duration >= 0 && o.duration <= 86400 && o.gather_us >= -1 && o.gather_us <= 1'000'000;
 }
 
 int Bind(const Options& o, int& buffer) {
@@ -210,6 +215,7 @@ int main(int argc, char** argv) {
   std::vector<unsigned char> control(batch * kControlBytes);
   Counts c;
   const auto start = std::chrono::steady_clock::now();
+  telemetryd::ingest::detail::GatherPause gather;
   // Blocks until a signal; then reads what is still queued without blocking, and stops.
   bool draining = false;
   while (true) {
@@ -254,9 +260,17 @@ int main(int argc, char** argv) {
       }
     }
     // The socket is empty and datagrams keep coming: let the next ones gather.
-    if (!draining && o.gather_us > 0 && n >= 2 && static_cast<std::size_t>(n) < batch) {
-      timespec pause{o.gather_us / 1'000'000, static_cast<long>(o.gather_us % 1'000'000) * 1000};
+    if (!draining && o.gather_us != 0 && n >= 2 && static_cast<std::size_t>(n) < batch) {
+      const long us = o.gather_us > 0 ? o.gather_us : static_cast<long>(gather.get().count());
+      timespec pause{us / 1'000'000, (us % 1'000'000) * 1000};
       while (g_stop == 0 && ::nanosleep(&pause, &pause) != 0 && errno == EINTR) {
+      }
+      std::array<std::uint32_t, SK_MEMINFO_VARS> meminfo{};
+      socklen_t length = sizeof meminfo;
+      if (o.gather_us < 0 &&
+          ::getsockopt(fd, SOL_SOCKET, SO_MEMINFO, meminfo.data(), &length) == 0 &&
+          length == sizeof meminfo) {
+        gather.Observe(meminfo[SK_MEMINFO_RMEM_ALLOC], meminfo[SK_MEMINFO_RCVBUF]);
       }
     }
   }

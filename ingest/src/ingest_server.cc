@@ -25,6 +25,7 @@
 #include <thread>
 #include <unordered_set>
 
+#include "gather_pause.h"
 #include "intake.h"
 #include "telemetryd/common/log.h"
 
@@ -51,12 +52,6 @@ namespace {
 constexpr std::size_t kDatagramBytes = 65536;
 // Batches read per readiness notification before yielding to the worker's other sockets.
 constexpr int kBatchesPerWakeup = 16;
-// How long a receiver that has emptied its socket lets datagrams gather before it reads again,
-// while they keep coming. Waiting for readiness costs two system calls and a wakeup (Asio
-// re-arms the descriptor with epoll_ctl at every wait): a sender of one line per datagram would
-// otherwise wake the worker for every datagram or two. At 400,000 datagrams a second a pause
-// queues about 80 of them, some 160 KB: well within the kernel's default receive buffer cap.
-constexpr std::chrono::microseconds kGatherPause{200};
 // Connections accepted per readiness notification of a TCP listener, likewise.
 constexpr int kAcceptsPerWakeup = 64;
 constexpr std::size_t kTcpReadChunk = 64 * 1024;
@@ -86,7 +81,7 @@ class UdpReceiver {
   }
 
   // Waits for the socket to be readable, then reads it while datagrams keep coming: after a read
-  // that emptied the socket having found several, again after kGatherPause; after one that
+  // that emptied the socket having found several, again after a pause (Pause); after one that
   // stopped at kBatchesPerWakeup batches, once the worker's other handlers had their turn; after
   // one that found one datagram or none, it waits for readiness again (see Continue). Throws
   // std::bad_alloc when the wait cannot be queued: armed() stays false, and the worker's sweep
@@ -175,23 +170,27 @@ class UdpReceiver {
 
   // Reads the socket's drop count from the kernel (SO_MEMINFO). A datagram carries the count as it
   // was when the datagram was queued, so drops after the last queued datagram reach the counter
-  // only this way: the end of a burst that nothing follows. Called every second and by
-  // DrainAndClose.
-  void PollKernelDrops() noexcept {
+  // only this way: the end of a burst that nothing follows. Called every second, at the end of
+  // every pause and by DrainAndClose. Returns the socket's memory figures; all 0 when the kernel
+  // gave none.
+  std::array<std::uint32_t, SK_MEMINFO_VARS> PollKernelDrops() noexcept {
     std::array<std::uint32_t, SK_MEMINFO_VARS> meminfo{};
     socklen_t length = sizeof meminfo;
-    if (::getsockopt(fd_, SOL_SOCKET, SO_MEMINFO, meminfo.data(), &length) == 0 &&
-        length > SK_MEMINFO_DROPS * sizeof(std::uint32_t)) {
-      CountKernelDrops(meminfo[SK_MEMINFO_DROPS]);
+    if (::getsockopt(fd_, SOL_SOCKET, SO_MEMINFO, meminfo.data(), &length) != 0 ||
+        length < sizeof meminfo) {
+      return {};
     }
+    CountKernelDrops(meminfo[SK_MEMINFO_DROPS]);
+    return meminfo;
   }
 
  private:
   // What follows a Drain (see Arm). Throws std::bad_alloc as Arm does.
   void Continue(Drained drained);
 
-  // Reads again after kGatherPause. Meanwhile the socket is out of the worker's reactor, so that
-  // the datagrams that arrive do not wake the worker (Asio keeps a socket registered,
+  // Reads again after a pause (GatherPause: how long follows how full the socket's buffer was at
+  // the end of the last one). Meanwhile the socket is out of the worker's reactor, so that the
+  // datagrams that arrive do not wake the worker (Asio keeps a socket registered,
   // edge-triggered, between waits), and the worker serves its other sockets and connections.
   // Throws std::bad_alloc as Arm does.
   void Pause() {
@@ -200,10 +199,12 @@ class UdpReceiver {
       (void)socket_.release(ec);  // fails only for a closed socket; registered, it still works
       released_ = !ec;
     }
-    pause_.expires_after(kGatherPause);
+    pause_.expires_after(gather_.get());
     pause_.async_wait([this](const boost::system::error_code& ec) {
       armed_ = false;
       if (ec || closed_) return;
+      const auto meminfo = PollKernelDrops();
+      gather_.Observe(meminfo[SK_MEMINFO_RMEM_ALLOC], meminfo[SK_MEMINFO_RCVBUF]);
       Continue(Drain(kBatchesPerWakeup));
     });
     armed_ = true;
@@ -247,6 +248,7 @@ class UdpReceiver {
   int fd_;
   udp protocol_;
   asio::steady_timer pause_;
+  detail::GatherPause gather_;
   detail::Intake& intake_;
   ListenerStats& stats_;
   std::size_t batch_;

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <charconv>
@@ -29,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "../src/gather_pause.h"
 #include "telemetryd/ingest/ingest_server.h"
 #include "telemetryd/ingest/sinks.h"
 #include "telemetryd/wire/encoder.h"
@@ -570,7 +572,7 @@ bool ReadSoon(const std::function<std::uint64_t()>& samples, std::uint64_t expec
 
 TEST_CASE("datagrams that keep coming one by one are all read, also those a stop finds queued") {
   // Sent one per call with short breaks, so that the worker keeps finding the socket emptied and
-  // gathering the next ones (kGatherPause); each round is read while more keep coming. Then a
+  // gathering the next ones (GatherPause); each round is read while more keep coming. Then a
   // connection opens and stays, which the worker serves beside the socket, and the stop comes
   // while datagrams are still queued.
   CountingSink sink;
@@ -719,4 +721,34 @@ TEST_CASE(
   REQUIRE(connection.Send("served:1|c\n"));
   CHECK(Eventually([&] { return samples() == expected + 1; }));
   server->Stop();
+}
+
+TEST_CASE("a gathering pause grows while the socket's queue stays small, and halves as it fills") {
+  using detail::GatherPause;
+  GatherPause pause;
+  CHECK(pause.get() == GatherPause::kFirst);
+  constexpr std::uint64_t kLimit = std::uint64_t{64} << 20;
+  // Under a 32nd of the buffer queued at the end of each pause: longer each time, up to kLongest.
+  std::vector<std::chrono::microseconds> grown{pause.get()};
+  for (int i = 0; i < 10; ++i) {
+    pause.Observe(kLimit / 64, kLimit);
+    grown.push_back(pause.get());
+  }
+  CHECK(grown[1] > grown[0]);
+  CHECK(std::is_sorted(grown.begin(), grown.end()));
+  CHECK(pause.get() == GatherPause::kLongest);
+  // Past an eighth: half as long, down to kShortest; between a 32nd and an eighth, as it is.
+  pause.Observe(kLimit / 4, kLimit);
+  CHECK(pause.get() == GatherPause::kLongest / 2);
+  pause.Observe(kLimit / 16, kLimit);
+  pause.Observe(kLimit / 9, kLimit);
+  pause.Observe(kLimit / 31, kLimit);
+  CHECK(pause.get() == GatherPause::kLongest / 2);
+  for (int i = 0; i < 10; ++i) pause.Observe(kLimit, kLimit);
+  CHECK(pause.get() == GatherPause::kShortest);
+  // The kernel gave no figures: as it is. Just under a 32nd: longer.
+  pause.Observe(0, 0);
+  CHECK(pause.get() == GatherPause::kShortest);
+  pause.Observe(kLimit / 33, kLimit);
+  CHECK(pause.get() > GatherPause::kShortest);
 }
