@@ -269,7 +269,7 @@ int main(int argc, char** argv) {
       socklen_t length = sizeof meminfo;
       if (o.gather_us < 0 &&
           ::getsockopt(fd, SOL_SOCKET, SO_MEMINFO, meminfo.data(), &length) == 0 &&
-          length == sizeof meminfo) {
+          length > SK_MEMINFO_RCVBUF * sizeof(std::uint32_t)) {
         gather.Observe(meminfo[SK_MEMINFO_RMEM_ALLOC], meminfo[SK_MEMINFO_RCVBUF]);
       }
     }

@@ -177,7 +177,7 @@ class UdpReceiver {
     std::array<std::uint32_t, SK_MEMINFO_VARS> meminfo{};
     socklen_t length = sizeof meminfo;
     if (::getsockopt(fd_, SOL_SOCKET, SO_MEMINFO, meminfo.data(), &length) != 0 ||
-        length < sizeof meminfo) {
+        length <= SK_MEMINFO_DROPS * sizeof(std::uint32_t)) {
       return {};
     }
     CountKernelDrops(meminfo[SK_MEMINFO_DROPS]);
