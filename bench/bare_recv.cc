@@ -14,13 +14,11 @@
 // N µs every time, 0 never.
 //
 //   telemetryd-bare-recv --port 0 --receive-buffer 67108864 --protocol statsd --parse --cpu 1
-#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
-#include <array>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
@@ -265,12 +263,9 @@ int main(int argc, char** argv) {
       timespec pause{us / 1'000'000, (us % 1'000'000) * 1000};
       while (g_stop == 0 && ::nanosleep(&pause, &pause) != 0 && errno == EINTR) {
       }
-      std::array<std::uint32_t, SK_MEMINFO_VARS> meminfo{};
-      socklen_t length = sizeof meminfo;
-      if (o.gather_us < 0 &&
-          ::getsockopt(fd, SOL_SOCKET, SO_MEMINFO, meminfo.data(), &length) == 0 &&
-          length > SK_MEMINFO_RCVBUF * sizeof(std::uint32_t)) {
-        gather.Observe(meminfo[SK_MEMINFO_RMEM_ALLOC], meminfo[SK_MEMINFO_RCVBUF]);
+      if (o.gather_us < 0) {
+        const auto memory = telemetryd::ingest::detail::ReadSocketMemory(fd);
+        gather.Observe(memory.queued, memory.limit);
       }
     }
   }

@@ -63,7 +63,7 @@ void BM_DecodeFrame20Nodes(benchmark::State& state) { DecodeFrames(state, VsrFra
 BENCHMARK(BM_DecodeFrame20Nodes);
 
 // tags: 0 none (lines of 26 to 33 bytes), 1 three (54 to 61 bytes), 2 six (103 to 110 bytes),
-// 3 eight (148 to 155 bytes, longer than a line map holds).
+// 3 eight (148 to 155 bytes).
 std::string StatsdDatagram(int tags) {
   std::string out;
   for (int i = 0; i < 25; ++i) {

@@ -2,14 +2,12 @@
 
 #include <pthread.h>
 
-#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 #include <utility>
 
-#include <array>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <cerrno>
@@ -104,9 +102,7 @@ class UdpReceiver {
       released_ = false;
     }
     socket_.async_wait(udp::socket::wait_read, [this](const boost::system::error_code& ec) {
-      armed_ = false;
-      if (ec || closed_) return;
-      Continue(Drain(kBatchesPerWakeup));
+      if (Woken(ec)) Continue(Drain(kBatchesPerWakeup));
     });
     armed_ = true;
   }
@@ -171,22 +167,23 @@ class UdpReceiver {
   // Reads the socket's drop count from the kernel (SO_MEMINFO). A datagram carries the count as it
   // was when the datagram was queued, so drops after the last queued datagram reach the counter
   // only this way: the end of a burst that nothing follows. Called every second, at the end of
-  // every pause and by DrainAndClose. Returns the socket's memory figures; all 0 when the kernel
-  // gave none.
-  std::array<std::uint32_t, SK_MEMINFO_VARS> PollKernelDrops() noexcept {
-    std::array<std::uint32_t, SK_MEMINFO_VARS> meminfo{};
-    socklen_t length = sizeof meminfo;
-    if (::getsockopt(fd_, SOL_SOCKET, SO_MEMINFO, meminfo.data(), &length) != 0 ||
-        length <= SK_MEMINFO_DROPS * sizeof(std::uint32_t)) {
-      return {};
-    }
-    CountKernelDrops(meminfo[SK_MEMINFO_DROPS]);
-    return meminfo;
+  // every pause and by DrainAndClose. Returns the socket's memory figures.
+  detail::SocketMemory PollKernelDrops() noexcept {
+    const detail::SocketMemory memory = detail::ReadSocketMemory(fd_);
+    if (memory.limit != 0) CountKernelDrops(memory.drops);
+    return memory;
   }
 
  private:
   // What follows a Drain (see Arm). Throws std::bad_alloc as Arm does.
   void Continue(Drained drained);
+
+  // In the handler of what Arm, Pause or Continue queued: nothing is queued any more; whether to
+  // read on (the wait was not cancelled, the socket is open).
+  bool Woken(const boost::system::error_code& ec) noexcept {
+    armed_ = false;
+    return !ec && !closed_;
+  }
 
   // Reads again after a pause (GatherPause: how long follows how full the socket's buffer was at
   // the end of the last one). Meanwhile the socket is out of the worker's reactor, so that the
@@ -201,10 +198,9 @@ class UdpReceiver {
     }
     pause_.expires_after(gather_.get());
     pause_.async_wait([this](const boost::system::error_code& ec) {
-      armed_ = false;
-      if (ec || closed_) return;
-      const auto meminfo = PollKernelDrops();
-      gather_.Observe(meminfo[SK_MEMINFO_RMEM_ALLOC], meminfo[SK_MEMINFO_RCVBUF]);
+      if (!Woken(ec)) return;
+      const detail::SocketMemory memory = PollKernelDrops();
+      gather_.Observe(memory.queued, memory.limit);
       Continue(Drain(kBatchesPerWakeup));
     });
     armed_ = true;
@@ -512,9 +508,7 @@ void UdpReceiver::Continue(Drained drained) {
     return;
   }
   asio::post(pause_.get_executor(), [this] {
-    armed_ = false;
-    if (closed_) return;
-    Continue(Drain(kBatchesPerWakeup));
+    if (Woken({})) Continue(Drain(kBatchesPerWakeup));
   });
   armed_ = true;
 }

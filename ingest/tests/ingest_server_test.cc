@@ -97,14 +97,20 @@ std::string PrefixedFrame(int events) {
 }
 
 // A blocking loopback client connection.
+// 127.0.0.1:`port`.
+sockaddr_in Loopback(std::uint16_t port) {
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_port = htons(port);
+  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return at;
+}
+
 class Connection {
  public:
   explicit Connection(std::uint16_t port) : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
     REQUIRE(fd_ >= 0);
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(port);
-    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const sockaddr_in to = Loopback(port);
     REQUIRE(::connect(fd_, reinterpret_cast<const sockaddr*>(&to), sizeof to) == 0);
   }
   ~Connection() { Close(); }
@@ -154,11 +160,9 @@ ListenerOptions StatsdUdp() {
 // A loopback UDP client socket that sends to `port`.
 class DatagramSender {
  public:
-  explicit DatagramSender(std::uint16_t port) : fd_(::socket(AF_INET, SOCK_DGRAM, 0)) {
+  explicit DatagramSender(std::uint16_t port)
+      : fd_(::socket(AF_INET, SOCK_DGRAM, 0)), to_(Loopback(port)) {
     REQUIRE(fd_ >= 0);
-    to_.sin_family = AF_INET;
-    to_.sin_port = htons(port);
-    to_.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   }
   ~DatagramSender() { ::close(fd_); }
   DatagramSender(const DatagramSender&) = delete;
@@ -172,7 +176,7 @@ class DatagramSender {
 
  private:
   int fd_;
-  sockaddr_in to_{};
+  sockaddr_in to_;
 };
 
 // One worker, a native and a StatsD TCP listener, counting sinks.
@@ -712,10 +716,7 @@ TEST_CASE(
   // Its socket is closed: the port binds again without SO_REUSEPORT.
   const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
   REQUIRE(fd >= 0);
-  sockaddr_in at{};
-  at.sin_family = AF_INET;
-  at.sin_port = htons(udp_port);
-  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const sockaddr_in at = Loopback(udp_port);
   CHECK(::bind(fd, reinterpret_cast<const sockaddr*>(&at), sizeof at) == 0);
   ::close(fd);
   REQUIRE(connection.Send("served:1|c\n"));
