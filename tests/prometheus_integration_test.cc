@@ -180,6 +180,45 @@ statsd:
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("help texts with line feeds and backslashes are escaped, and promtool accepts them") {
+  REQUIRE_MESSAGE(std::filesystem::exists(kPromtool),
+                  "promtool is missing: scripts/install-deps installs it");
+  const std::string dir = TempDir();
+  const std::string catalog = dir + "/app.yaml";
+  // A literal block keeps its line feeds, the last one too.
+  std::ofstream(catalog) << "system: app\n"
+                            "events:\n"
+                            "  app.job.done: {measurements: {count: none}}\n"
+                            "metrics:\n"
+                            "  - counter: app.job.done.count\n"
+                            "    description: |\n"
+                            "      Jobs done, C:\\queue\\jobs;\n"
+                            "      one line each.\n";
+  DaemonProcess d(TELEMETRYD_BINARY,
+                  kDaemonConfig + "catalogs: {builtin: false, paths: [" + catalog + "]}\n");
+  REQUIRE_MESSAGE(d.ready(), d.log());
+  auto c = Connect(d);
+  REQUIRE(c->Send(Event("app.job.done", {{"count", wire::Number::Int(1)}}, {})));
+  REQUIRE(c->Flush());
+  telemetryd::test::SendUdp(d.port("statsd_udp"), "path.C\\tmp:1|c\n");
+  std::string text;
+  REQUIRE(Eventually([&] {
+    text = HttpGet(d.port("prometheus"), "/metrics");
+    return MetricValue(text, "app_job_done_count_total") == 1 &&
+           MetricValue(text, "path_C_tmp_total") == 1;
+  }));
+  CHECK(text.find("# HELP app_job_done_count_total Jobs done, C:\\\\queue\\\\jobs;\\none line "
+                  "each.\\n\n") != std::string::npos);
+  CHECK(text.find("# HELP path_C_tmp_total StatsD metric path.C\\\\tmp.\n") != std::string::npos);
+  const std::string exposition = dir + "/metrics.txt";
+  std::ofstream(exposition) << text;
+  const auto promtool =
+      telemetryd::test::RunCommand(std::string(kPromtool) + " check metrics < " + exposition);
+  CHECK_MESSAGE(promtool.status == 0, (promtool.output + "\n" + text));
+  CHECK_MESSAGE(promtool.output.empty(), promtool.output);
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("gzip on request, basic auth when configured, health endpoints") {
   DaemonProcess d(TELEMETRYD_BINARY, kDaemonConfig + "\nlogging: {level: info}\n");
   REQUIRE(d.ready());

@@ -88,6 +88,23 @@ std::string LabelValue(std::string_view text) {
   return out;
 }
 
+std::string HelpText(std::string text) {
+  if (!wire::IsValidUtf8(text)) text = LabelValue(text);
+  if (text.find_first_of("\\\n") == std::string::npos) return text;
+  std::string out;
+  out.reserve(text.size() + 8);
+  for (const char c : text) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
 PrometheusName NameFor(const aggregate::MetricInfo& metric) {
   PrometheusName p;
   p.name = Sanitize(metric.name, true);
@@ -179,11 +196,11 @@ void FamilyBuilder::Metric(const aggregate::MetricInfo& info, std::size_t series
   prometheus::MetricFamily& family = out_.emplace_back();
   family.name = std::move(p.name);
   if (!info.description.empty()) {
-    family.help = info.description;
+    family.help = HelpText(info.description);
   } else if (info.system == "statsd") {
-    family.help = "StatsD metric " + info.name + ".";
+    family.help = HelpText("StatsD metric " + info.name + ".");
   } else {
-    family.help = info.name;
+    family.help = HelpText(info.name);
   }
   family.type = p.type;
   family.metric.reserve(series);

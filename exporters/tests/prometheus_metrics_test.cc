@@ -99,6 +99,20 @@ TEST_CASE("families serialize as the exposition format expects") {
   CHECK(text.find("lat_seconds_count 3\n") != std::string::npos);
 }
 
+TEST_CASE("help texts are UTF-8 with backslashes and line feeds escaped") {
+  CHECK(HelpText("Jobs done.") == "Jobs done.");
+  CHECK(HelpText("C:\\jobs\nnext\\") == "C:\\\\jobs\\nnext\\\\");
+  CHECK(HelpText("bad \xff byte\n") == "bad \xEF\xBF\xBD byte\\n");
+  aggregate::MetricPoints counter;
+  counter.info = Info("jobs", MetricType::kCounter);
+  counter.info.description = "Two\nlines \\ one slash.";
+  counter.series.emplace_back().value = 1;
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, ToFamilies({counter}));
+  CHECK(out.str() ==
+        "# HELP jobs_total Two\\nlines \\\\ one slash.\n# TYPE jobs_total counter\njobs_total 1\n");
+}
+
 TEST_CASE("a snapshot of an engine becomes families: empty metrics, clashes, StatsD help, UTF-8") {
   aggregate::CatalogSpec catalog;
   catalog.system = "app";

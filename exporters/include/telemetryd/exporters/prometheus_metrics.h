@@ -33,6 +33,9 @@ std::string LabelName(std::string_view text);
 std::string ExposedLabelName(std::string_view text);
 // Label values must be UTF-8: invalid bytes become U+FFFD.
 std::string LabelValue(std::string_view text);
+// A family's help text as the exposition needs it: UTF-8 (as LabelValue), with backslashes and
+// line feeds escaped ("\\", "\n"), which prometheus-cpp's text serializer writes as given.
+std::string HelpText(std::string text);
 
 // Two metrics that would share a Prometheus name are an error (reported with both names).
 Status CheckNames(const std::vector<aggregate::MetricInfo>& metrics);
