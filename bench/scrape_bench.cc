@@ -191,8 +191,8 @@ BENCHMARK(BM_StatsdPush)
 
 // The daemon's allocator settings (daemon/main.cc): freed scrape memory stays in the process.
 int main(int argc, char** argv) {
-  mallopt(M_MMAP_THRESHOLD, 256 << 20);
-  mallopt(M_TRIM_THRESHOLD, 512 << 20);
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, -1);
   mallopt(M_ARENA_MAX, 1);
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
