@@ -315,8 +315,8 @@ def scrape_one(series, args):
         scrapes = []
         start = time.monotonic()
         while loadgen.poll() is None and time.monotonic() - start < args.duration + 30:
-            body, seconds = sv.http_get(server.metrics_url, gzip=args.gzip)
-            scrapes.append((seconds, len(body)))
+            seconds, size = sv.timed_scrape(server.metrics_url, gzip=args.gzip)
+            scrapes.append((seconds, size))
             time.sleep(max(0.0, 1.0 - seconds))
         offered = sv.finish_loadgen(loadgen)
         sv.wait_idle(server.pid)
