@@ -25,11 +25,15 @@ bool EndsWith(std::string_view s, std::string_view suffix) {
 
 std::string Sanitize(std::string_view text, bool allow_colon) {
   std::string out;
-  out.reserve(text.size() + 1);
-  for (const char c : text) {
+  // Room for a leading '_' and the suffixes NameFor appends ("_seconds_total" at most): one
+  // allocation per name.
+  out.reserve(text.size() + 16);
+  out.resize(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                     c == '_' || (allow_colon && c == ':');
-    out.push_back(ok ? c : '_');
+    out[i] = ok ? c : '_';
   }
   if (out.empty() || (out[0] >= '0' && out[0] <= '9')) out.insert(out.begin(), '_');
   return out;
@@ -90,7 +94,7 @@ std::string LabelValue(std::string_view text) {
 
 std::string HelpText(std::string text) {
   if (!wire::IsValidUtf8(text)) text = LabelValue(text);
-  if (text.find_first_of("\\\n") == std::string::npos) return text;
+  if (text.find('\\') == std::string::npos && text.find('\n') == std::string::npos) return text;
   std::string out;
   out.reserve(text.size() + 8);
   for (const char c : text) {
@@ -198,7 +202,10 @@ void FamilyBuilder::Metric(const aggregate::MetricInfo& info, std::size_t series
   if (!info.description.empty()) {
     family.help = HelpText(info.description);
   } else if (info.system == "statsd") {
-    family.help = HelpText("StatsD metric " + info.name + ".");
+    std::string help;
+    help.reserve(info.name.size() + 16);
+    help.append("StatsD metric ").append(info.name).push_back('.');
+    family.help = HelpText(std::move(help));
   } else {
     family.help = HelpText(info.name);
   }
