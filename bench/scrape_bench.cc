@@ -1,7 +1,6 @@
 // A scrape of N series: flush, snapshot, conversion to metric families and text serialization (what
 // /metrics does per request), and the same text gzip-compressed. Reports response bytes.
 #include <benchmark/benchmark.h>
-#include <malloc.h>
 #include <zlib.h>
 
 #include <prometheus/text_serializer.h>
@@ -10,6 +9,7 @@
 #include <string>
 
 #include "telemetryd/aggregate/engine.h"
+#include "telemetryd/exporters/prometheus_endpoint.h"
 #include "telemetryd/exporters/prometheus_metrics.h"
 #include "telemetryd/exporters/statsd_push.h"
 
@@ -189,11 +189,9 @@ BENCHMARK(BM_StatsdPush)
 
 }  // namespace
 
-// The daemon's allocator settings (daemon/main.cc): freed scrape memory stays in the process.
+// The daemon's allocator settings: freed scrape memory stays in the process.
 int main(int argc, char** argv) {
-  mallopt(M_MMAP_MAX, 0);
-  mallopt(M_TRIM_THRESHOLD, -1);
-  mallopt(M_ARENA_MAX, 1);
+  telemetryd::exporters::KeepScrapeMemory();
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -2,7 +2,6 @@
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
 #include <utility>
 
-#include <malloc.h>
 #include <systemd/sd-daemon.h>
 #include <array>
 #include <atomic>
@@ -575,17 +574,7 @@ int Daemon::Run() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Every scrape builds and frees tens of megabytes, a gigabyte at a million StatsD names. Keep
-  // freed memory in the process instead of returning it to the kernel and faulting it in again
-  // next time: that was a third to half of a large scrape's cost (bench/README.md). So every
-  // block comes from the heap (none is mapped apart, where its pages would go back when it is
-  // freed: the response text grows to 256 MiB at a million names), and the heap is never
-  // trimmed: the process keeps what its largest scrape needed. One arena: the scrape's civetweb
-  // thread would otherwise get an arena of its own, which maps and unmaps every block larger
-  // than its 64 MiB heaps whatever these settings.
-  mallopt(M_MMAP_MAX, 0);
-  mallopt(M_TRIM_THRESHOLD, -1);
-  mallopt(M_ARENA_MAX, 1);
+  exporters::KeepScrapeMemory();
   std::string config_path = TELEMETRYD_DEFAULT_CONFIG;
   bool check = false;
   bool print = false;

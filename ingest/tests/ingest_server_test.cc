@@ -96,7 +96,6 @@ std::string PrefixedFrame(int events) {
   return out + std::string(reinterpret_cast<const char*>(frame.data()), frame.size());
 }
 
-// A blocking loopback client connection.
 // 127.0.0.1:`port`.
 sockaddr_in Loopback(std::uint16_t port) {
   sockaddr_in at{};
@@ -106,6 +105,7 @@ sockaddr_in Loopback(std::uint16_t port) {
   return at;
 }
 
+// A blocking loopback client connection.
 class Connection {
  public:
   explicit Connection(std::uint16_t port) : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {

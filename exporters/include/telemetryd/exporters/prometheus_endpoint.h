@@ -18,6 +18,11 @@ class Exposer;
 
 namespace telemetryd::exporters {
 
+// Sets glibc's allocator so that the memory a scrape frees stays in the process for the next one
+// (docs/design.md, "Memory"): no block mapped apart from the heap, no trimming, one arena. Call
+// it first in main, before any thread starts.
+void KeepScrapeMemory() noexcept;
+
 class PrometheusEndpoint {
  public:
   // Binds address:port (port 0: the kernel picks one). Errors come back as values.
