@@ -23,11 +23,11 @@ bool EndsWith(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
 }
 
-std::string Sanitize(std::string_view text, bool allow_colon) {
+// `room`: the bytes the caller will add (a leading '_' is one), so that the name takes one
+// allocation, or none when it fits the string's own buffer.
+std::string Sanitize(std::string_view text, bool allow_colon, std::size_t room) {
   std::string out;
-  // Room for a leading '_' and the suffixes NameFor appends ("_seconds_total" at most): one
-  // allocation per name.
-  out.reserve(text.size() + 16);
+  out.reserve(text.size() + room);
   out.resize(text.size());
   for (std::size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
@@ -53,7 +53,7 @@ void StripUnitSuffix(std::string& name, std::initializer_list<std::string_view> 
 }  // namespace
 
 std::string LabelName(std::string_view text) {
-  std::string out = Sanitize(text, false);
+  std::string out = Sanitize(text, false, 1);
   // Names starting with "__" are reserved for Prometheus itself.
   while (out.size() > 1 && out[0] == '_' && out[1] == '_') out.erase(0, 1);
   return out;
@@ -111,7 +111,8 @@ std::string HelpText(std::string text) {
 
 PrometheusName NameFor(const aggregate::MetricInfo& metric) {
   PrometheusName p;
-  p.name = Sanitize(metric.name, true);
+  // Room for a leading '_' and the suffixes appended below ("_seconds_total" at most).
+  p.name = Sanitize(metric.name, true, 16);
   switch (metric.unit) {
     case Unit::kSecond:
     case Unit::kMillisecond:
