@@ -493,6 +493,12 @@ int Daemon::Run() {
               exporters::AddFamily(out, g.name, g.help, prometheus::MetricType::Gauge), {},
               g.value);
         }
+        exporters::AddSample(
+            exporters::AddFamily(out, "telemetryd_scrape_failures_total",
+                                 "Scrapes that had no memory for the aggregated metrics: they "
+                                 "carried telemetryd's own metrics only.",
+                                 prometheus::MetricType::Counter),
+            {}, static_cast<double>(aggregated_->failures()));
       });
   aggregated_ = std::make_shared<exporters::AggregateCollector>([this] {
     std::lock_guard lock(mutex_);

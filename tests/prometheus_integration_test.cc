@@ -164,6 +164,8 @@ statsd:
   CHECK(MetricValue(text, "telemetryd_exposition_label_clashes") == 4);
   // clash.dash{a_b="x"} twice, svc_lat_seconds{service="web"} twice.
   CHECK(MetricValue(text, "telemetryd_exposition_series_clashes") == 2);
+  // Every scrape had the memory it needed.
+  CHECK(MetricValue(text, "telemetryd_scrape_failures_total") == 0);
   CHECK(text.find(R"(clash_timer_seconds_count{exported_le="8",exported_quantile="9"} 1)") !=
         std::string::npos);
   CHECK(text.find(R"(clash_hist_bucket{exported_le="2",le="+Inf"} 1)") != std::string::npos);

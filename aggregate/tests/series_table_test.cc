@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "../src/series_table.h"
-#include "failing_allocations.h"
+#include "support/failing_allocations.h"
 
 using telemetryd::aggregate::detail::HashKey;
 using telemetryd::aggregate::detail::KeyHasher;
@@ -211,7 +211,7 @@ TEST_CASE("a series table takes an empty key and refuses one longer than its lim
 }
 
 TEST_CASE("erasing without memory for the arena's compaction keeps every key and value") {
-  using telemetryd::aggregate::testing::allocations_left;
+  using telemetryd::testing::allocations_left;
   SeriesTable<int> table;
   // 2.4 MB of keys; three in four are erased, which leaves more garbage than live keys.
   constexpr int kKeys = 4000;

@@ -1,5 +1,6 @@
 #include "telemetryd/common/log.h"
 
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <array>
@@ -41,19 +42,14 @@ bool ParseLevel(std::string_view text, Level& out) noexcept {
 void Write(Level level, std::string_view message) noexcept {
   if (static_cast<int>(level) < g_level.load(std::memory_order_relaxed)) return;
   const auto index = static_cast<std::size_t>(level);
-  // One write(2) per line so that lines from several threads never interleave.
-  std::string line;
-  try {
-    line.reserve(message.size() + 16);
-    line.append(kJournalPrefix[index]);
-    line.append(kLevelNames[index]);
-    line.push_back(' ');
-    line.append(message);
-    line.push_back('\n');
-  } catch (...) {
-    return;
-  }
-  const ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
+  // One writev(2) per line, so that lines from several threads never interleave, and no memory
+  // needed: a line that says memory ran out is written all the same.
+  auto part = [](std::string_view text) {
+    return iovec{const_cast<char*>(text.data()), text.size()};
+  };
+  const std::array<iovec, 5> parts = {part(kJournalPrefix[index]), part(kLevelNames[index]),
+                                      part(" "), part(message), part("\n")};
+  const ssize_t ignored = ::writev(STDERR_FILENO, parts.data(), static_cast<int>(parts.size()));
   (void)ignored;
 }
 

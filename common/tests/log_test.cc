@@ -5,6 +5,7 @@
 #include <new>
 #include <string>
 
+#include "support/failing_allocations.h"
 #include "telemetryd/common/log.h"
 
 using namespace telemetryd;
@@ -68,4 +69,15 @@ TEST_CASE("a rate-limited site makes its message only when it writes, else write
   const std::string second = CaptureStderr(
       [&] { other([]() -> std::string { throw std::bad_alloc(); }, "no memory for the message"); });
   CHECK(second.find("no memory for the message") != std::string::npos);
+}
+
+TEST_CASE("a line is written whole when no memory is left, a rate-limited one too") {
+  log::RateLimitedLog site(log::Level::kError, 60'000);
+  const std::string text = CaptureStderr([&] {
+    telemetryd::testing::allocations_left = 0;  // every allocation fails
+    log::Write(log::Level::kWarn, "flush: out of memory");
+    site("scrape: out of memory");
+    telemetryd::testing::allocations_left = -1;
+  });
+  CHECK(text == "<4>warn flush: out of memory\n<3>error scrape: out of memory\n");
 }

@@ -7,7 +7,9 @@
 #include <cerrno>
 #include <chrono>
 #include <map>
+#include <new>
 
+#include "telemetryd/common/log.h"
 #include "telemetryd/common/radix_sort.h"
 #include "telemetryd/wire/format.h"
 
@@ -407,15 +409,27 @@ std::vector<prometheus::MetricFamily> AggregateCollector::Collect() const {
   }();
   (void)lowered;
   const auto start = std::chrono::steady_clock::now();
-  std::vector<prometheus::MetricFamily> families;
-  FamilyBuilder builder(families);
-  snapshot_().Visit(builder);
-  clashes_.store(builder.clashes());
-  label_clashes_.store(builder.label_clashes());
-  series_clashes_.store(builder.series_clashes());
-  last_duration_.store(
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  return families;
+  // Out of memory for the snapshot or its families, the scrape carries the daemon's own metrics
+  // only (which count it) rather than end the process: what was aggregated stays in the engine,
+  // for the next scrape. What the exposer then needs to serialize is prometheus-cpp's to find.
+  try {
+    std::vector<prometheus::MetricFamily> families;
+    FamilyBuilder builder(families);
+    snapshot_().Visit(builder);
+    clashes_.store(builder.clashes());
+    label_clashes_.store(builder.label_clashes());
+    series_clashes_.store(builder.series_clashes());
+    last_duration_.store(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    return families;
+  } catch (const std::bad_alloc&) {
+    failures_.fetch_add(1);
+    static log::RateLimitedLog no_memory(log::Level::kError);
+    no_memory(
+        "scrape: out of memory for the aggregated metrics; this scrape has only telemetryd's own "
+        "(telemetryd_scrape_failures_total)");
+    return {};
+  }
 }
 
 }  // namespace telemetryd::exporters

@@ -121,6 +121,8 @@ class AggregateCollector final : public prometheus::Collectable {
   [[nodiscard]] std::uint64_t series_clashes() const noexcept { return series_clashes_.load(); }
   // Wall time of the last scrape's flush, snapshot and conversion, in seconds.
   [[nodiscard]] double last_duration_seconds() const noexcept { return last_duration_.load(); }
+  // Scrapes that had no memory for the aggregated metrics: they carried none of them.
+  [[nodiscard]] std::uint64_t failures() const noexcept { return failures_.load(); }
 
  private:
   mutable std::atomic<double> last_duration_{0};
@@ -128,6 +130,7 @@ class AggregateCollector final : public prometheus::Collectable {
   mutable std::atomic<std::uint64_t> clashes_{0};
   mutable std::atomic<std::uint64_t> label_clashes_{0};
   mutable std::atomic<std::uint64_t> series_clashes_{0};
+  mutable std::atomic<std::uint64_t> failures_{0};
 };
 
 }  // namespace telemetryd::exporters
