@@ -1,6 +1,6 @@
 // A replacement of operator new for the unit tests of code that must stay consistent when memory
-// runs out: allocations that fail on demand. Its definition (failing_allocations.cc) is a source
-// of each test binary that uses it, so that no other binary gets it.
+// runs out: allocations that fail on demand. Its definition (failing_allocations.cc) is linked
+// only into the test binaries that link the telemetryd_failing_allocations object library.
 #pragma once
 
 namespace telemetryd::testing {
