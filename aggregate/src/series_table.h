@@ -260,6 +260,9 @@ class SeriesTable {
   // Iterate indexes [0, end()) and skip those not live().
   [[nodiscard]] std::uint32_t end() const noexcept { return entries_; }
   [[nodiscard]] std::size_t size() const noexcept { return live_; }
+  // The bytes of the key arena, and those of them no live key uses (a compaction takes them back).
+  [[nodiscard]] std::size_t arena_bytes() const noexcept { return arena_bytes_; }
+  [[nodiscard]] std::size_t garbage_bytes() const noexcept { return garbage_; }
 
  private:
   static constexpr std::uint32_t kDead = 0xFFFFFFFFu;

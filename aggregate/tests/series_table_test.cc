@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <map>
+#include <new>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -208,6 +209,49 @@ TEST_CASE("a series table takes an empty key and refuses one longer than its lim
   CHECK(table.value(Find(table, longest)) == 2);
   CHECK_THROWS_AS(Insert(table, longest + "x", 3), std::length_error);
   CHECK(table.size() == 2);
+}
+
+TEST_CASE("an insert without memory leaves the table as it was, and what it stored as garbage") {
+  using telemetryd::testing::allocations_left;
+  SeriesTable<int> table;
+  // Past the first chunk of entries, so that every kind of allocation an insert makes (the probe
+  // slots, an arena block, the first chunk's growth, a chunk) fails at some point.
+  constexpr int kKeys = 5000;
+  std::size_t failures = 0;
+  std::size_t failures_with_garbage = 0;
+  bool consistent = true;
+  for (int i = 0; i < kKeys; ++i) {
+    const std::string key = std::to_string(i) + Text(static_cast<std::size_t>(i % 40));
+    const std::uint64_t hash = SeriesTable<int>::Hash(key);
+    for (long n = 0;; ++n) {
+      const std::size_t arena = table.arena_bytes();
+      const std::size_t garbage = table.garbage_bytes();
+      bool failed = false;
+      allocations_left = n;
+      try {
+        table.value(table.Insert(key, hash)) = i;
+      } catch (const std::bad_alloc&) {
+        failed = true;
+      }
+      allocations_left = -1;
+      if (!failed) break;
+      ++failures;
+      if (table.arena_bytes() != arena) ++failures_with_garbage;
+      consistent = consistent && table.size() == static_cast<std::size_t>(i) &&
+                   table.Find(key, hash) == SeriesTable<int>::kNone &&
+                   table.garbage_bytes() - garbage == table.arena_bytes() - arena;
+    }
+  }
+  CHECK(consistent);
+  CHECK(failures > 10);
+  CHECK(failures_with_garbage > 0);
+  REQUIRE(table.size() == static_cast<std::size_t>(kKeys));
+  for (int i = 0; i < kKeys; ++i) {
+    const std::string key = std::to_string(i) + Text(static_cast<std::size_t>(i % 40));
+    const std::uint32_t index = table.Find(key, SeriesTable<int>::Hash(key));
+    REQUIRE(index != SeriesTable<int>::kNone);
+    CHECK(table.value(index) == i);
+  }
 }
 
 TEST_CASE("erasing without memory for the arena's compaction keeps every key and value") {
