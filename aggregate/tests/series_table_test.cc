@@ -217,11 +217,12 @@ TEST_CASE("an insert without memory leaves the table as it was, and what it stor
   // Past the first chunk of entries, so that every kind of allocation an insert makes (the probe
   // slots, an arena block, the first chunk's growth, a chunk) fails at some point.
   constexpr int kKeys = 5000;
+  auto key_of = [](int i) { return std::to_string(i) + Text(static_cast<std::size_t>(i % 40)); };
   std::size_t failures = 0;
   std::size_t failures_with_garbage = 0;
   bool consistent = true;
   for (int i = 0; i < kKeys; ++i) {
-    const std::string key = std::to_string(i) + Text(static_cast<std::size_t>(i % 40));
+    const std::string key = key_of(i);
     const std::uint64_t hash = SeriesTable<int>::Hash(key);
     for (long n = 0;; ++n) {
       const std::size_t arena = table.arena_bytes();
@@ -247,7 +248,7 @@ TEST_CASE("an insert without memory leaves the table as it was, and what it stor
   CHECK(failures_with_garbage > 0);
   REQUIRE(table.size() == static_cast<std::size_t>(kKeys));
   for (int i = 0; i < kKeys; ++i) {
-    const std::string key = std::to_string(i) + Text(static_cast<std::size_t>(i % 40));
+    const std::string key = key_of(i);
     const std::uint32_t index = table.Find(key, SeriesTable<int>::Hash(key));
     REQUIRE(index != SeriesTable<int>::kNone);
     CHECK(table.value(index) == i);
