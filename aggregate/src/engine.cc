@@ -96,6 +96,10 @@ struct CompiledMetric {
   // share one (Binding::tag_groups), so that the series one event updates sit side by side in a
   // shard's table: the first lookup's cache misses bring in the others'.
   std::uint32_t series_seed = 0;
+  // The seed's part of a series hash (SeriesHash), mixed once when the engine is made.
+  std::uint64_t series_mix = 0;
+  // The decimal digits of info.id, with which the metric's series keys start.
+  std::uint8_t id_digits = 1;
 };
 
 // Whether series recorded under `a` mean the same under `b`: everything that shapes a value or a
@@ -484,11 +488,12 @@ class Shard::State {
   ShardSeries* NewSeries(std::uint32_t metric, std::uint64_t hash, std::uint32_t* index) noexcept;
   // The shard table's hash of key "<metric id><labels>": the labels part, hashed once per event,
   // combined with the metric's series_seed. The metrics of one seed share hashes: their series
-  // with the same labels are found one after the other from the same probe slot.
+  // with the same labels are found one after the other from the same probe slot. Both parts are
+  // mixed already (KeyHasher::Finish, series_mix), so an xor keeps the result spread and puts no
+  // multiply between the labels and the probe slot's load.
   [[nodiscard]] std::uint64_t SeriesHash(std::uint32_t metric,
                                          std::uint64_t labels_hash) const noexcept {
-    return detail::MixBits(labels_hash +
-                           (engine_.metrics[metric].series_seed + 1ULL) * 0x9E3779B97F4A7C15ULL);
+    return labels_hash ^ engine_.metrics[metric].series_mix;
   }
   bool Passes(const CompiledMetric& m, const wire::Event& event) const noexcept;
   void Drop(DropReason reason) noexcept { owner_.drops_[static_cast<std::size_t>(reason)].Add(); }
@@ -922,9 +927,7 @@ ShardSeries* Shard::State::FindLabelsSeries(std::uint32_t metric, std::uint32_t*
     if (index != nullptr) *index = i;
     return &s;
   };
-  // The digits of the metric's id, with which its keys start; ids are small.
-  std::size_t id_length = 1;
-  for (std::uint32_t bound = 10; id_length < 10 && metric >= bound; bound *= 10) ++id_length;
+  const std::size_t id_length = engine_.metrics[metric].id_digits;
   const std::uint64_t hash = SeriesHash(metric, labels_hash_);
   const std::uint32_t i = series_.FindIf(hash, [&](std::uint32_t candidate) {
     std::string_view key = series_.key(candidate);
@@ -2195,6 +2198,12 @@ Expected<std::unique_ptr<Engine>> Engine::Create(const std::vector<CatalogSpec>&
       while (impl->metrics[b.metrics[first]].tags != impl->metrics[b.metrics[i]].tags) ++first;
       b.tag_groups.push_back(static_cast<std::uint32_t>(first));
       impl->metrics[b.metrics[i]].series_seed = b.metrics[first];
+    }
+  }
+  for (auto& m : impl->metrics) {
+    m.series_mix = detail::MixBits((m.series_seed + 1ULL) * 0x9E3779B97F4A7C15ULL);
+    for (std::uint32_t bound = 10; m.id_digits < 10 && m.info.id >= bound; bound *= 10) {
+      ++m.id_digits;
     }
   }
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
