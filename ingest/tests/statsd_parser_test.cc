@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -101,6 +102,17 @@ void CheckRejectedAmongGood(const std::string& bad, StatsdError reason) {
 
 using Tags = std::vector<std::pair<std::string, std::string>>;
 
+// A fixed xorshift sequence: reproducible inputs.
+struct Xorshift {
+  std::uint64_t state;
+  std::uint64_t operator()() noexcept {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  }
+};
+
 }  // namespace
 
 TEST_CASE("error names follow the enum") {
@@ -179,13 +191,7 @@ TEST_CASE("numbers") {
 TEST_CASE("decimal values are correctly rounded") {
   // Compares the parser with std::from_chars over decimals of every length and point position,
   // which covers both the parser's shortcut for short decimals and its fallback.
-  std::uint64_t state = 0x2545F4914F6CDD1DULL;
-  auto next = [&state] {
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    return state;
-  };
+  Xorshift next{0x2545F4914F6CDD1DULL};
   StatsdLineParser parser;
   for (int i = 0; i < 20000; ++i) {
     const std::size_t digits = 1 + next() % 22;
@@ -625,13 +631,7 @@ TEST_CASE("container and timestamp sections are accepted and ignored") {
 TEST_CASE("random-ish garbage does not crash") {
   // A fixed xorshift sequence: reproducible, and biased towards the grammar's own characters so
   // that lines get deep into the parser.
-  std::uint64_t state = 0x9E3779B97F4A7C15ULL;
-  auto next = [&state] {
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    return state;
-  };
+  Xorshift next{0x9E3779B97F4A7C15ULL};
   const std::string alphabet = "ab.:|#@,cgmshdT0123456789+-eE.\r\n_{xX\x7F\xC3\xA9\xFF ";
   StatsdLineParser parser;
   for (int round = 0; round < 2000; ++round) {
@@ -651,4 +651,94 @@ TEST_CASE("random-ish garbage does not crash") {
       CHECK(s.tags.size() <= kStatsdMaxTags);
     }
   }
+}
+
+namespace {
+
+// Every visitor call, with each view as its place in the packet, and numbers as their bits.
+class CallLog final : public StatsdVisitor {
+ public:
+  explicit CallLog(std::string_view packet) noexcept : packet_(packet) {}
+  void OnSample(const StatsdSample& sample) noexcept override {
+    calls.push_back("sample " + Place(sample.name) + " " +
+                    std::to_string(static_cast<int>(sample.type)) + " " + Bits(sample.value) + " " +
+                    Place(sample.set_member) + " " + (sample.gauge_delta ? "delta " : "set ") +
+                    Bits(sample.sample_rate) + " " + Place(sample.tag_text));
+  }
+  void OnError(StatsdError error, std::string_view line) noexcept override {
+    calls.push_back("error " + std::string(StatsdErrorName(error)) + " " + Place(line));
+  }
+  std::vector<std::string> calls;
+
+ private:
+  std::string Place(std::string_view view) const {
+    if (view.empty()) return "-";
+    return std::to_string(view.data() - packet_.data()) + "+" + std::to_string(view.size());
+  }
+  static std::string Bits(double d) { return std::to_string(std::bit_cast<std::uint64_t>(d)); }
+  std::string_view packet_;
+};
+
+}  // namespace
+
+TEST_CASE(
+    "the fast path for common lines delivers and rejects exactly what the general parser does") {
+  // Lines put together from the grammar's pieces, valid and not, shorter and longer than the fast
+  // path's 24 to 127 bytes, packed several to a packet so that some end at the packet's end
+  // (without a newline, with "\r\n"): both parsers must make the same calls, with views at the
+  // same places.
+  Xorshift next{0x2545F4914F6CDD1DULL};
+  auto pick = [&](const std::vector<std::string>& from) { return from[next() % from.size()]; };
+  // A piece of the grammar: a valid one three times in four, else one that may not be.
+  auto piece = [&](const std::vector<std::string>& valid, const std::vector<std::string>& other) {
+    return next() % 4 != 0 ? pick(valid) : pick(other);
+  };
+  const std::vector<std::string> names = {"a", "app.requests", "x.y.z.w.v.u.t.s",
+                                          "app.requests.123", "caf\xC3\xA9"};
+  const std::vector<std::string> other_names = {"_e{",       "_sc",     "_under",    "bad\xFF",
+                                                "tab\tname", "del\x7F", "sp ace",    "",
+                                                "name#hash", "n@me",    "comma,name"};
+  const std::vector<std::string> values = {"1", "0", "-3", "+2.5", "12.75", "0.000001"};
+  const std::vector<std::string> other_values = {
+      "1e3", ".5", "5.", "", "x", "1:2", "--1", "inf", "1.2.3", "123456789012345678901234"};
+  const std::vector<std::string> types = {"c", "g", "ms", "h", "d", "s"};
+  const std::vector<std::string> other_types = {"", "x", "cc", "m"};
+  const std::vector<std::string> sections = {"|@0.5",     "|@1",         "|#env:prod", "|#a",
+                                             "|#a:b,c:d", "|@0.25|#a:b", "|#a::b",     "|#a:"};
+  const std::vector<std::string> other_sections = {
+      "|@0",  "|@2",    "|@",        "|@x",           "|#",    "|#,a",    "|#a,",
+      "|#:a", "|#a,,b", "|#k:v|#w",  "|c:abc",        "|c",    "|T12345", "|",
+      "||",   "|x",     "|#a:b\x01", "|#h\xC3\xA9:v", "|#a,:b"};
+  const std::vector<std::string> endings = {"\n", "\n", "\n", "\r\n", "\r", ""};
+  StatsdLineParser general(kStatsdMaxLineBytes, false);
+  StatsdLineParser fast;
+  std::size_t samples = 0;
+  std::size_t lines = 0;
+  for (int round = 0; round < 20000; ++round) {
+    std::string packet;
+    const std::uint64_t count = 1 + next() % 4;
+    for (std::uint64_t l = 0; l < count; ++l) {
+      std::string line = piece(names, other_names);
+      if (next() % 3 == 0) line.append(next() % 110, 'n');  // lengths around both limits
+      line += ':' + piece(values, other_values) + '|' + piece(types, other_types);
+      for (std::uint64_t s = next() % 3; s > 0; --s) line += piece(sections, other_sections);
+      if (next() % 4 == 0) {  // a long tag list
+        line += "|#";
+        for (std::uint64_t t = 1 + next() % 8; t > 0; --t) line += "key:value" + pick({",", ""});
+      }
+      if (next() % 16 == 0 && !line.empty())
+        line[next() % line.size()] = pick({":", "|", ",", "\n"})[0];
+      packet += line + (l + 1 == count ? pick(endings) : "\n");
+      ++lines;
+    }
+    CallLog expected(packet);
+    CallLog got(packet);
+    const std::size_t expected_samples = general.Parse(packet, expected);
+    REQUIRE(fast.Parse(packet, got) == expected_samples);
+    REQUIRE(got.calls == expected.calls);
+    samples += expected_samples;
+  }
+  // The pieces make lines of both kinds: a good share is taken, not only rejected.
+  CHECK(samples > lines / 10);
+  CHECK(samples < lines * 9 / 10);
 }

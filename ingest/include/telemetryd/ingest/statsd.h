@@ -80,6 +80,10 @@ class StatsdLineParser {
   // kLineTooLong.
   explicit StatsdLineParser(std::size_t max_line_bytes = kStatsdMaxLineBytes) noexcept
       : max_line_bytes_(max_line_bytes) {}
+  // `fast` false: every line through the general parser, which the fast path for common lines
+  // must agree with (a test compares the two).
+  StatsdLineParser(std::size_t max_line_bytes, bool fast) noexcept
+      : max_line_bytes_(max_line_bytes), fast_(fast) {}
   StatsdLineParser(const StatsdLineParser&) = delete;
   StatsdLineParser& operator=(const StatsdLineParser&) = delete;
 
@@ -90,6 +94,7 @@ class StatsdLineParser {
 
  private:
   std::size_t max_line_bytes_;
+  bool fast_ = true;
 };
 
 }  // namespace telemetryd::ingest
