@@ -94,7 +94,7 @@ class StatsdLineParser {
 
  private:
   std::size_t max_line_bytes_;
-  bool fast_ = true;
+  [[maybe_unused]] bool fast_ = true;  // read only where the fast path is built (SSE2)
 };
 
 }  // namespace telemetryd::ingest
