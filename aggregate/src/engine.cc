@@ -92,15 +92,20 @@ struct CompiledMetric {
   // Engine::Impl::key_indexes of each tag's metadata key and of the measurement.
   std::vector<std::uint32_t> tag_keys;
   std::uint32_t measurement_key = 0;
-  // Seeds the hash of the metric's shard series. The metrics an event feeds with the same tags
-  // share one (Binding::tag_groups), so that the series one event updates sit side by side in a
-  // shard's table: the first lookup's cache misses bring in the others'.
-  std::uint32_t series_seed = 0;
-  // The seed's part of a series hash (SeriesHash), mixed once when the engine is made.
+  // The metric's part of its shard series' hash (SeriesHash): SeriesMix of a seed. The metrics an
+  // event feeds with the same tags share one (Binding::tag_groups), so that the series one event
+  // updates sit side by side in a shard's table: the first lookup's cache misses bring in the
+  // others'.
   std::uint64_t series_mix = 0;
   // The decimal digits of info.id, with which the metric's series keys start.
   std::uint8_t id_digits = 1;
 };
+
+// The part of its series' hash that a metric takes from `seed` (CompiledMetric::series_mix), mixed
+// once here rather than on every lookup.
+std::uint64_t SeriesMix(std::uint32_t seed) noexcept {
+  return detail::MixBits((seed + 1ULL) * 0x9E3779B97F4A7C15ULL);
+}
 
 // Whether series recorded under `a` mean the same under `b`: everything that shapes a value or a
 // label, but not the description.
@@ -487,9 +492,9 @@ class Shard::State {
   // Creates the series for key_ with `hash` (not in the table yet).
   ShardSeries* NewSeries(std::uint32_t metric, std::uint64_t hash, std::uint32_t* index) noexcept;
   // The shard table's hash of key "<metric id><labels>": the labels part, hashed once per event,
-  // combined with the metric's series_seed. The metrics of one seed share hashes: their series
-  // with the same labels are found one after the other from the same probe slot. Both parts are
-  // mixed already (KeyHasher::Finish, series_mix), so an xor keeps the result spread and puts no
+  // combined with the metric's series_mix. The metrics of one mix share hashes: their series with
+  // the same labels are found one after the other from the same probe slot. Both parts are mixed
+  // already (KeyHasher::Finish, SeriesMix), so an xor keeps the result spread and puts no
   // multiply between the labels and the probe slot's load.
   [[nodiscard]] std::uint64_t SeriesHash(std::uint32_t metric,
                                          std::uint64_t labels_hash) const noexcept {
@@ -2090,7 +2095,7 @@ Expected<std::unique_ptr<Engine>> Engine::Create(const std::vector<CatalogSpec>&
     }
     metric_owner.emplace(m.info.name, pos.ToString());
     m.info.id = static_cast<std::uint32_t>(impl->metrics.size());
-    m.series_seed = m.info.id;
+    m.series_mix = SeriesMix(m.info.id);
     impl->catalog_metrics.emplace(m.info.name, m.info.id);
     impl->metrics.push_back(std::move(m));
     impl->store.emplace_back();
@@ -2172,7 +2177,7 @@ Expected<std::unique_ptr<Engine>> Engine::Create(const std::vector<CatalogSpec>&
   for (unsigned type = 0; type < kStatsdTypes; ++type) {
     CompiledMetric& m = impl->metrics.emplace_back();
     m.info.id = impl->statsd_first + type;
-    m.series_seed = m.info.id;
+    m.series_mix = SeriesMix(m.info.id);
     m.info.name = std::string(kStatsdCarrierNames[type]);
     m.info.system = "statsd";
     m.info.type = type == kStatsdCounter                       ? MetricType::kCounter
@@ -2197,11 +2202,10 @@ Expected<std::unique_ptr<Engine>> Engine::Create(const std::vector<CatalogSpec>&
       std::size_t first = 0;
       while (impl->metrics[b.metrics[first]].tags != impl->metrics[b.metrics[i]].tags) ++first;
       b.tag_groups.push_back(static_cast<std::uint32_t>(first));
-      impl->metrics[b.metrics[i]].series_seed = b.metrics[first];
+      impl->metrics[b.metrics[i]].series_mix = SeriesMix(b.metrics[first]);
     }
   }
   for (auto& m : impl->metrics) {
-    m.series_mix = detail::MixBits((m.series_seed + 1ULL) * 0x9E3779B97F4A7C15ULL);
     for (std::uint32_t bound = 10; m.id_digits < 10 && m.info.id >= bound; bound *= 10) {
       ++m.id_digits;
     }

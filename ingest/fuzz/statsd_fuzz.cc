@@ -3,13 +3,12 @@
 // promises cannot happen. It also traps when the parser's fast path for common lines makes other
 // calls than the general parser alone.
 #include <array>
-#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
-#include <vector>
 
+#include "../tests/statsd_call_log.h"
 #include "telemetryd/ingest/statsd.h"
 
 namespace {
@@ -87,29 +86,6 @@ class TouchingVisitor final : public StatsdVisitor {
   volatile std::size_t sink_ = 0;
 };
 
-// Every call, each view as its place in the input and numbers as their bits.
-class CallLog final : public StatsdVisitor {
- public:
-  explicit CallLog(std::string_view input) noexcept : input_(input) {}
-  void OnSample(const StatsdSample& s) noexcept override {
-    calls.push_back({1, Place(s.name), s.name.size(), static_cast<std::uint64_t>(s.type),
-                     std::bit_cast<std::uint64_t>(s.value), Place(s.set_member),
-                     s.set_member.size(), s.gauge_delta ? 1U : 0U,
-                     std::bit_cast<std::uint64_t>(s.sample_rate), Place(s.tag_text),
-                     s.tag_text.size()});
-  }
-  void OnError(StatsdError error, std::string_view line) noexcept override {
-    calls.push_back({2, static_cast<std::uint64_t>(error), Place(line), line.size()});
-  }
-  std::vector<std::array<std::uint64_t, 11>> calls;
-
- private:
-  std::uint64_t Place(std::string_view view) const noexcept {
-    return view.empty() ? 0 : static_cast<std::uint64_t>(view.data() - input_.data());
-  }
-  std::string_view input_;
-};
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -119,8 +95,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::size_t delivered = parser.Parse(input, visitor);
   if (delivered != visitor.samples()) __builtin_trap();
   StatsdLineParser general(kStatsdMaxLineBytes, false);
-  CallLog fast_calls(input);
-  CallLog general_calls(input);
+  telemetryd::ingest::testing::StatsdCallLog fast_calls(input);
+  telemetryd::ingest::testing::StatsdCallLog general_calls(input);
   if (parser.Parse(input, fast_calls) != general.Parse(input, general_calls) ||
       fast_calls.calls != general_calls.calls) {
     __builtin_trap();

@@ -371,6 +371,7 @@ class FastLine {
   // packet's loop, it made LineParser's own lines cost more (bench/README.md).
   [[gnu::noinline]] static bool Parse(const char* p, std::size_t n, const char* end,
                                       StatsdVisitor& visitor) noexcept {
+    if (p[0] == '_') return false;  // maybe a DogStatsD event or service check
     const std::size_t blocks = (n + 15) / 16;
     Masks m;
     if (static_cast<std::size_t>(end - p) >= 16 * blocks) {
@@ -380,7 +381,6 @@ class FastLine {
       std::memcpy(copy, p, n);
       m = Classify(copy, blocks);
     }
-    if (p[0] == '_') return false;
     const Mask line = Below(n);
     const Mask colons = m.colon & line;
     const Mask pipes = m.pipe & line;

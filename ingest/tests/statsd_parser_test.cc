@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <array>
-#include <bit>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -10,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "statsd_call_log.h"
 #include "telemetryd/ingest/statsd.h"
 
 using namespace telemetryd::ingest;
@@ -653,38 +653,10 @@ TEST_CASE("random-ish garbage does not crash") {
   }
 }
 
-namespace {
-
-// Every visitor call, with each view as its place in the packet, and numbers as their bits.
-class CallLog final : public StatsdVisitor {
- public:
-  explicit CallLog(std::string_view packet) noexcept : packet_(packet) {}
-  void OnSample(const StatsdSample& sample) noexcept override {
-    calls.push_back("sample " + Place(sample.name) + " " +
-                    std::to_string(static_cast<int>(sample.type)) + " " + Bits(sample.value) + " " +
-                    Place(sample.set_member) + " " + (sample.gauge_delta ? "delta " : "set ") +
-                    Bits(sample.sample_rate) + " " + Place(sample.tag_text));
-  }
-  void OnError(StatsdError error, std::string_view line) noexcept override {
-    calls.push_back("error " + std::string(StatsdErrorName(error)) + " " + Place(line));
-  }
-  std::vector<std::string> calls;
-
- private:
-  std::string Place(std::string_view view) const {
-    if (view.empty()) return "-";
-    return std::to_string(view.data() - packet_.data()) + "+" + std::to_string(view.size());
-  }
-  static std::string Bits(double d) { return std::to_string(std::bit_cast<std::uint64_t>(d)); }
-  std::string_view packet_;
-};
-
-}  // namespace
-
 TEST_CASE(
     "the fast path for common lines delivers and rejects exactly what the general parser does") {
   // Lines put together from the grammar's pieces, valid and not, shorter and longer than the fast
-  // path's 24 to 127 bytes, packed several to a packet so that some end at the packet's end
+  // path's 24 to 63 bytes, packed several to a packet so that some end at the packet's end
   // (without a newline, with "\r\n"): both parsers must make the same calls, with views at the
   // same places.
   Xorshift next{0x2545F4914F6CDD1DULL};
@@ -731,8 +703,8 @@ TEST_CASE(
       packet += line + (l + 1 == count ? pick(endings) : "\n");
       ++lines;
     }
-    CallLog expected(packet);
-    CallLog got(packet);
+    testing::StatsdCallLog expected(packet);
+    testing::StatsdCallLog got(packet);
     const std::size_t expected_samples = general.Parse(packet, expected);
     REQUIRE(fast.Parse(packet, got) == expected_samples);
     REQUIRE(got.calls == expected.calls);

@@ -77,12 +77,10 @@ std::span<const StatsdTag> SplitStatsdTags(std::string_view tag_text,
 class StatsdLineParser {
  public:
   // Lines longer than `max_line_bytes` (not counting the "\n" or "\r\n") are rejected as
-  // kLineTooLong.
-  explicit StatsdLineParser(std::size_t max_line_bytes = kStatsdMaxLineBytes) noexcept
-      : max_line_bytes_(max_line_bytes) {}
-  // `fast` false: every line through the general parser, which the fast path for common lines
-  // must agree with (a test compares the two).
-  StatsdLineParser(std::size_t max_line_bytes, bool fast) noexcept
+  // kLineTooLong. `fast` false: every line through the general parser, which the fast path for
+  // common lines must agree with (a test compares the two).
+  explicit StatsdLineParser(std::size_t max_line_bytes = kStatsdMaxLineBytes,
+                            bool fast = true) noexcept
       : max_line_bytes_(max_line_bytes), fast_(fast) {}
   StatsdLineParser(const StatsdLineParser&) = delete;
   StatsdLineParser& operator=(const StatsdLineParser&) = delete;
@@ -94,7 +92,7 @@ class StatsdLineParser {
 
  private:
   std::size_t max_line_bytes_;
-  [[maybe_unused]] bool fast_ = true;  // read only where the fast path is built (SSE2)
+  [[maybe_unused]] bool fast_;  // read only where the fast path is built (SSE2)
 };
 
 }  // namespace telemetryd::ingest
